@@ -1,0 +1,76 @@
+"""The one interface every method implements.
+
+A method is a small object registered by name in :mod:`repro.methods`. The stages never branch on
+the method's name: ``repro.train`` calls :meth:`Method.build_model` and :meth:`Method.loss`,
+``repro.sample`` calls :meth:`Method.sample`, and which token layout a method trains on is
+:meth:`Method.layout` (a name in :data:`repro.tokenization.LAYOUTS`).
+
+Tensors (B = batch, L = sequence length):
+
+* ``Batch.ids``  — (B, L) int64 token ids, the full training sequence of the layout.
+* ``Batch.cond`` — (B, L) bool, True where the position is *given* (prompt / source / visible
+  code / BOS) and False where the method must generate it.
+* ``Samples.ids`` — (B, L) int64, the completed sequences (given positions copied unchanged).
+* ``Samples.nfe`` — the exact number of network forward passes each sample received.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+
+@dataclass
+class Batch:
+    ids: torch.Tensor  # (B, L) int64
+    cond: torch.Tensor  # (B, L) bool
+
+    def to(self, device: torch.device | str) -> Batch:
+        return Batch(self.ids.to(device, non_blocking=True), self.cond.to(device, non_blocking=True))
+
+
+@dataclass
+class Samples:
+    ids: torch.Tensor  # (B, L) int64, given positions unchanged
+    nfe: int  # network evaluations per sample, counted exactly
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+class Method:
+    """Base class: subclasses set ``name``/``samplers`` and implement the four methods."""
+
+    name: ClassVar[str]
+    #: sampler kinds this method implements (``sampler.kind`` in config must be one of them)
+    samplers: ClassVar[tuple[str, ...]]
+
+    def layout(self, task_kind: str) -> str:
+        """Name of the token layout this method trains on for a dataset of ``task_kind``."""
+        raise NotImplementedError
+
+    def build_model(self, model_cfg: dict, vocab_size: int, seq_len: int) -> nn.Module:
+        raise NotImplementedError
+
+    def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+        """Scalar training loss, exactly as the paper (or its code) defines it."""
+        raise NotImplementedError
+
+    def sample(
+        self,
+        model: nn.Module,
+        cond: Batch,
+        nfe: int,
+        sampler: str,
+        generator: torch.Generator,
+        **opts: Any,
+    ) -> Samples:
+        """Complete the non-given positions of ``cond`` with an exact NFE budget."""
+        raise NotImplementedError
+
+    def check_sampler(self, sampler: str) -> None:
+        if sampler not in self.samplers:
+            raise ValueError(
+                f"method {self.name!r} has no sampler {sampler!r}; choose one of {list(self.samplers)}"
+            )

@@ -1,0 +1,443 @@
+"""Everything the Snakefile needs beyond glue: the catalogue expansion and each rule's params.
+
+``workflow/rules/common.smk`` builds one :class:`Catalogue` from the validated config; every rule
+asks it for its inputs and params. Keeping this here (not in ``.smk`` files) makes it unit-testable
+and keeps the rule files thin.
+
+Staleness contract (pipeline.md §3): each rule's ``params`` carry only the sub-config that rule
+uses, serialised as canonical JSON, plus a content digest of the package files it runs. So:
+
+* changing an NFE grid or a sampler option re-samples, re-scores and re-reports only the affected
+  experiment (samplers live inside their experiment, NFEs inside catalogue rows);
+* changing an experiment's ``model``/``train`` block retrains that experiment only;
+* editing ``methods/<name>.py`` retrains experiments of that method only;
+* ``touch`` without an edit re-runs nothing (digests hash content, not mtimes).
+
+Nothing here imports torch or the heavy NLP stack: the DAG of the paper config must build fast.
+"""
+
+from __future__ import annotations
+
+import ast
+import copy
+import hashlib
+import json
+import re
+import sys
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from repro.methods import REGISTRY, method_source_files
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+REPO_DIR = PACKAGE_DIR.parent.parent
+SPLITS = ("train", "validation", "test")
+
+#: Entry modules of each stage (relative to src/repro). A stage's code digest covers these and
+#: every ``repro`` module they import, transitively (see :func:`import_closure`); the method module
+#: of an experiment is added for train/sample. ``methods/__init__.py`` (the registry) is left out:
+#: registering a new method must not retrain the others.
+STAGE_SOURCES: dict[str, tuple[str, ...]] = {
+    "download": ("data/download.py",),
+    "prepare": ("data/prepare.py",),
+    "tokenizer": ("tokenization/vocab.py",),
+    "tokenize": ("tokenization/__main__.py",),
+    "train": ("train.py",),
+    "sample": ("sample.py",),
+    "score": ("score.py",),
+    "table": ("report/tables.py",),
+    "figure": ("report/figures.py",),
+}
+_NOT_TRACKED = {"methods/__init__.py", "workflow_utils.py"}
+
+#: Table aggregates over sample seeds (see repro.report.tables).
+AGGREGATES = ("mean", "best_of_seeds", "mean_of_seeds", "pass_at_k")
+
+
+class ConfigError(ValueError):
+    """The config is well-typed (the schema passed) but inconsistent; the message names the key."""
+
+
+def canonical_json(obj: Any) -> str:
+    """JSON with sorted keys and no whitespace: equal configs give equal strings."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+@cache
+def _file_sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _module_file(dotted: str) -> str | None:
+    """``repro.a.b`` -> ``a/b.py`` or ``a/b/__init__.py`` (relative to src/repro), if it exists."""
+    parts = dotted.split(".")[1:]
+    for rel in ("/".join(parts) + ".py", "/".join([*parts, "__init__.py"])):
+        if rel != ".py" and (PACKAGE_DIR / rel).is_file():
+            return rel
+    return None
+
+
+@cache
+def _direct_imports(rel: str) -> tuple[str, ...]:
+    """Package files imported anywhere in ``rel`` (top level or inside functions)."""
+    tree = ast.parse((PACKAGE_DIR / rel).read_text(encoding="utf-8"), filename=rel)
+    package = ["repro", *Path(rel).parent.parts]
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        names: list[str] = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package[: len(package) - node.level + 1]
+                base = ".".join([*anchor, base] if base else anchor)
+            names = [base] + [f"{base}.{a.name}" for a in node.names]
+        for name in names:
+            if name == "repro" or not name.startswith("repro."):
+                continue
+            target = _module_file(name)
+            if target is not None and target != rel:
+                found.add(target)
+    return tuple(sorted(found))
+
+
+def import_closure(*entries: str) -> list[str]:
+    """``entries`` plus every ``repro`` module they import, transitively (registry excluded)."""
+    seen: set[str] = set()
+    todo = list(entries)
+    while todo:
+        rel = todo.pop()
+        if rel in seen or rel in _NOT_TRACKED:
+            continue
+        seen.add(rel)
+        todo.extend(_direct_imports(rel))
+    return sorted(seen)
+
+
+def source_digest(*patterns: str) -> str:
+    """Content digest of package files (globs relative to ``src/repro``), 16 hex chars.
+
+    Hashes names and contents, never mtimes: ``touch`` changes nothing, an edit changes it.
+    """
+    files: set[Path] = set()
+    for pattern in patterns:
+        files.update(p for p in PACKAGE_DIR.glob(pattern) if p.is_file())
+    h = hashlib.sha256()
+    for path in sorted(files):
+        h.update(path.relative_to(PACKAGE_DIR).as_posix().encode())
+        h.update(_file_sha(path).encode())
+    return h.hexdigest()[:16]
+
+
+def stage_digest(stage: str) -> str:
+    """Content digest of the package files one stage runs (see :data:`STAGE_SOURCES`)."""
+    return source_digest(*import_closure(*STAGE_SOURCES[stage]))
+
+
+def lock_digest() -> str:
+    """Digest of the pinned environment: library versions change tokenisation and scores."""
+    lock = REPO_DIR / "envs" / "requirements.lock"
+    return _file_sha(lock)[:16] if lock.exists() else "no-lock"
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def resolve_experiments(experiments: dict[str, dict]) -> dict[str, dict]:
+    """Resolve ``extends:`` chains (ablations = a base experiment + overrides)."""
+    resolved: dict[str, dict] = {}
+
+    def resolve(name: str, chain: tuple[str, ...]) -> dict:
+        if name in resolved:
+            return resolved[name]
+        if name not in experiments:
+            raise ConfigError(f"experiments.{chain[-1]}.extends: unknown experiment {name!r}")
+        if name in chain:
+            raise ConfigError(f"experiments: 'extends' cycle {' -> '.join((*chain, name))}")
+        exp = dict(experiments[name])
+        parent = exp.pop("extends", None)
+        if parent is not None:
+            exp = deep_merge(resolve(parent, (*chain, name)), exp)
+        resolved[name] = exp
+        return exp
+
+    for name in experiments:
+        resolve(name, ())
+    return resolved
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One (dataset, experiment, sampler, nfe) point of the catalogue, with its sample seeds."""
+
+    dataset: str
+    experiment: str
+    sampler: str
+    nfe: int
+    seeds: tuple[int, ...]
+
+
+class Catalogue:
+    """The validated config, expanded into the jobs each table and figure needs."""
+
+    def __init__(self, config: dict):
+        self.config = config
+        self.datasets: dict[str, dict] = config["datasets"]
+        self.experiments = resolve_experiments(config["experiments"])
+        self.metrics: dict[str, dict] = config.get("metrics", {})
+        self.tables: dict[str, dict] = config.get("tables", {})
+        self.figures: dict[str, dict] = config.get("figures", {})
+        self.skipped: list[str] = []
+        self._check()
+
+    # ------------------------------------------------------------------ validation
+    def _check(self) -> None:
+        for name, d in self.datasets.items():
+            src = d.get("train_on")
+            if src is None:
+                if "tokenizer" not in d:
+                    raise ConfigError(f"datasets.{name}: missing 'tokenizer' (or 'train_on')")
+                continue
+            if src not in self.datasets or "train_on" in self.datasets[src]:
+                raise ConfigError(
+                    f"datasets.{name}.train_on: {src!r} must name a dataset that is trained on itself"
+                )
+            same = ("kind", "seq_len", "layouts")
+            diff = [k for k in same if d.get(k) != self.datasets[src].get(k)]
+            if diff:
+                raise ConfigError(
+                    f"datasets.{name}.train_on: {src!r} differs in {diff}; an evaluation-only dataset "
+                    "must share kind, seq_len and layouts with the dataset its models are trained on"
+                )
+        for name, exp in self.experiments.items():
+            where = f"experiments.{name}"
+            if "method" not in exp:
+                raise ConfigError(f"{where}: missing 'method' (after resolving 'extends')")
+            info = REGISTRY.get(exp["method"])
+            if info is None:
+                continue  # not implemented yet: its catalogue rows are skipped below
+            bad = sorted(set(exp.get("model", {})) - set(info.model_keys))
+            if bad:
+                raise ConfigError(
+                    f"{where}.model: unknown key(s) {bad} for method {exp['method']!r}; "
+                    f"allowed: {list(info.model_keys)}"
+                )
+            for sname, scfg in exp.get("samplers", {}).items():
+                if scfg["kind"] not in info.samplers:
+                    raise ConfigError(
+                        f"{where}.samplers.{sname}.kind: {scfg['kind']!r} is not a sampler of "
+                        f"method {exp['method']!r}; choose one of {list(info.samplers)}"
+                    )
+        for kind, entries in (("tables", self.tables), ("figures", self.figures)):
+            for name, spec in entries.items():
+                for i, row in enumerate(spec.get("rows", spec.get("series", []))):
+                    self._check_row(f"{kind}.{name}.{'rows' if kind == 'tables' else 'series'}[{i}]", row)
+                for i, col in enumerate(spec.get("columns", spec.get("metrics", []))):
+                    if col["metric"] not in self.metrics:
+                        raise ConfigError(
+                            f"{kind}.{name} column/metric [{i}]: unknown metric {col['metric']!r}; "
+                            f"define it under 'metrics:' (known: {sorted(self.metrics)})"
+                        )
+
+    def _check_row(self, where: str, row: dict) -> None:
+        if row["dataset"] not in self.datasets:
+            raise ConfigError(f"{where}.dataset: unknown dataset {row['dataset']!r}")
+        if row["experiment"] not in self.experiments:
+            raise ConfigError(f"{where}.experiment: unknown experiment {row['experiment']!r}")
+        exp = self.experiments[row["experiment"]]
+        if row["sampler"] not in exp.get("samplers", {}):
+            raise ConfigError(
+                f"{where}.sampler: experiment {row['experiment']!r} defines no sampler "
+                f"{row['sampler']!r} (has {sorted(exp.get('samplers', {}))})"
+            )
+        info = REGISTRY.get(exp["method"])
+        kind = self.datasets[row["dataset"]]["kind"]
+        if info is not None and kind not in info.layouts:
+            raise ConfigError(
+                f"{where}: method {exp['method']!r} has no layout for {kind!r} datasets "
+                f"(dataset {row['dataset']!r})"
+            )
+
+    def implemented(self, experiment: str) -> bool:
+        return self.experiments[experiment]["method"] in REGISTRY
+
+    # ------------------------------------------------------------------ cells and paths
+    @staticmethod
+    def _nfes(row: dict) -> list[int]:
+        nfe = row["nfe"]
+        return list(nfe) if isinstance(nfe, list) else [nfe]
+
+    def _cells(self, rows: list[dict], where: str) -> list[tuple[dict, Cell]]:
+        out = []
+        for row in rows:
+            if not self.implemented(row["experiment"]):
+                msg = (f"{where}: row {row.get('label', row['experiment'])!r} skipped: method "
+                       f"{self.experiments[row['experiment']]['method']!r} is not implemented yet")
+                if msg not in self.skipped:
+                    self.skipped.append(msg)
+                continue
+            for nfe in self._nfes(row):
+                out.append((row, Cell(row["dataset"], row["experiment"], row["sampler"], nfe,
+                                      tuple(row.get("seeds", [0])))))
+        return out
+
+    def table_cells(self, table: str) -> list[tuple[dict, Cell]]:
+        return self._cells(self.tables[table]["rows"], f"tables.{table}")
+
+    def figure_cells(self, figure: str) -> list[tuple[dict, Cell]]:
+        return self._cells(self.figures[figure]["series"], f"figures.{figure}")
+
+    @staticmethod
+    def score_path(c: Cell, seed: int) -> str:
+        return f"results/scores/{c.dataset}/{c.experiment}/{c.sampler}/nfe{c.nfe}/seed{seed}.json"
+
+    def table_inputs(self, table: str) -> list[str]:
+        return [self.score_path(c, s) for _, c in self.table_cells(table) for s in c.seeds]
+
+    def figure_inputs(self, figure: str) -> list[str]:
+        return [self.score_path(c, s) for _, c in self.figure_cells(figure) for s in c.seeds]
+
+    def targets(self) -> list[str]:
+        """Every deliverable of the catalogue (``rule paper``)."""
+        out = [f"results/tables/{t}.csv" for t in self.tables]
+        out += [f"results/figures/{f}.png" for f in self.figures]
+        return out
+
+    def source(self, dataset: str) -> str:
+        """The dataset whose tokenizer and trained models serve ``dataset`` (``train_on``)."""
+        return self.datasets[dataset].get("train_on", dataset)
+
+    def layout(self, dataset: str, experiment: str) -> str:
+        method = self.experiments[experiment]["method"]
+        return REGISTRY[method].layouts[self.datasets[dataset]["kind"]]
+
+    def tokenized_files(self, dataset: str, layout: str, splits=SPLITS) -> list[str]:
+        base = f"results/tokenized/{dataset}/{layout}"
+        return [f"{base}/{s}.{a}.npy" for s in splits for a in ("ids", "cond")] + [f"{base}/meta.json"]
+
+    # ------------------------------------------------------------------ per-rule params
+    def needs_download(self, dataset: str) -> bool:
+        d = self.datasets[dataset]
+        if d["loader"] == "synthetic":
+            return False
+        return not all(split in d.get("local", {}) for split in SPLITS)
+
+    def local_files(self, dataset: str) -> list[str]:
+        return sorted(set(self.datasets[dataset].get("local", {}).values()))
+
+    def data_params(self, dataset: str) -> str:
+        d = self.datasets[dataset]
+        keys = ("kind", "loader", "hub", "local", "splits", "max_rows", "synthetic")
+        return canonical_json({k: d[k] for k in keys if k in d})
+
+    def tokenizer_params(self, dataset: str) -> str:
+        d = self.datasets[dataset]
+        return canonical_json({"kind": d["kind"], "tokenizer": d["tokenizer"]})
+
+    def layout_options(self, dataset: str, layout: str) -> str:
+        return canonical_json(self.datasets[dataset].get("layouts", {}).get(layout, {}))
+
+    def train_params(self, dataset: str, experiment: str) -> str:
+        exp = self.experiments[experiment]
+        return canonical_json({k: exp.get(k, {}) for k in ("method", "model", "train")})
+
+    def method_digest(self, experiment: str, stage: str) -> str:
+        method = self.experiments[experiment]["method"]
+        return source_digest(*import_closure(*STAGE_SOURCES[stage], *method_source_files(method)))
+
+    def sampler_params(self, experiment: str, sampler: str) -> str:
+        return canonical_json(self.experiments[experiment]["samplers"][sampler])
+
+    def eval_params(self, dataset: str) -> dict:
+        ev = {"split": "test", "max_examples": 0, "batch_size": 64}
+        ev.update(self.datasets[dataset].get("eval", {}))
+        return ev
+
+    def metrics_for(self, dataset: str, experiment: str, sampler: str, nfe: int) -> str:
+        """Metrics (name -> cfg) that some table or figure reads from this samples file.
+
+        Metrics whose kind is not implemented yet are left out (the tables then skip their
+        columns), so adding a metric kind later only adds score jobs' work, never breaks them.
+        """
+        from repro.metrics import METRICS  # light: the heavy packages are imported lazily
+
+        names: set[str] = set()
+        for spec in (*self.tables.values(), *self.figures.values()):
+            rows = spec.get("rows", spec.get("series", []))
+            hit = any(
+                r["dataset"] == dataset and r["experiment"] == experiment
+                and r["sampler"] == sampler and nfe in self._nfes(r)
+                for r in rows
+            )
+            if hit:
+                names.update(c["metric"] for c in spec.get("columns", spec.get("metrics", [])))
+        return canonical_json(
+            {n: self.metrics[n] for n in sorted(names) if self.metrics[n]["kind"] in METRICS}
+        )
+
+    def table_spec(self, table: str) -> str:
+        spec = self.tables[table]
+        rows = []
+        for row, c in self.table_cells(table):
+            rows.append({
+                "label": row["label"], "dataset": c.dataset, "experiment": c.experiment,
+                "method": self.experiments[c.experiment]["method"], "sampler": c.sampler,
+                "nfe": c.nfe, "seeds": list(c.seeds),
+                "scores": [self.score_path(c, s) for s in c.seeds],
+            })
+        return canonical_json({
+            "name": table, "title": spec.get("title", table), "source": spec.get("source", ""),
+            "columns": spec["columns"], "rows": rows,
+        })
+
+    def figure_spec(self, figure: str) -> str:
+        spec = self.figures[figure]
+        series: dict[str, dict] = {}
+        for row, c in self.figure_cells(figure):
+            s = series.setdefault(row["label"], {
+                "label": row["label"], "dataset": c.dataset, "experiment": c.experiment,
+                "method": self.experiments[c.experiment]["method"], "sampler": c.sampler,
+                "points": [],
+            })
+            s["points"].append({"nfe": c.nfe, "seeds": list(c.seeds),
+                                "scores": [self.score_path(c, sd) for sd in c.seeds]})
+        return canonical_json({
+            "name": figure, "title": spec.get("title", figure), "kind": spec["kind"],
+            "source": spec.get("source", ""), "metrics": spec["metrics"],
+            "series": list(series.values()),
+        })
+
+    def paper_values(self, kind: str, name: str) -> str:
+        entry = (self.tables if kind == "tables" else self.figures)[name]
+        return entry.get("paper_values", f"config/paper_values/{name}.csv")
+
+    def warn_skipped(self, stream=None) -> list[str]:
+        """Print (to stderr) which catalogue rows are left out because their method is missing."""
+        for t in self.tables:
+            self.table_cells(t)
+        for f in self.figures:
+            self.figure_cells(f)
+        for msg in self.skipped:
+            print(f"repro: {msg}", file=stream or sys.stderr)
+        return self.skipped
+
+    # ------------------------------------------------------------------ wildcard constraints
+    def wildcard_pattern(self, kind: str) -> str:
+        names = {
+            "dataset": self.datasets,
+            "experiment": self.experiments,
+            "sampler": {s for e in self.experiments.values() for s in e.get("samplers", {})},
+            "table": self.tables,
+            "figure": self.figures,
+        }[kind]
+        return "|".join(re.escape(n) for n in sorted(names)) or "^$"

@@ -1,0 +1,193 @@
+"""Unit tests of the catalogue expansion and per-rule params (repro.workflow_utils)."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from repro import workflow_utils as wu
+from repro.workflow_utils import Catalogue, ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def smoke() -> dict:
+    return yaml.safe_load((REPO / "config" / "smoke.yaml").read_text())
+
+
+@pytest.fixture(scope="module")
+def paper() -> dict:
+    return yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+
+
+def test_extends_deep_merges_and_detects_cycles():
+    exps = {
+        "base": {"method": "ar", "model": {"d_model": 8, "n_layers": 2}, "train": {"lr": 1.0}},
+        "child": {"extends": "base", "model": {"n_layers": 4}},
+        "grandchild": {"extends": "child", "train": {"lr": 2.0}},
+    }
+    out = wu.resolve_experiments(exps)
+    assert out["child"]["model"] == {"d_model": 8, "n_layers": 4}
+    assert out["grandchild"] == {
+        "method": "ar", "model": {"d_model": 8, "n_layers": 4}, "train": {"lr": 2.0}
+    }
+    assert "extends" not in out["child"]
+    with pytest.raises(ConfigError, match="cycle"):
+        wu.resolve_experiments({"a": {"extends": "b"}, "b": {"extends": "a"}})
+    with pytest.raises(ConfigError, match="unknown experiment 'nope'"):
+        wu.resolve_experiments({"a": {"extends": "nope"}})
+
+
+def test_smoke_targets_and_cells(smoke):
+    c = Catalogue(smoke)
+    assert set(c.targets()) == {
+        *(f"results/tables/{t}.csv" for t in smoke["tables"]),
+        *(f"results/figures/{f}.png" for f in smoke["figures"]),
+    }
+    inputs = c.table_inputs("table3")
+    assert len(inputs) == 10  # 2 rows x 5 seeds
+    assert "results/scores/syn_translation/ar/ancestral/nfe32/seed4.json" in inputs
+    spec = json.loads(c.table_spec("table3"))
+    assert [r["label"] for r in spec["rows"]] == [
+        "Lamini Instruction / Autoregressive", "WMT14 De-En / Autoregressive"]
+    assert spec["rows"][0]["method"] == "ar"
+
+
+def test_paper_rows_of_unimplemented_methods_are_skipped(paper):
+    c = Catalogue(paper)
+    labels = [r["label"] for r in json.loads(c.table_spec("table3"))["rows"]]
+    assert labels == ["Lamini Instruction / Autoregressive", "WMT14 De-En / Autoregressive"]
+    skipped = c.warn_skipped(stream=open("/dev/null", "w"))  # noqa: SIM115
+    assert any("'klflow' is not implemented yet" in m for m in skipped)
+    assert c.table_inputs("table4")[0].startswith("results/scores/mbpp/ar_150m/ancestral/nfe512/")
+    # evaluation-only datasets borrow tokenizer and models
+    assert c.source("mbpp") == "python_code" and c.source("qqp") == "qqp"
+
+
+def test_multi_nfe_rows_expand(paper):
+    c = Catalogue(paper)
+    spec = json.loads(c.figure_spec("fig_qqp_nfe"))
+    assert spec["series"] == []  # FM-seq2seq and DiffuSeq are not implemented yet
+    cfg = copy.deepcopy(paper)
+    cfg["tables"]["table1"]["rows"][0]["nfe"] = [32, 128]
+    rows = json.loads(Catalogue(cfg).table_spec("table1"))["rows"]
+    assert [(r["label"], r["nfe"]) for r in rows] == [("Autoregressive", 32), ("Autoregressive", 128)]
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda c: c["tables"]["table3"]["rows"][0].update(experiment="nope"),
+         r"tables.table3.rows\[0\].experiment: unknown experiment 'nope'"),
+        (lambda c: c["tables"]["table3"]["rows"][0].update(sampler="euler"),
+         "defines no sampler 'euler'"),
+        (lambda c: c["tables"]["table3"]["rows"][0].update(dataset="nope"),
+         "unknown dataset 'nope'"),
+        (lambda c: c["experiments"]["ar"]["samplers"].update(bad={"kind": "euler"}),
+         "experiments.ar.samplers.bad.kind: 'euler' is not a sampler of method 'ar'"),
+        (lambda c: c["experiments"]["ar"]["model"].update(d_modle=3),
+         r"experiments.ar.model: unknown key\(s\) \['d_modle'\]"),
+        (lambda c: c["tables"]["table3"]["columns"][0].update(metric="blue"),
+         "unknown metric 'blue'"),
+        (lambda c: c["datasets"]["syn_code"].update(train_on="syn_stories"),
+         "must share kind, seq_len and layouts"),
+        (lambda c: c["datasets"]["syn_code"].pop("tokenizer"), "missing 'tokenizer'"),
+    ],
+)
+def test_inconsistent_config_names_the_key(smoke, mutate, message):
+    cfg = copy.deepcopy(smoke)
+    mutate(cfg)
+    with pytest.raises(ConfigError, match=message):
+        Catalogue(cfg)
+
+
+def test_params_carry_only_their_sub_config(smoke):
+    base = Catalogue(smoke)
+    cfg = copy.deepcopy(smoke)
+    cfg["experiments"]["ar"]["samplers"]["ancestral"]["temperature"] = 0.7
+    changed = Catalogue(cfg)
+    # a sampler option changes the sampler params only, not training
+    assert base.train_params("syn_paraphrase", "ar") == changed.train_params("syn_paraphrase", "ar")
+    assert base.sampler_params("ar", "ancestral") != changed.sampler_params("ar", "ancestral")
+    assert base.sampler_params("ar", "greedy") == changed.sampler_params("ar", "greedy")
+    # a training option changes training params, not sampling
+    cfg2 = copy.deepcopy(smoke)
+    cfg2["experiments"]["ar"]["train"]["lr"] = 1.0e-3
+    assert Catalogue(cfg2).train_params("syn_paraphrase", "ar") != base.train_params(
+        "syn_paraphrase", "ar")
+    assert Catalogue(cfg2).sampler_params("ar", "ancestral") == base.sampler_params("ar", "ancestral")
+    # params are canonical JSON: key order in YAML does not matter
+    assert wu.canonical_json({"b": 1, "a": {"d": 2, "c": 3}}) == '{"a":{"c":3,"d":2},"b":1}'
+
+
+def test_metrics_for_a_cell_are_those_its_tables_read(smoke):
+    c = Catalogue(smoke)
+    from repro.metrics import METRICS
+
+    m = json.loads(c.metrics_for("syn_translation", "ar", "ancestral", 32))
+    wanted = {"bleu_klflow", "rouge_l_klflow", "bertscore"}
+    assert set(m) == {n for n in wanted if smoke["metrics"][n]["kind"] in METRICS}
+    assert {"bleu_klflow", "rouge_l_klflow"} <= set(m)
+    m = json.loads(c.metrics_for("syn_paraphrase", "ar", "greedy", 8))  # figure only
+    assert set(m) == {"bleu", "rouge_l"}
+    assert c.metrics_for("syn_paraphrase", "ar", "ancestral", 8) == "{}"
+
+
+def test_source_digest_tracks_content_not_mtime(tmp_path, monkeypatch):
+    pkg = tmp_path / "repro"
+    (pkg / "methods").mkdir(parents=True)
+    (pkg / "methods" / "a.py").write_text("x = 1\n")
+    (pkg / "methods" / "b.py").write_text("y = 2\n")
+    monkeypatch.setattr(wu, "PACKAGE_DIR", pkg)
+    wu._file_sha.cache_clear()
+    d0 = wu.source_digest("methods/a.py")
+    both = wu.source_digest("methods/*.py")
+    (pkg / "methods" / "a.py").touch()
+    wu._file_sha.cache_clear()
+    assert wu.source_digest("methods/a.py") == d0  # touch: same digest
+    (pkg / "methods" / "b.py").write_text("y = 3\n")
+    wu._file_sha.cache_clear()
+    assert wu.source_digest("methods/a.py") == d0  # another file's edit: same digest
+    assert wu.source_digest("methods/*.py") != both
+    (pkg / "methods" / "a.py").write_text("x = 1  # edited\n")
+    wu._file_sha.cache_clear()
+    assert wu.source_digest("methods/a.py") != d0
+
+
+def test_method_digest_is_per_method(smoke):
+    c = Catalogue(smoke)
+    files = wu.import_closure("train.py", "methods/base.py", "methods/ar.py")
+    assert {"methods/ar.py", "models/transformer.py", "train.py"} <= set(files)
+    assert "methods/__init__.py" not in files  # registering a method retrains nothing
+    assert c.method_digest("ar", "train") == wu.source_digest(*files)
+    assert c.method_digest("ar", "train") != c.method_digest("ar", "sample")
+
+
+def test_import_closure_follows_absolute_relative_and_lazy_imports(tmp_path, monkeypatch):
+    pkg = tmp_path / "repro"
+    for d in ("methods", "models", "metrics"):
+        (pkg / d).mkdir(parents=True)
+        (pkg / d / "__init__.py").write_text("")
+    (pkg / "methods" / "a.py").write_text(
+        "from .shared import x\n"
+        "def f():\n    from repro.models import net  # lazy import\n    return net\n")
+    (pkg / "methods" / "shared.py").write_text("from ..metrics import m\nx = 1\n")
+    (pkg / "models" / "net.py").write_text("import numpy\n")
+    (pkg / "metrics" / "m.py").write_text("")
+    (pkg / "methods" / "b.py").write_text("")
+    monkeypatch.setattr(wu, "PACKAGE_DIR", pkg)
+    wu._direct_imports.cache_clear()
+    assert wu.import_closure("methods/a.py") == [
+        "methods/a.py", "methods/shared.py", "metrics/__init__.py", "metrics/m.py",
+        "models/__init__.py", "models/net.py"]
+    wu._direct_imports.cache_clear()
+
+
+def test_wildcard_patterns_escape_names(paper):
+    pat = Catalogue(paper).wildcard_pattern("experiment")
+    assert r"ar_1\.5b" in pat.split("|")

@@ -1,0 +1,33 @@
+"""Datasets: download_dataset (hub → resources/datasets/{dataset}/, login node) and
+prepare_dataset (→ results/data/{dataset}/{train,validation,test}.jsonl, normalised rows)."""
+
+
+rule download_dataset:
+    output:
+        directory("resources/datasets/{dataset}"),
+    log:
+        "logs/download_dataset/{dataset}.log",
+    params:
+        cfg=lambda wc: C.data_params(wc.dataset),
+    shell:
+        "python -m repro.data.download --dataset {wildcards.dataset} --config-json {params.cfg:q}"
+        " --out {output} > {log} 2>&1"
+
+
+rule prepare_dataset:
+    input:
+        raw=lambda wc: (
+            [f"resources/datasets/{wc.dataset}"] if C.needs_download(wc.dataset) else []
+        ),
+        local=lambda wc: C.local_files(wc.dataset),
+    output:
+        expand("results/data/{{dataset}}/{split}.jsonl", split=SPLITS),
+    log:
+        "logs/prepare_dataset/{dataset}.log",
+    params:
+        cfg=lambda wc: C.data_params(wc.dataset),
+        code=stage_digest("prepare"),
+        raw=lambda wc, input: f"--raw {input.raw[0]}" if input.raw else "",
+    shell:
+        "python -m repro.data.prepare --dataset {wildcards.dataset} --config-json {params.cfg:q}"
+        " {params.raw} --out-dir results/data/{wildcards.dataset} > {log} 2>&1"

@@ -1,0 +1,47 @@
+"""Reporting: make_table (→ results/tables/{table}.csv + .md) and make_figure
+(→ results/figures/{figure}.png + .pdf), built from the catalogue in config; they read scores JSON
+and config/paper_values/, never checkpoints."""
+
+
+rule make_table:
+    input:
+        scores=lambda wc: C.table_inputs(wc.table),
+        paper=lambda wc: C.paper_values("tables", wc.table),
+    output:
+        csv=report(
+            "results/tables/{table}.csv",
+            caption="../report/table.rst",
+            category="Tables",
+            labels={"table": "{table}"},
+        ),
+        md="results/tables/{table}.md",
+    log:
+        "logs/make_table/{table}.log",
+    params:
+        spec=lambda wc: C.table_spec(wc.table),
+        code=stage_digest("table"),
+    shell:
+        "python -m repro.report.tables --spec-json {params.spec:q} --paper-values {input.paper}"
+        " --out {output.csv} > {log} 2>&1"
+
+
+rule make_figure:
+    input:
+        scores=lambda wc: C.figure_inputs(wc.figure),
+        paper=lambda wc: C.paper_values("figures", wc.figure),
+    output:
+        png=report(
+            "results/figures/{figure}.png",
+            caption="../report/figure.rst",
+            category="Figures",
+            labels={"figure": "{figure}"},
+        ),
+        pdf="results/figures/{figure}.pdf",
+    log:
+        "logs/make_figure/{figure}.log",
+    params:
+        spec=lambda wc: C.figure_spec(wc.figure),
+        code=stage_digest("figure"),
+    shell:
+        "python -m repro.report.figures --spec-json {params.spec:q} --paper-values {input.paper}"
+        " --out {output.png} > {log} 2>&1"

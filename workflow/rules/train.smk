@@ -1,0 +1,33 @@
+"""Training: train_model (→ results/train/{dataset}/{experiment}/model.ckpt). Resumable state
+(Lightning last.ckpt, CSV logs) lives in the undeclared _work/ beside it, which Snakemake never
+deletes; a job stopped by its time limit exits 75 and the retry resumes (pipeline.md §7.3)."""
+
+
+rule train_model:
+    input:
+        data=lambda wc: C.tokenized_files(
+            wc.dataset, C.layout(wc.dataset, wc.experiment), ("train", "validation")
+        ),
+    output:
+        ckpt="results/train/{dataset}/{experiment}/model.ckpt",
+    log:
+        "logs/train_model/{dataset}/{experiment}.log",
+    benchmark:
+        "benchmarks/train_model/{dataset}/{experiment}.tsv"
+    retries: res("train", "retries", 0)
+    threads: res("train", "threads", 1)
+    resources:
+        mem_mb=res("train", "mem_mb", 8000),
+        runtime=lambda wc, attempt: res("train", "runtime", 60) * min(attempt, 2),
+        gpu=res("train", "gpu", 0),
+        nodes=1,
+    params:
+        cfg=lambda wc: C.train_params(wc.dataset, wc.experiment),
+        code=lambda wc: C.method_digest(wc.experiment, "train"),
+        data_dir=lambda wc, input: input.data[-1].rsplit("/", 1)[0],
+        accelerator=config.get("accelerator", "auto"),
+        devices=max(res("train", "gpu", 0), 1),
+    shell:
+        "python -m repro.train --data {params.data_dir} --out {output.ckpt}"
+        " --config-json {params.cfg:q} --threads {threads} --max-minutes {resources.runtime}"
+        " --accelerator {params.accelerator} --devices {params.devices} > {log} 2>&1"
