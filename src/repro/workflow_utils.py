@@ -327,22 +327,25 @@ class Catalogue:
 
     # ------------------------------------------------------------------ per-rule params
     def needs_download(self, dataset: str) -> bool:
-        d = self.datasets[dataset]
-        if d["loader"] == "synthetic":
-            return False
-        return not all(split in d.get("local", {}) for split in SPLITS)
+        """Some split of ``dataset`` is read from the hub (not synthetic, not all ``local``)."""
+        from repro.data import needs_download
+
+        return needs_download(self.datasets[dataset])
 
     def local_files(self, dataset: str) -> list[str]:
-        return sorted(set(self.datasets[dataset].get("local", {}).values()))
+        """Local source files: inputs of prepare_dataset, so editing one re-prepares."""
+        files: set[str] = set()
+        for value in self.datasets[dataset].get("local", {}).values():
+            files.update([value] if isinstance(value, str) else value)
+        return sorted(files)
 
     def data_params(self, dataset: str) -> str:
-        d = self.datasets[dataset]
-        keys = ("kind", "loader", "hub", "local", "splits", "max_rows", "synthetic")
-        return canonical_json({k: d[k] for k in keys if k in d})
+        from repro.data import data_subconfig
+
+        return canonical_json(data_subconfig(self.datasets[dataset]))
 
     def tokenizer_params(self, dataset: str) -> str:
-        d = self.datasets[dataset]
-        return canonical_json({"kind": d["kind"], "tokenizer": d["tokenizer"]})
+        return canonical_json(self.datasets[dataset]["tokenizer"])
 
     def layout_options(self, dataset: str, layout: str) -> str:
         return canonical_json(self.datasets[dataset].get("layouts", {}).get(layout, {}))

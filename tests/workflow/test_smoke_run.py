@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow
 def built(tmp_path_factory) -> Project:
     project = Project.copy(tmp_path_factory.mktemp("smoke"))
     project.snakemake("--profile", "workflow/profiles/local", "--cores", "2",
-                      "--configfile", "config/smoke.yaml", "all")
+                      "all", "--configfile", "config/smoke.yaml")
     return project
 
 
@@ -77,5 +77,5 @@ def test_ar_learned_the_smoke_tasks(built):
 
 
 def test_noop_rerun_does_nothing(built):
-    proc = built.snakemake("-n", "--cores", "2", "--configfile", "config/smoke.yaml", "all")
+    proc = built.snakemake("-n", "--cores", "2", "all", "--configfile", "config/smoke.yaml")
     assert "Nothing to be done" in proc.stdout + proc.stderr

@@ -79,15 +79,15 @@ def built(tmp_path_factory):
     _register_twin(project)
     cfg = _config()
     project.write_config(cfg)
-    project.snakemake("--cores", "2", "--configfile", "config/test.yaml", "all")
+    project.snakemake("--cores", "2", "all", "--configfile", "config/test.yaml")
     return project, cfg
 
 
 def _dry(project: Project, cfg: dict | None = None) -> dict:
     if cfg is not None:
         project.write_config(cfg, "changed.yaml")
-        return jobs_by_rule(project.dry_run("--configfile", "config/changed.yaml", "all"))
-    return jobs_by_rule(project.dry_run("--configfile", "config/test.yaml", "all"))
+        return jobs_by_rule(project.dry_run("all", "--configfile", "config/changed.yaml"))
+    return jobs_by_rule(project.dry_run("all", "--configfile", "config/test.yaml"))
 
 
 def _cells(jobs, rule):

@@ -1,0 +1,261 @@
+"""Autoregressive (AR) baseline: the shared backbone with a causal mask, left-to-right decoding.
+
+Follows the AR baseline of KL-flow (Sevriugov & Oseledets; methods.md §3.6): the same transformer
+as the flow models, causal, RoPE, next-token cross-entropy, plain ancestral sampling (temperature 1,
+no top-k) in the paper setting; ``greedy`` and ``top_k``/``temperature`` are extra knobs.
+
+Layouts (docs/architecture.md): seq2seq → ``conditional`` (``[BOS] src [SEP] trg [EOS] [PAD]…``),
+text → ``lm`` (``[BOS] text [EOS] [PAD]…``), code → ``infill_ar`` (masked lines appended at the end,
+each behind a given ``[SEP]``).
+
+Decoding is left to right with a KV cache: one prefill pass over the prompt prefix shared by the
+whole batch, then one single-position pass per generated position. A position that is given for a
+row (``cond``) keeps that row's token (teacher forcing), so rows with longer prompts and the given
+``[SEP]`` separators of ``infill_ar`` are handled by the same loop. After a row emits ``[EOS]`` its
+non-given positions are ``[PAD]`` up to its next given position (a new segment in ``infill_ar``);
+decoding stops once every row has emitted ``[EOS]`` after its last given position.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..io import InputError
+from ..models import Transformer, TransformerConfig
+from .base import Batch, Method, Samples
+
+#: task kind → token layout this method trains on
+LAYOUTS: dict[str, str] = {"seq2seq": "conditional", "text": "lm", "code": "infill_ar"}
+
+#: backbone keys of the experiment's ``model`` config (None = required) and their defaults
+BACKBONE_KEYS: dict[str, Any] = {
+    "d_model": None,
+    "n_layers": None,
+    "n_heads": None,
+    "mlp_ratio": 4.0,
+    "dropout": 0.0,
+    "pos_emb": "rope",
+    "tie_embeddings": False,
+}
+#: token ids the train stage injects from ``meta.json`` specials (None = optional)
+REQUIRED_IDS = ("pad_id", "eos_id")
+OPTIONAL_IDS = ("bos_id", "sep_id", "mask_id")
+
+#: sampling steps between two host-side "has every row finished?" checks
+EARLY_STOP_EVERY = 8
+
+
+class Autoregressive(Method):
+    """Causal transformer trained with next-token cross-entropy; ancestral or greedy decoding."""
+
+    name: ClassVar[str] = "ar"
+    samplers: ClassVar[tuple[str, ...]] = ("ancestral", "greedy")
+
+    def layout(self, task_kind: str) -> str:
+        try:
+            return LAYOUTS[task_kind]
+        except KeyError:
+            raise InputError(
+                f"method 'ar' has no layout for task kind {task_kind!r}; "
+                f"known kinds: {sorted(LAYOUTS)}"
+            ) from None
+
+    def build_model(self, model_cfg: dict, vocab_size: int, seq_len: int) -> nn.Module:
+        """Causal tokens→logits :class:`Transformer`; the special ids become model attributes.
+
+        ``model_cfg`` holds the backbone keys of :data:`BACKBONE_KEYS` plus ``pad_id`` and
+        ``eos_id`` (and optionally ``bos_id``, ``sep_id``, ``mask_id``), which the train stage
+        injects from the tokenizer's specials. They are stored as plain ints (``model.pad_id`` …),
+        not buffers: the checkpoint's ``model`` cfg rebuilds them, and strict state_dict loading
+        is unaffected.
+        """
+        allowed = set(BACKBONE_KEYS) | set(REQUIRED_IDS) | set(OPTIONAL_IDS)
+        unknown = sorted(set(model_cfg) - allowed)
+        if unknown:
+            raise InputError(
+                f"model config of method 'ar': unknown key(s) {unknown}; allowed keys are "
+                f"{sorted(allowed)} (fix the spelling or remove them)"
+            )
+        for key, default in BACKBONE_KEYS.items():
+            if default is None and key not in model_cfg:
+                raise InputError(f"model config of method 'ar' lacks {key!r}; set model.{key}")
+        for key in REQUIRED_IDS:
+            if key not in model_cfg:
+                raise InputError(
+                    f"model config of method 'ar' lacks {key!r}; the train stage must inject it "
+                    "from meta.json 'specials'"
+                )
+        ids = {key: model_cfg.get(key) for key in (*REQUIRED_IDS, *OPTIONAL_IDS)}
+        for key, value in ids.items():
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < vocab_size
+            ):
+                raise InputError(
+                    f"model config of method 'ar': {key} = {value!r} is not a token id in "
+                    f"[0, vocab_size={vocab_size})"
+                )
+        if ids["pad_id"] == ids["eos_id"]:
+            raise InputError(
+                "model config of method 'ar': pad_id equals eos_id; the AR loss skips [PAD] "
+                "targets, so [EOS] needs its own id (add a [PAD] token to the tokenizer)"
+            )
+        backbone = {key: model_cfg.get(key, default) for key, default in BACKBONE_KEYS.items()}
+        try:
+            cfg = TransformerConfig(
+                vocab_size=vocab_size, seq_len=seq_len, causal=True, time_cond=False, **backbone
+            )
+        except ValueError as err:
+            raise InputError(f"model config of method 'ar': {err}") from None
+        model = Transformer(cfg)
+        for key, value in ids.items():
+            setattr(model, key, value)
+        return model
+
+    def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+        """Mean next-token cross-entropy over the positions the method must generate.
+
+        Predicts ``ids[:, 1:]`` from ``ids[:, :-1]``; target position j counts iff
+        ``cond[:, j] == 0`` and ``ids[:, j] != pad_id`` ([EOS] is trained, trailing [PAD]s are not).
+        """
+        ids, cond = batch.ids, batch.cond  # (B, L), (B, L)
+        logits = model(ids[:, :-1])  # (B, L-1, V)
+        target = ids[:, 1:]  # (B, L-1)
+        counted = ~cond[:, 1:].bool() & (target != model.pad_id)  # (B, L-1)
+        target = target.masked_fill(~counted, -100)
+        total = F.cross_entropy(
+            logits.float().flatten(0, 1), target.flatten(), ignore_index=-100, reduction="sum"
+        )
+        # masked mean without a host sync; a batch with no target yields 0 rather than NaN
+        return total / counted.sum().clamp_min(1)
+
+    @torch.no_grad()
+    def sample(
+        self,
+        model: nn.Module,
+        cond: Batch,
+        nfe: int,
+        sampler: str,
+        generator: torch.Generator,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        **opts: Any,
+    ) -> Samples:
+        """Decode the non-given positions of ``cond`` left to right.
+
+        Args:
+            model: a model from :meth:`build_model`.
+            cond: ``ids`` (B, L) with the given tokens at ``cond`` positions; ``cond`` (B, L) bool.
+                Position 0 must be given for every row (BOS).
+            nfe: budget of forward passes. Position ``p0 + k`` (``p0`` = first non-given position
+                of the batch) is filled from pass ``k + 1``, so non-given positions at or beyond
+                ``p0 + nfe`` stay [PAD].
+            sampler: ``"ancestral"`` (softmax(logits / temperature) over the top_k logits) or
+                ``"greedy"`` (argmax; temperature and top_k have no effect).
+            generator: the only source of randomness (must live on the model's device).
+            temperature: > 0.
+            top_k: keep the k largest logits (0 = the full vocabulary).
+
+        Returns:
+            :class:`Samples` with ``nfe`` = the number of forward passes made (prefill counts 1).
+        """
+        self.check_sampler(sampler)
+        if opts:
+            raise InputError(
+                f"sampler options {sorted(opts)} are unknown to method 'ar'; "
+                "it accepts 'temperature' and 'top_k'"
+            )
+        if isinstance(nfe, bool) or not isinstance(nfe, int) or nfe < 1:
+            raise InputError(f"nfe must be a positive int (max new tokens), got {nfe!r}")
+        if not isinstance(temperature, int | float) or temperature <= 0:
+            raise InputError(
+                f"sampler option temperature must be > 0, got {temperature!r} "
+                "(use sampler 'greedy' for argmax decoding)"
+            )
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
+            raise InputError(f"sampler option top_k must be an int >= 0, got {top_k!r}")
+
+        device = next(model.parameters()).device
+        if generator.device.type != device.type:
+            raise InputError(
+                f"the generator lives on {generator.device} but the model on {device}; "
+                "create it with torch.Generator(device=model_device)"
+            )
+        ids = cond.ids.to(device).long()  # (B, L)
+        given = cond.cond.to(device).bool()  # (B, L)
+        if ids.shape != given.shape or ids.dim() != 2:
+            raise ValueError(
+                f"cond.ids {tuple(ids.shape)} and cond.cond {tuple(given.shape)} differ"
+            )
+        B, L = ids.shape
+        if model.cfg.seq_len < L:
+            raise InputError(
+                f"cond rows have length {L} but the model was built for seq_len "
+                f"{model.cfg.seq_len}; tokenize with the layout the model was trained on"
+            )
+        pad, eos = model.pad_id, model.eos_id
+        out = torch.where(given, ids, torch.full_like(ids, pad))  # (B, L) given tokens, else PAD
+        if not bool(given[:, 0].all()):
+            raise InputError(
+                "AR sampling needs position 0 given (the [BOS]) in every row; "
+                "check the layout's cond mask"
+            )
+        free = ~given  # (B, L) positions to generate
+        pos = torch.arange(L, device=device)
+        # Per-row bookkeeping (one host sync here, none per step).
+        last_given = torch.where(given, pos, -1).amax(1)  # (B,)
+        last_free = torch.where(free, pos, -1).amax(1)  # (B,), -1 if the row has nothing to fill
+        p0 = int(torch.where(free, pos, L).amin())  # first position any row must generate
+        if p0 == L:
+            return Samples(ids=out, nfe=0)
+        end = min(int(last_free.max()) + 1, p0 + nfe)  # positions p0 … end-1 are decoded
+
+        was_training = model.training
+        model.eval()
+        try:
+            cache = model.new_kv_cache(max_len=end)
+            logits = model(out[:, :p0], kv_cache=cache, last_only=True)[:, -1]  # (B, V)
+            passes = 1
+            seg_done = torch.zeros(B, dtype=torch.bool, device=device)  # EOS since last given
+            done = last_free < p0  # (B,) rows that need no (more) tokens
+            for j in range(p0, end):
+                tok = _draw(logits, sampler, generator, temperature, top_k)  # (B,)
+                g = given[:, j]
+                tok = torch.where(seg_done, pad, tok)
+                tok = torch.where(g, ids[:, j], tok)
+                out[:, j] = tok
+                hit = ~g & (tok == eos)
+                seg_done = ~g & (seg_done | hit)  # a given position opens a new segment
+                done = done | (hit & (j > last_given)) | (j >= last_free)
+                if j + 1 == end:
+                    break
+                if (j - p0) % EARLY_STOP_EVERY == EARLY_STOP_EVERY - 1 and bool(done.all()):
+                    break
+                logits = model(out[:, j : j + 1], kv_cache=cache)[:, -1]  # (B, V)
+                passes += 1
+        finally:
+            model.train(was_training)
+        return Samples(ids=out, nfe=passes)
+
+
+def _draw(
+    logits: torch.Tensor, sampler: str, generator: torch.Generator, temperature: float, top_k: int
+) -> torch.Tensor:
+    """One token per row from (B, V) logits: argmax, or a draw from softmax(logits/T) on the top k.
+
+    The draw is the Gumbel-max trick, argmax_i (logit_i + G_i) with G_i = -log(-log U_i),
+    U_i ~ U[0, 1): an exact sample of softmax(logits) that needs no host sync; masked logits stay
+    -inf, so no NaN can arise.
+    """
+    if sampler == "greedy":
+        return logits.argmax(-1)
+    logits = logits.float() / temperature  # (B, V)
+    if 0 < top_k < logits.shape[-1]:
+        kth = logits.topk(top_k, dim=-1).values[:, -1:]  # (B, 1)
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    uniform = torch.rand(logits.shape, generator=generator, device=logits.device)  # (B, V)
+    gumbel = -torch.log(-torch.log(uniform))
+    return (logits + gumbel).argmax(-1)  # (B,)

@@ -1,0 +1,7 @@
+"""Network backbones shared by the methods (see :mod:`repro.models.transformer`)."""
+
+from __future__ import annotations
+
+from .transformer import KVCache, Transformer, TransformerConfig, count_parameters
+
+__all__ = ["KVCache", "Transformer", "TransformerConfig", "count_parameters"]

@@ -1,0 +1,259 @@
+"""Stage ``sample_text``: complete the test split with a trained model; write one samples jsonl.
+
+Usage (one Snakemake job per sampler x NFE x seed)::
+
+    python -m repro.sample --ckpt results/train/D/EXP/model.ckpt \\
+        --data results/tokenized/D/LAYOUT \\
+        --tokenizer results/tokenizer/D/tokenizer.json --prepared results/data/D/test.jsonl \\
+        --split test --sampler-name ancestral \\
+        --sampler-json '{"kind": "ancestral", "temperature": 1.0, "top_k": 0}' --nfe 32 --seed 0 \\
+        [--max-examples K] [--batch-size B] [--threads N] [--device auto|cpu|cuda] \\
+        --out results/samples/D/EXP/ancestral/nfe32/seed0.jsonl
+
+The first ``K`` rows of the split are completed in order, ``B`` at a time. The method sees only the
+given positions: every non-given id is replaced by ``[PAD]`` before :meth:`Method.sample` is called.
+One ``torch.Generator`` seeded with ``--seed`` drives the whole file, so the same seed (and batch
+size) gives the same samples; only ``wall_seconds`` varies between runs. Output fields are listed in
+``docs/architecture.md`` ("Samples").
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from repro.io import InputError, read_jsonl, write_jsonl
+from repro.methods.base import Batch
+from repro.training import load_model, open_split, read_meta, setup_logging
+
+log = logging.getLogger("repro.sample")
+
+
+def _load_layout(data_dir: Path, tokenizer: Path) -> Any:
+    """The :class:`repro.tokenization.Layout` of a tokenized directory (decode, source texts)."""
+    from repro.tokenization import load_layout_from_meta
+
+    return load_layout_from_meta(data_dir, tokenizer)
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda: no CUDA device is available; use --device cpu or auto")
+    if device not in ("cpu", "cuda"):
+        raise InputError(f"--device must be auto, cpu or cuda, got {device!r}")
+    return torch.device(device)
+
+
+def _check_compatible(ckpt: dict, meta: dict, ckpt_path: Path, data_dir: Path) -> None:
+    """The checkpoint must have been trained on this tokenized layout."""
+    for key in ("layout", "seq_len", "vocab_size", "tokenizer_sha256"):
+        have, want = ckpt.get(key), meta.get(key)
+        if have is not None and want is not None and have != want:
+            raise InputError(
+                f"{ckpt_path} was trained with {key}={have!r} but {data_dir}/meta.json has "
+                f"{key}={want!r}; pass the tokenized directory the model was trained on"
+            )
+
+
+def generated_ids(row: np.ndarray, cond: np.ndarray, eos: int | None, pad: int) -> list[int]:
+    """Non-given ids of a completed row, cut at the first EOS, with pads removed."""
+    gen = [int(t) for t, c in zip(row, cond) if not c]
+    if eos is not None and eos in gen:
+        gen = gen[: gen.index(eos)]
+    return [t for t in gen if t != pad]
+
+
+def sample(
+    ckpt: str | os.PathLike,
+    data_dir: str | os.PathLike,
+    tokenizer: str | os.PathLike,
+    prepared: str | os.PathLike,
+    split: str,
+    sampler_name: str,
+    sampler_cfg: dict,
+    nfe: int,
+    seed: int,
+    out: str | os.PathLike,
+    *,
+    max_examples: int | None = None,
+    batch_size: int = 64,
+    threads: int = 1,
+    device: str = "auto",
+) -> int:
+    """Complete the first ``max_examples`` rows of ``split`` (all if 0 or None); write ``out``.
+
+    Returns:
+        The number of rows written.
+    """
+    ckpt_path, data_dir, prepared = Path(ckpt), Path(data_dir), Path(prepared)
+    if not isinstance(sampler_cfg, dict) or not isinstance(sampler_cfg.get("kind"), str):
+        raise InputError(
+            f"--sampler-json must be an object with a 'kind' string, got {sampler_cfg!r}"
+        )
+    opts = {k: v for k, v in sampler_cfg.items() if k != "kind"}
+    kind = sampler_cfg["kind"]
+    for name, value, lo in (
+        ("--nfe", nfe, 1),
+        ("--seed", seed, 0),
+        ("--batch-size", batch_size, 1),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or value < lo:
+            raise InputError(f"{name} must be an integer >= {lo}, got {value!r}")
+    if max_examples is not None and max_examples < 0:
+        raise InputError(f"--max-examples must be >= 0 (0 = all rows), got {max_examples}")
+
+    torch.set_num_threads(max(int(threads), 1))
+    dev = resolve_device(device)
+    method, model, ck = load_model(ckpt_path, map_location=dev)
+    try:
+        method.check_sampler(kind)
+    except ValueError as err:
+        raise InputError(f"--sampler-json kind: {err}") from None
+    meta = read_meta(data_dir)
+    _check_compatible(ck, meta, ckpt_path, data_dir)
+    arrays = open_split(data_dir, split, meta)
+    if arrays.row_ids is None:
+        raise InputError(f"{data_dir}/meta.json: splits.{split}.row_ids is missing; rerun tokenize")
+    n = min(max_examples, len(arrays)) if max_examples else len(arrays)
+    wanted = arrays.row_ids[:n]
+    rows = {r.get("id"): r for r in read_jsonl(prepared)}
+    missing = [i for i in wanted if i not in rows]
+    if missing:
+        raise InputError(
+            f"{prepared}: no row with id {missing[0]!r} ({len(missing)} of {n} ids missing); "
+            f"pass the prepared {split}.jsonl that {data_dir} was tokenized from"
+        )
+    layout = _load_layout(data_dir, Path(tokenizer))
+    specials = ck.get("specials") or {}
+    pad = int(specials.get("pad", ck["model"].get("pad_id", 0)))
+    eos = specials.get("eos", ck["model"].get("eos_id"))
+
+    generator = torch.Generator(dev).manual_seed(seed)
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16)
+        if dev.type == "cuda"
+        else contextlib.nullcontext()
+    )
+    records: list[dict] = []
+    started = time.perf_counter()
+    for lo in range(0, n, batch_size):
+        hi = min(lo + batch_size, n)
+        ids = torch.from_numpy(np.asarray(arrays.ids[lo:hi], dtype=np.int64))
+        cond = torch.from_numpy(np.asarray(arrays.cond[lo:hi]) != 0)
+        hidden = torch.where(cond, ids, torch.full_like(ids, pad))  # the answer is never shown
+        batch = Batch(hidden, cond).to(dev)
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        t0 = time.perf_counter()
+        with torch.inference_mode(), autocast:
+            result = method.sample(model, batch, nfe, sampler=kind, generator=generator, **opts)
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        per_row = (time.perf_counter() - t0) / (hi - lo)
+        done = result.ids.detach().to("cpu", torch.int64)
+        if done.shape != ids.shape:
+            raise RuntimeError(
+                f"method {ck['method']!r} returned ids of shape {tuple(done.shape)}, "
+                f"expected {tuple(ids.shape)}"
+            )
+        if not torch.equal(done[cond], ids[cond]):
+            raise RuntimeError(
+                f"method {ck['method']!r} changed given (cond) positions while sampling"
+            )
+        done_np, cond_np = done.numpy(), cond.numpy()
+        for j in range(hi - lo):
+            row = rows[wanted[lo + j]]
+            records.append(
+                {
+                    "id": wanted[lo + j],
+                    "source": layout.source_text(row),
+                    "reference": layout.reference_text(row),
+                    "hypothesis": layout.decode(done_np[j], cond_np[j]),
+                    "hypothesis_ids": generated_ids(done_np[j], cond_np[j], eos, pad),
+                    "sampler": sampler_name,
+                    "nfe": int(result.nfe),
+                    "seed": seed,
+                    "wall_seconds": per_row,
+                }
+            )
+    written = write_jsonl(out, records)
+    seconds = time.perf_counter() - started
+    log.info(
+        "wrote %d samples to %s (sampler=%s nfe=%d seed=%d) in %.1f s on %s",
+        written,
+        out,
+        sampler_name,
+        records[0]["nfe"] if records else nfe,
+        seed,
+        seconds,
+        dev,
+    )
+    return written
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m repro.sample", description=__doc__.splitlines()[0])
+    p.add_argument("--ckpt", required=True, help="model.ckpt of the train_model stage")
+    p.add_argument(
+        "--data", required=True, help="tokenized layout directory the model was trained on"
+    )
+    p.add_argument("--tokenizer", required=True, help="tokenizer.json (for decoding)")
+    p.add_argument("--prepared", required=True, help="prepared SPLIT.jsonl (source/reference text)")
+    p.add_argument("--split", default="test")
+    p.add_argument("--sampler-name", required=True, help="name recorded in the output (config key)")
+    p.add_argument("--sampler-json", required=True, help='{"kind": …, other sampler options}')
+    p.add_argument("--nfe", type=int, required=True, help="network-evaluation budget per sample")
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--max-examples", type=int, default=0, help="first K rows (0 = all)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--out", required=True)
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    setup_logging()
+    try:
+        try:
+            sampler_cfg = json.loads(args.sampler_json)
+        except json.JSONDecodeError as err:
+            raise InputError(f"--sampler-json is not valid JSON ({err})") from None
+        sample(
+            args.ckpt,
+            args.data,
+            args.tokenizer,
+            args.prepared,
+            args.split,
+            args.sampler_name,
+            sampler_cfg,
+            args.nfe,
+            args.seed,
+            args.out,
+            max_examples=args.max_examples,
+            batch_size=args.batch_size,
+            threads=args.threads,
+            device=args.device,
+        )
+    except InputError as err:
+        log.error("%s", err)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

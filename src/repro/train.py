@@ -1,0 +1,83 @@
+"""Stage ``train_model``: train one method on one tokenized layout; write ``model.ckpt``.
+
+Usage (one Snakemake job)::
+
+    python -m repro.train --data results/tokenized/D/LAYOUT \\
+        --out results/train/D/EXP/model.ckpt --config-json '{"method": "ar", "model": {...},
+        "train": {"steps": 1000, ...}}' --threads 8 [--max-minutes M] \\
+        [--accelerator auto|cpu|gpu] [--devices N] [--num-nodes N]
+
+Resumable state lives in ``results/train/D/EXP/_work/`` (Lightning ``last.ckpt`` + CSV logs) and is
+always resumed. When ``--max-minutes`` (minus a safety margin) runs out before ``train.steps``, the
+job saves ``_work/last.ckpt`` and exits with code 75; rerunning the same command continues it.
+``model.ckpt`` is written atomically, only once training is complete. The machinery lives in
+:mod:`repro.training`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+
+from repro.io import InputError
+from repro.training import load_model, setup_logging, train
+
+__all__ = ["EXIT_INCOMPLETE", "load_model", "main", "setup_logging", "train"]
+
+#: exit status of a run stopped by its time budget (EX_TEMPFAIL): rerun to continue
+EXIT_INCOMPLETE = 75
+
+log = logging.getLogger("repro.train")
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m repro.train", description=__doc__.splitlines()[0])
+    p.add_argument("--data", required=True, help="tokenized layout directory (meta.json, *.npy)")
+    p.add_argument("--out", required=True, help="final checkpoint path (…/model.ckpt)")
+    p.add_argument("--config-json", required=True, help='{"method": …, "model": {…}, "train": {…}}')
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument("--max-minutes", type=float, default=None, help="job time limit (SLURM runtime)")
+    p.add_argument("--accelerator", default="auto", choices=["auto", "cpu", "gpu", "cuda"])
+    p.add_argument("--devices", type=int, default=1)
+    p.add_argument("--num-nodes", type=int, default=1)
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    setup_logging()
+    try:
+        try:
+            cfg = json.loads(args.config_json)
+        except json.JSONDecodeError as err:
+            raise InputError(f"--config-json is not valid JSON ({err})") from None
+        summary = train(
+            args.data,
+            args.out,
+            cfg,
+            threads=args.threads,
+            max_minutes=args.max_minutes,
+            accelerator=args.accelerator,
+            devices=args.devices,
+            num_nodes=args.num_nodes,
+        )
+    except InputError as err:
+        log.error("%s", err)
+        return 2
+    if not summary["completed"]:
+        log.warning(
+            "stopped at step %d of %d (time budget): resumable state saved in the _work/ folder "
+            "beside %s; rerun the same command to continue",
+            summary["steps"],
+            summary["target_steps"],
+            args.out,
+        )
+        return EXIT_INCOMPLETE
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

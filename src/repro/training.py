@@ -1,0 +1,964 @@
+"""Training machinery behind ``python -m repro.train``: config, data, LightningModule, EMA, plugins.
+
+The stage entry point (:mod:`repro.train`) stays a thin CLI; everything it runs lives here so it can
+be unit-tested:
+
+* :class:`TrainConfig` — the validated ``train`` sub-config (unknown keys are rejected by name).
+* :func:`open_split` — memory-mapped ``{split}.ids.npy`` / ``{split}.cond.npy`` arrays.
+* :func:`batch_rows` — the rows of micro-batch ``m``: a pure function of ``(seed, m)``, so a resumed
+  run reads exactly the batches an uninterrupted one would (no sampler state to save).
+* :class:`EMA` — exponential moving average of the trainable weights, kept in Lightning checkpoints.
+* :class:`TrainModule` / :class:`TokenDataModule` — the Lightning glue around a :class:`Method`.
+* :func:`cluster_plugins` — the SLURM/Lightning environment policy of ``docs/pipeline.md`` §7.2.
+* :func:`train` / :func:`load_model` — the public API used by the CLI, ``repro.sample`` and tests.
+
+Exact resumption rests on three choices. Batches are indexed by the global micro-batch counter
+``m`` (from the restored ``global_step``); the global torch RNG is reseeded from
+``(seed, m, rank)`` before every training step, so the method's noise does not depend on RNG
+state that Lightning does not checkpoint; and a time-limited run stops only on an optimizer-step
+boundary.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from repro import methods
+from repro.io import InputError, atomic_path, atomic_write_json, read_json
+from repro.methods.base import Batch, Method
+
+if TYPE_CHECKING:
+    import lightning.pytorch as pl
+
+log = logging.getLogger("repro.train")
+
+CKPT_FORMAT = "repro.ckpt.v1"
+#: tokenizer specials copied into the model cfg as ``<name>_id`` (methods read them from there)
+MODEL_SPECIALS = ("pad", "bos", "eos", "sep", "mask")
+SCHEDULES = ("cosine", "linear", "constant")
+PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed")
+#: train keys that do not change the optimisation trajectory (ignored when matching a resume)
+_NON_TRAJECTORY_KEYS = ("num_workers", "val_every", "val_batches", "ckpt_every")
+
+
+# --------------------------------------------------------------------------------------------
+# Config
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The ``train`` sub-config; ``from_dict`` validates types/ranges and fills defaults."""
+
+    steps: int
+    seed: int = 0
+    batch_size: int = 32  # per device, per micro-batch
+    lr: float = 1.0e-3
+    min_lr_ratio: float = 0.1
+    schedule: str = "cosine"
+    warmup_steps: int = 0
+    weight_decay: float = 0.0  # AdamW, applied to weights with >= 2 dims only
+    betas: tuple[float, float] = (0.9, 0.95)
+    eps: float = 1e-8
+    grad_clip: float = 1.0  # global norm; 0 = off
+    ema: float = 0.0  # decay; 0 = off
+    val_every: int = 0  # optimizer steps; resolved to max(steps // 4, 1)
+    val_batches: int = 4  # 0 = no validation
+    ckpt_every: int = 0  # optimizer steps; resolved to val_every
+    precision: str = "auto"
+    num_workers: int = 0
+    accumulate: int = 1
+
+    @classmethod
+    def from_dict(cls, raw: Any, where: str = "train") -> TrainConfig:
+        if not isinstance(raw, dict):
+            raise InputError(
+                f"{where}: expected a mapping of training options, got {type(raw).__name__}"
+            )
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise InputError(
+                f"{where}: unknown key(s) {unknown}; allowed keys are {sorted(known)} "
+                "(check the spelling)"
+            )
+        if "steps" not in raw:
+            raise InputError(f"{where}.steps is required (number of optimizer steps)")
+        vals: dict[str, Any] = {}
+        ints = {
+            "steps": 1,
+            "seed": 0,
+            "batch_size": 1,
+            "warmup_steps": 0,
+            "val_every": 1,
+            "val_batches": 0,
+            "ckpt_every": 1,
+            "num_workers": 0,
+            "accumulate": 1,
+        }
+        for key, lo in ints.items():
+            if key in raw:
+                vals[key] = _int(raw[key], f"{where}.{key}", lo)
+        floats = {
+            "lr": (0.0, None, False),
+            "min_lr_ratio": (0.0, 1.0, True),
+            "weight_decay": (0.0, None, True),
+            "eps": (0.0, None, False),
+            "grad_clip": (0.0, None, True),
+            "ema": (0.0, 1.0, True),
+        }
+        for key, (lo, hi, lo_ok) in floats.items():
+            if key in raw:
+                vals[key] = _float(raw[key], f"{where}.{key}", lo, hi, lo_ok)
+        if vals.get("ema", 0.0) >= 1.0:
+            raise InputError(f"{where}.ema must be < 1 (a decay such as 0.9999), or 0 for off")
+        if "betas" in raw:
+            b = raw["betas"]
+            if not (isinstance(b, (list, tuple)) and len(b) == 2):
+                raise InputError(f"{where}.betas must be a list of two numbers, e.g. [0.9, 0.95]")
+            vals["betas"] = tuple(_float(x, f"{where}.betas", 0.0, 1.0, True) for x in b)
+            if max(vals["betas"]) >= 1.0:
+                raise InputError(f"{where}.betas must lie in [0, 1), got {list(b)}")
+        for key, choices in (("schedule", SCHEDULES), ("precision", PRECISIONS)):
+            if key in raw:
+                if raw[key] not in choices:
+                    raise InputError(
+                        f"{where}.{key} is {raw[key]!r}; choose one of {list(choices)}"
+                    )
+                vals[key] = raw[key]
+        steps = vals["steps"]
+        vals.setdefault("val_every", max(steps // 4, 1))
+        vals.setdefault("ckpt_every", vals["val_every"])
+        return cls(**vals)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["betas"] = list(self.betas)
+        return d
+
+
+def _int(v: Any, key: str, lo: int) -> int:
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise InputError(f"{key} must be an integer, got {v!r}")
+    if v < lo:
+        raise InputError(f"{key} must be >= {lo}, got {v}")
+    return v
+
+
+def _float(v: Any, key: str, lo: float, hi: float | None, lo_ok: bool) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise InputError(
+            f"{key} must be a number, got {v!r} (YAML reads 3e-4 as a string: write 3.0e-4)"
+        )
+    v = float(v)
+    if v < lo or (v == lo and not lo_ok) or (hi is not None and v > hi) or not math.isfinite(v):
+        rng = f"{'[' if lo_ok else '('}{lo}, {hi if hi is not None else 'inf'}]"
+        raise InputError(f"{key} must lie in {rng}, got {v}")
+    return v
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """``--config-json``: the method, its model cfg and the training options."""
+
+    method: str
+    model: dict
+    train: TrainConfig
+
+    @classmethod
+    def from_dict(cls, raw: Any, where: str = "--config-json") -> RunConfig:
+        if not isinstance(raw, dict):
+            raise InputError(f"{where}: expected a JSON object with keys method, model, train")
+        unknown = sorted(set(raw) - {"method", "model", "train"})
+        if unknown:
+            raise InputError(
+                f"{where}: unknown key(s) {unknown}; allowed: ['method', 'model', 'train']"
+            )
+        method = raw.get("method")
+        if not isinstance(method, str) or not method:
+            raise InputError(
+                f"{where}.method must be a method name, one of {sorted(methods.REGISTRY)}"
+            )
+        model = raw.get("model", {})
+        if not isinstance(model, dict):
+            raise InputError(f"{where}.model must be a mapping of model options")
+        if "train" not in raw:
+            raise InputError(f"{where}.train is required (at least {{'steps': N}})")
+        return cls(method, dict(model), TrainConfig.from_dict(raw["train"], f"{where}.train"))
+
+
+def lr_factor(step: int, cfg: TrainConfig) -> float:
+    """Multiplier of ``cfg.lr`` at optimizer step ``step`` (0-based): linear warm-up, then decay."""
+    if step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    if cfg.schedule == "constant":
+        return 1.0
+    progress = min(max((step - cfg.warmup_steps) / max(cfg.steps - cfg.warmup_steps, 1), 0.0), 1.0)
+    lo = cfg.min_lr_ratio
+    if cfg.schedule == "cosine":
+        return lo + (1.0 - lo) * 0.5 * (1.0 + math.cos(math.pi * progress))
+    return 1.0 - (1.0 - lo) * progress
+
+
+def resolve_precision(precision: str, accelerator: str) -> str:
+    """``auto`` means bf16 autocast on CUDA and full fp32 on CPU."""
+    if precision != "auto":
+        return precision
+    on_cuda = accelerator in ("gpu", "cuda") or (
+        accelerator == "auto" and torch.cuda.is_available()
+    )
+    return "bf16-mixed" if on_cuda else "32-true"
+
+
+def time_budget_seconds(max_minutes: float) -> float:
+    """Seconds of training allowed in a job of ``max_minutes``: keep a margin for startup and save.
+
+    The margin is 10% of the job, at least 30 s and at most 10 min.
+    """
+    if max_minutes <= 0:
+        raise InputError(f"--max-minutes must be positive, got {max_minutes}")
+    total = max_minutes * 60.0
+    margin = min(600.0, max(30.0, 0.1 * total))
+    return max(total - margin, 0.5 * total)
+
+
+# --------------------------------------------------------------------------------------------
+# Data
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TokenArrays:
+    """One split of a tokenized layout, memory-mapped."""
+
+    ids: np.ndarray  # (N, L) int32
+    cond: np.ndarray  # (N, L) uint8
+    row_ids: list[str] | None
+
+    def __len__(self) -> int:
+        return int(self.ids.shape[0])
+
+    def batch(self, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """(ids int64, cond bool) tensors of the given rows."""
+        ids = torch.from_numpy(np.asarray(self.ids[rows], dtype=np.int64))
+        cond = torch.from_numpy(np.asarray(self.cond[rows]) != 0)
+        return ids, cond
+
+
+def read_meta(data_dir: str | os.PathLike) -> dict:
+    path = Path(data_dir) / "meta.json"
+    meta = read_json(path)
+    for key in ("seq_len", "vocab_size", "specials", "layout"):
+        if key not in meta:
+            raise InputError(f"{path}: missing key {key!r}; rerun the tokenize stage")
+    return meta
+
+
+def open_split(data_dir: str | os.PathLike, split: str, meta: dict | None = None) -> TokenArrays:
+    """Memory-map ``{split}.ids.npy`` and ``{split}.cond.npy``; check shapes against meta.json."""
+    data_dir = Path(data_dir)
+    meta = read_meta(data_dir) if meta is None else meta
+    arrays = []
+    for kind in ("ids", "cond"):
+        path = data_dir / f"{split}.{kind}.npy"
+        if not path.exists():
+            raise InputError(f"{path}: file not found; run the tokenize stage for split {split!r}")
+        arr = np.load(path, mmap_mode="r")
+        if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.integer):
+            raise InputError(
+                f"{path}: expected a 2-D integer array (N, L), got {arr.dtype} {arr.shape}"
+            )
+        if arr.shape[1] != meta["seq_len"]:
+            raise InputError(
+                f"{path}: sequence length {arr.shape[1]} != meta.json seq_len {meta['seq_len']}; "
+                "the directory mixes two tokenize runs, rerun tokenize"
+            )
+        arrays.append(arr)
+    ids, cond = arrays
+    if ids.shape != cond.shape:
+        raise InputError(
+            f"{data_dir}: {split}.ids.npy {ids.shape} and {split}.cond.npy {cond.shape} differ"
+        )
+    if ids.shape[0] == 0:
+        raise InputError(f"{data_dir}/{split}.ids.npy: the split is empty")
+    info = meta.get("splits", {}).get(split, {})
+    row_ids = info.get("row_ids")
+    if row_ids is not None and len(row_ids) != ids.shape[0]:
+        raise InputError(
+            f"{data_dir}/meta.json: splits.{split}.row_ids has {len(row_ids)} entries "
+            f"but {split}.ids.npy has {ids.shape[0]} rows; rerun tokenize"
+        )
+    return TokenArrays(ids, cond, row_ids)
+
+
+def batch_rows(seed: int, m: int, n: int, size: int, _cache: dict | None = None) -> np.ndarray:
+    """Row indices of global micro-batch ``m`` (``size`` rows, over all ranks).
+
+    The index stream is the concatenation of per-epoch permutations of ``range(n)``, permutation
+    ``e`` drawn from ``numpy.random.default_rng([seed, e])``; micro-batch ``m`` is the slice
+    ``[m * size, (m + 1) * size)`` of that stream. A pure function of ``(seed, m)``.
+    """
+    start = m * size
+    out = np.empty(size, dtype=np.int64)
+    filled = 0
+    while filled < size:
+        epoch, offset = divmod(start + filled, n)
+        perm = None if _cache is None else _cache.get(epoch)
+        if perm is None:
+            perm = np.random.default_rng([seed, epoch]).permutation(n)
+            if _cache is not None:
+                _cache.clear()
+                _cache[epoch] = perm
+        take = min(size - filled, n - offset)
+        out[filled : filled + take] = perm[offset : offset + take]
+        filled += take
+    return out
+
+
+class TrainStream(torch.utils.data.IterableDataset):
+    """Endless micro-batches ``(ids, cond, m)`` for one rank, starting at micro-batch ``start``."""
+
+    def __init__(
+        self, arrays: TokenArrays, seed: int, batch_size: int, rank: int, world: int, start: int
+    ) -> None:
+        super().__init__()
+        self.arrays, self.seed, self.batch_size = arrays, seed, batch_size
+        self.rank, self.world, self.start = rank, world, start
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, int]]:
+        info = torch.utils.data.get_worker_info()
+        wid, nworkers = (0, 1) if info is None else (info.id, info.num_workers)
+        cache: dict = {}
+        size = self.batch_size * self.world
+        m = self.start + wid  # DataLoader interleaves workers round-robin, so order is preserved
+        while True:
+            rows = batch_rows(self.seed, m, len(self.arrays), size, cache)
+            mine = np.sort(rows[self.rank * self.batch_size : (self.rank + 1) * self.batch_size])
+            ids, cond = self.arrays.batch(mine)  # sorted rows: sequential memmap reads
+            yield ids, cond, m
+            m += nworkers
+
+
+class ValBatches(torch.utils.data.Dataset):
+    """A fixed set of validation batches (the first rows of the split), sharded over ranks."""
+
+    def __init__(
+        self, arrays: TokenArrays, batch_size: int, n_batches: int, rank: int, world: int
+    ) -> None:
+        self.arrays, self.batch_size, self.rank, self.world = arrays, batch_size, rank, world
+        per_batch = batch_size * world
+        self.n = min(n_batches, max(len(arrays) // per_batch, 1))
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, k: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        n = len(self.arrays)
+        lo = (k * self.world + self.rank) * self.batch_size
+        rows = np.arange(lo, lo + self.batch_size) % n  # wraps only for splits smaller than a batch
+        ids, cond = self.arrays.batch(rows)
+        return ids, cond, k
+
+
+def derive_seed(*parts: int) -> int:
+    """A 63-bit seed mixed from integers (SeedSequence: well spread, stable across versions)."""
+    state = np.random.SeedSequence([int(p) for p in parts]).generate_state(2, dtype=np.uint32)
+    return int(state[0]) << 31 ^ int(state[1])
+
+
+# --------------------------------------------------------------------------------------------
+# EMA
+# --------------------------------------------------------------------------------------------
+
+
+class EMA:
+    """``shadow <- decay * shadow + (1 - decay) * param`` after every optimizer step.
+
+    Initialised from the initial weights; covers trainable parameters only (frozen weights and
+    buffers are taken from the model as they are).
+    """
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.shadow = {
+            n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad
+        }
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        weight = 1.0 - self.decay
+        for name, p in model.named_parameters():
+            s = self.shadow.get(name)
+            if s is None:
+                continue
+            if s.device != p.device:
+                s = self.shadow[name] = s.to(p.device)
+            s.lerp_(p.detach(), weight)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return dict(self.shadow)
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        if set(state) != set(self.shadow):
+            raise InputError(
+                "EMA state in the resume checkpoint does not match the model's parameters"
+            )
+        self.shadow = dict(state)
+
+    def averaged_state_dict(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        """The model's state dict with every EMA'd parameter replaced by its average."""
+        state = model.state_dict()
+        for name, s in self.shadow.items():
+            state[name] = s.to(state[name].device, state[name].dtype)
+        return state
+
+    @torch.no_grad()
+    def swap_in(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        """Load the averaged weights into ``model``; returns the raw weights for :meth:`restore`."""
+        params = dict(model.named_parameters())
+        backup = {n: params[n].detach().clone() for n in self.shadow}
+        for n, s in self.shadow.items():
+            params[n].copy_(s)
+        return backup
+
+    @torch.no_grad()
+    def restore(self, model: nn.Module, backup: dict[str, torch.Tensor]) -> None:
+        params = dict(model.named_parameters())
+        for n, b in backup.items():
+            params[n].copy_(b)
+
+
+# --------------------------------------------------------------------------------------------
+# SLURM / Lightning environment
+# --------------------------------------------------------------------------------------------
+
+
+def cluster_plugins(devices: int, num_nodes: int) -> list:
+    """Cluster-environment plugins for the Trainer (``docs/pipeline.md`` §7.2).
+
+    * ``srun`` launched one task per device (``SLURM_NTASKS == devices * num_nodes``, the MPI
+      path): Lightning's :class:`SLURMEnvironment`, without signal-based auto-requeue.
+    * Several devices inside the jobstep's ``srun -n1``: a :class:`LightningEnvironment`, so
+      Lightning spawns the ranks itself (otherwise SLURM detection would silently run one rank
+      on a shard of the data).
+    * One device: SLURM environment if under SLURM, else Lightning's default detection.
+    """
+    from lightning.pytorch.plugins.environments import LightningEnvironment, SLURMEnvironment
+
+    try:
+        ntasks = int(os.environ.get("SLURM_NTASKS", "0") or 0)
+    except ValueError:
+        raise InputError(f"SLURM_NTASKS={os.environ['SLURM_NTASKS']!r} is not an integer") from None
+    world = devices * num_nodes
+    if ntasks and ntasks == world:
+        return [SLURMEnvironment(auto_requeue=False)]
+    if ntasks > 1:
+        raise InputError(
+            f"SLURM_NTASKS={ntasks} but --devices {devices} x --num-nodes {num_nodes} = {world}: "
+            "launch one task per device (resources tasks_per_node) or pass matching "
+            "--devices/--num-nodes"
+        )
+    if world > 1:
+        if num_nodes > 1:
+            raise InputError(
+                "multi-node training needs resources mpi='srun' + tasks_per_node so that srun "
+                "launches one task per GPU (see docs/pipeline.md §7.4)"
+            )
+        return [LightningEnvironment()]
+    return [SLURMEnvironment(auto_requeue=False)] if ntasks else []
+
+
+# --------------------------------------------------------------------------------------------
+# Lightning glue
+# --------------------------------------------------------------------------------------------
+
+
+def _lightning() -> Any:
+    import lightning.pytorch as pl
+
+    return pl
+
+
+def build_module_classes() -> tuple[type, type, type]:
+    """Define the Lightning classes lazily (importing lightning takes seconds)."""
+    pl = _lightning()
+
+    class TokenDataModule(pl.LightningDataModule):
+        def __init__(
+            self, train: TokenArrays, val: TokenArrays | None, cfg: TrainConfig, pin_memory: bool
+        ) -> None:
+            super().__init__()
+            self.train_arrays, self.val_arrays, self.cfg, self.pin = train, val, cfg, pin_memory
+
+        def train_dataloader(self) -> torch.utils.data.DataLoader:
+            # Called after Lightning restored the checkpoint: global_step is the resumed step.
+            t = self.trainer
+            stream = TrainStream(
+                self.train_arrays,
+                self.cfg.seed,
+                self.cfg.batch_size,
+                t.global_rank,
+                t.world_size,
+                t.global_step * self.cfg.accumulate,
+            )
+            return torch.utils.data.DataLoader(
+                stream, batch_size=None, num_workers=self.cfg.num_workers, pin_memory=self.pin
+            )
+
+        def val_dataloader(self) -> torch.utils.data.DataLoader:
+            t = self.trainer
+            assert self.val_arrays is not None
+            ds = ValBatches(
+                self.val_arrays,
+                self.cfg.batch_size,
+                self.cfg.val_batches,
+                t.global_rank,
+                t.world_size,
+            )
+            return torch.utils.data.DataLoader(
+                ds, batch_size=None, shuffle=False, pin_memory=self.pin
+            )
+
+    class TrainModule(pl.LightningModule):
+        def __init__(self, method: Method, model: nn.Module, cfg: TrainConfig, digest: str) -> None:
+            super().__init__()
+            self.method, self.model, self.cfg, self.digest = method, model, cfg, digest
+            self.ema = EMA(model, cfg.ema) if cfg.ema > 0 else None
+            self.start_step: int | None = None
+            self._raw_weights: dict[str, torch.Tensor] | None = None  # during validation
+            self.last_train_loss: torch.Tensor | float | None = None
+            self.val_loss: float | None = None
+            self.val_step: int | None = None
+            self._val_sum: list[torch.Tensor] = []
+
+        # -- training -----------------------------------------------------------------------
+        def on_train_start(self) -> None:
+            t = self.trainer
+            self.start_step = t.global_step
+            n_params = sum(p.numel() for p in self.model.parameters())
+            n_train = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+            log.info(
+                "train start: world_size=%d global_rank=%d parameters=%d (trainable %d) "
+                "micro_batch=%d accumulate=%d global_batch=%d step=%d/%d",
+                t.world_size,
+                t.global_rank,
+                n_params,
+                n_train,
+                self.cfg.batch_size,
+                self.cfg.accumulate,
+                self.cfg.batch_size * self.cfg.accumulate * t.world_size,
+                t.global_step,
+                self.cfg.steps,
+            )
+
+        def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+            ids, cond, m = batch
+            # the method's noise is a function of (seed, micro-batch, rank): exact on resume
+            torch.manual_seed(derive_seed(self.cfg.seed, 0, int(m), self.global_rank))
+            loss = self.method.loss(self.model, Batch(ids, cond))
+            self.last_train_loss = loss.detach()
+            self.log("train_loss", loss, on_step=True, batch_size=ids.shape[0])
+            self.log(
+                "lr", self.lr_schedulers().get_last_lr()[0], on_step=True, batch_size=ids.shape[0]
+            )
+            return loss
+
+        def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+            super().optimizer_step(*args, **kwargs)
+            if self.ema is not None:
+                self.ema.update(self.model)
+
+        def configure_optimizers(self) -> dict:
+            cfg = self.cfg
+            params = [p for p in self.model.parameters() if p.requires_grad]
+            groups = [
+                {"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
+                {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+            ]
+            groups = [g for g in groups if g["params"]]
+            fused = bool(params) and all(p.is_cuda for p in params)
+            opt = torch.optim.AdamW(
+                groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, fused=fused or None
+            )
+            sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg))
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+        # -- validation (on the weights that will be saved: EMA when on) ---------------------
+        def on_validation_start(self) -> None:
+            self._val_sum = []
+            if self.ema is not None:
+                self._raw_weights = self.ema.swap_in(self.model)
+
+        def validation_step(self, batch: Any, batch_idx: int) -> None:
+            ids, cond, k = batch
+            torch.manual_seed(derive_seed(self.cfg.seed, 1, int(k), self.global_rank))
+            loss = self.method.loss(self.model, Batch(ids, cond)).float()
+            self._val_sum.append(torch.stack([loss * ids.shape[0], loss.new_tensor(ids.shape[0])]))
+
+        def on_validation_epoch_end(self) -> None:
+            total = (
+                torch.stack(self._val_sum).sum(0)
+                if self._val_sum
+                else torch.zeros(2, device=self.device)
+            )
+            total = self.trainer.strategy.reduce(total, reduce_op="sum")
+            if float(total[1]) > 0:
+                self.val_loss = float(total[0] / total[1])
+                self.val_step = self.trainer.global_step
+                # already reduced over ranks; sync_dist only silences Lightning's DDP warning
+                self.log("val_loss", self.val_loss, batch_size=1, sync_dist=True)
+
+        def on_validation_end(self) -> None:
+            if self.ema is not None and self._raw_weights is not None:
+                self.ema.restore(self.model, self._raw_weights)
+                self._raw_weights = None
+
+        # -- resumable state ---------------------------------------------------------------
+        def on_save_checkpoint(self, checkpoint: dict) -> None:
+            loss = self.last_train_loss
+            checkpoint["repro"] = {
+                "digest": self.digest,
+                "ema": None if self.ema is None else self.ema.state_dict(),
+                "val_loss": self.val_loss,
+                "val_step": self.val_step,
+                "train_loss": None if loss is None else float(loss),
+            }
+
+        def on_load_checkpoint(self, checkpoint: dict) -> None:
+            state = checkpoint.get("repro")
+            if state is None or state.get("digest") != self.digest:
+                raise InputError(
+                    "resume checkpoint was written by a different configuration; delete the _work/ "
+                    "folder beside the model.ckpt output to start afresh"
+                )
+            if self.ema is not None:
+                self.ema.load_state_dict(state["ema"])
+            self.val_loss, self.val_step = state["val_loss"], state["val_step"]
+            self.last_train_loss = state["train_loss"]
+
+        def final_state_dict(self) -> dict[str, torch.Tensor]:
+            sd = self.ema.averaged_state_dict(self.model) if self.ema else self.model.state_dict()
+            return {k: v.detach().cpu().clone() for k, v in sd.items()}
+
+    class TimeBudget(pl.Callback):
+        """Stop on the first optimizer-step boundary past the budget and save ``last.ckpt``."""
+
+        def __init__(
+            self, seconds: float, started: float, last_ckpt: Path, ckpt_every: int
+        ) -> None:
+            self.seconds, self.started = seconds, started
+            self.last_ckpt, self.ckpt_every = last_ckpt, ckpt_every
+            self.stopped_at: int | None = None
+            self._last_step = -1
+
+        def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+            self._last_step = trainer.global_step
+
+        def on_train_batch_end(
+            self,
+            trainer: pl.Trainer,
+            pl_module: pl.LightningModule,
+            outputs: Any,
+            batch: Any,
+            batch_idx: int,
+        ) -> None:
+            step = trainer.global_step
+            if step == self._last_step or step >= trainer.max_steps:
+                return  # mid-accumulation (no optimizer step yet) or finished anyway
+            self._last_step = step
+            out_of_time = time.monotonic() - self.started > self.seconds
+            if trainer.world_size > 1:
+                out_of_time = trainer.strategy.broadcast(out_of_time)
+            if not out_of_time:
+                return
+            trainer.should_stop = True
+            self.stopped_at = step
+            if step % self.ckpt_every != 0:  # otherwise ModelCheckpoint saves this step next
+                save_trainer_checkpoint(trainer, self.last_ckpt)
+
+    return TokenDataModule, TrainModule, TimeBudget
+
+
+def save_trainer_checkpoint(trainer: pl.Trainer, path: Path) -> None:
+    """``trainer.save_checkpoint`` to a temporary name, renamed by rank 0 (never a torn file)."""
+    tmp = path.with_name(path.name + ".partial")
+    trainer.save_checkpoint(tmp)
+    if trainer.is_global_zero:
+        os.replace(tmp, path)
+    trainer.strategy.barrier("repro.save_trainer_checkpoint")
+
+
+# --------------------------------------------------------------------------------------------
+# Public API
+# --------------------------------------------------------------------------------------------
+
+
+def setup_logging() -> None:
+    """Timestamped INFO lines of the ``repro`` loggers on stderr (the rule's ``{log}``).
+
+    Only the ``repro`` logger gets a handler: Lightning's loggers have their own, and a root
+    handler would print their lines twice.
+    """
+    logger = logging.getLogger("repro")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+
+def inject_specials(model_cfg: dict, specials: dict, where: str) -> dict:
+    """Copy the tokenizer's special ids into the model cfg as ``pad_id`` … ``mask_id``."""
+    out = dict(model_cfg)
+    if "pad" not in specials:
+        raise InputError(f"{where}: specials has no 'pad' id; rerun train_tokenizer and tokenize")
+    for name in MODEL_SPECIALS:
+        if name not in specials:
+            continue
+        key = f"{name}_id"
+        if key in out and out[key] != specials[name]:
+            raise InputError(
+                f"model.{key}={out[key]} contradicts the tokenizer "
+                f"({where}: {name}={specials[name]}); "
+                f"remove model.{key} from the config (it is filled in from meta.json)"
+            )
+        out[key] = int(specials[name])
+    return out
+
+
+def _run_digest(run: RunConfig, model_cfg: dict, meta: dict, world: int) -> dict:
+    train = {k: v for k, v in run.train.to_dict().items() if k not in _NON_TRAJECTORY_KEYS}
+    return {
+        "method": run.method,
+        "model": model_cfg,
+        "train": train,
+        "world_size": world,
+        "data": {k: meta.get(k) for k in ("layout", "seq_len", "vocab_size", "tokenizer_sha256")}
+        | {"n_train": meta.get("splits", {}).get("train", {}).get("n")},
+    }
+
+
+def _prepare_work_dir(work: Path, identity: dict) -> str:
+    """Make ``work``; discard resumable state written for a different configuration."""
+    work.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(identity, sort_keys=True)
+    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    stamp = work / "config.json"
+    if stamp.exists():
+        try:
+            old = read_json(stamp)
+        except InputError:
+            old = None
+        if old != identity:
+            stale = sorted(work.glob("*.ckpt")) + sorted(work.glob("*.ckpt.partial"))
+            log.warning(
+                "config changed since %s was written: discarding %d resumable checkpoint(s)",
+                stamp,
+                len(stale),
+            )
+            for p in stale:
+                p.unlink()
+    atomic_write_json(stamp, identity)
+    return digest
+
+
+def train(
+    data_dir: str | os.PathLike,
+    out: str | os.PathLike,
+    cfg: dict,
+    threads: int = 1,
+    max_minutes: float | None = None,
+    accelerator: str = "auto",
+    devices: int = 1,
+    num_nodes: int = 1,
+    *,
+    callbacks: Sequence[Any] = (),
+) -> dict:
+    """Train (or resume) one model and write ``out`` (``model.ckpt``) when ``steps`` are done.
+
+    Resumable state lives in ``out.parent / "_work"``; an existing ``_work/last.ckpt`` is always
+    resumed. ``callbacks`` are extra Lightning callbacks (tests, benchmarks).
+
+    Returns:
+        A summary dict: ``completed`` (False when the time budget stopped it early),
+        ``resumed_from`` (the step this run started at), ``steps``, ``target_steps``,
+        ``train_loss``, ``val_loss``, ``seconds``, ``tokens_per_second``, ``world_size``,
+        ``parameters``.
+    """
+    started = time.monotonic()
+    run = RunConfig.from_dict(cfg)
+    tc = run.train
+    try:
+        method = methods.get_method(run.method)
+    except KeyError as err:
+        raise InputError(f"--config-json.method: {err.args[0]}") from None
+    data_dir, out = Path(data_dir), Path(out)
+    meta = read_meta(data_dir)
+    train_arrays = open_split(data_dir, "train", meta)
+    val_arrays = open_split(data_dir, "validation", meta) if tc.val_batches > 0 else None
+    model_cfg = inject_specials(run.model, meta["specials"], str(data_dir / "meta.json"))
+
+    pl = _lightning()  # after the cheap checks: bad input fails without the import's seconds
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger
+
+    torch.set_num_threads(max(int(threads), 1))
+    work = out.parent / "_work"
+    identity = _run_digest(run, model_cfg, meta, devices * num_nodes)
+    digest = _prepare_work_dir(work, identity)
+
+    pl.seed_everything(tc.seed, workers=True, verbose=False)
+    model = method.build_model(
+        dict(model_cfg), vocab_size=int(meta["vocab_size"]), seq_len=int(meta["seq_len"])
+    )
+    n_params = sum(p.numel() for p in model.parameters())
+
+    precision = resolve_precision(tc.precision, accelerator)
+    TokenDataModule, TrainModule, TimeBudget = build_module_classes()
+    module = TrainModule(method, model, tc, digest)
+    pin = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    dm = TokenDataModule(train_arrays, val_arrays, tc, pin_memory=pin)
+
+    last = work / "last.ckpt"
+    checkpointer = ModelCheckpoint(
+        dirpath=work,
+        save_last=True,
+        save_top_k=0,
+        every_n_train_steps=tc.ckpt_every,
+        enable_version_counter=False,
+    )
+    budget_s = time_budget_seconds(max_minutes) if max_minutes is not None else math.inf
+    budget = TimeBudget(budget_s, started, last, tc.ckpt_every)
+    trainer = pl.Trainer(
+        accelerator=accelerator,
+        devices=devices,
+        num_nodes=num_nodes,
+        plugins=cluster_plugins(devices, num_nodes) or None,
+        precision=precision,
+        max_steps=tc.steps,
+        max_epochs=-1,
+        default_root_dir=work,
+        logger=CSVLogger(work, name="logs"),
+        callbacks=[budget, checkpointer, *callbacks],
+        accumulate_grad_batches=tc.accumulate,
+        gradient_clip_val=tc.grad_clip if tc.grad_clip > 0 else None,
+        gradient_clip_algorithm="norm",
+        val_check_interval=tc.val_every * tc.accumulate,
+        check_val_every_n_epoch=None,
+        limit_val_batches=None if tc.val_batches > 0 else 0,
+        num_sanity_val_steps=0,
+        log_every_n_steps=max(1, min(50, tc.steps // 10)),
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        use_distributed_sampler=False,
+    )
+    resume = last if last.exists() else None
+    if resume:
+        log.info("resuming from %s", resume)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", ".*does not have many workers.*")
+        fit_start = time.monotonic()
+        trainer.fit(module, datamodule=dm, ckpt_path=str(resume) if resume else None)
+        fit_seconds = time.monotonic() - fit_start
+        step = trainer.global_step
+        completed = step >= tc.steps
+        if completed and tc.val_batches > 0 and module.val_step != step:
+            trainer.validate(module, datamodule=dm, verbose=False)
+
+    world = trainer.world_size
+    first = step if module.start_step is None else module.start_step  # None: nothing left to do
+    done_steps = step - first
+    tokens = done_steps * tc.batch_size * tc.accumulate * world * int(meta["seq_len"])
+    loss = module.last_train_loss
+    summary = {
+        "completed": completed,
+        "resumed_from": first,
+        "steps": step,
+        "target_steps": tc.steps,
+        "train_loss": None if loss is None else float(loss),
+        "val_loss": module.val_loss,
+        "seconds": round(time.monotonic() - started, 3),
+        "tokens_per_second": round(tokens / fit_seconds, 1) if fit_seconds > 0 else 0.0,
+        "world_size": world,
+        "parameters": n_params,
+    }
+    if completed and trainer.is_global_zero:
+        ckpt = {
+            "format": CKPT_FORMAT,
+            "method": run.method,
+            "model": model_cfg,
+            "train": tc.to_dict(),
+            "vocab_size": int(meta["vocab_size"]),
+            "seq_len": int(meta["seq_len"]),
+            "layout": meta["layout"],
+            "state_dict": module.final_state_dict(),
+            "weights": "ema" if module.ema is not None else "raw",
+            "step": step,
+            "val_loss": module.val_loss,
+            "specials": dict(meta["specials"]),
+            "tokenizer_sha256": meta.get("tokenizer_sha256"),
+        }
+        with atomic_path(out) as tmp:
+            torch.save(ckpt, tmp)
+    log.info(
+        "summary: steps=%d/%d (from %d) train_loss=%s val_loss=%s seconds=%.1f tokens/s=%.0f%s",
+        step,
+        tc.steps,
+        first,
+        _fmt(summary["train_loss"]),
+        _fmt(summary["val_loss"]),
+        summary["seconds"],
+        summary["tokens_per_second"],
+        "" if completed else " (incomplete)",
+    )
+    return summary
+
+
+def _fmt(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.4f}"
+
+
+def load_model(
+    ckpt_path: str | os.PathLike, map_location: str | torch.device = "cpu"
+) -> tuple[Method, nn.Module, dict]:
+    """Rebuild the method and model of a ``model.ckpt``: eval mode, on ``map_location``."""
+    path = Path(ckpt_path)
+    if not path.exists():
+        raise InputError(f"{path}: checkpoint not found; run the train_model stage first")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # any unpickling failure means a bad or foreign file
+        raise InputError(
+            f"{path}: not a readable torch checkpoint ({err}); retrain to recreate it"
+        ) from err
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CKPT_FORMAT:
+        got = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise InputError(
+            f"{path}: expected format {CKPT_FORMAT!r}, got {got!r}; retrain to recreate it"
+        )
+    method = methods.get_method(ckpt["method"])
+    model = method.build_model(
+        dict(ckpt["model"]), vocab_size=ckpt["vocab_size"], seq_len=ckpt["seq_len"]
+    )
+    try:
+        model.load_state_dict(ckpt["state_dict"], strict=True)
+    except RuntimeError as err:
+        raise InputError(
+            f"{path}: weights do not fit method {ckpt['method']!r}'s model ({err})"
+        ) from err
+    model.to(map_location).eval()
+    return method, model, ckpt

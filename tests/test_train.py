@@ -1,0 +1,435 @@
+"""Tests of the train_model stage (:mod:`repro.train`, :mod:`repro.training`).
+
+A tiny self-contained method (embedding + linear next-token model whose loss draws random
+corruption from the global torch RNG) and a tokenized directory written with numpy stand in for
+the real methods and tokenizer, so these tests exercise only the training machinery: checkpoint
+format, exact resume (kill and time-budget paths), EMA, config validation, cluster plugins.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from repro import methods, train, training
+from repro.io import InputError
+from repro.methods.base import Batch, Method, Samples
+
+SPECIALS = {"pad": 0, "unk": 1, "cls": 2, "sep": 3, "mask": 4, "bos": 5, "eos": 6}
+VOCAB, SEQ = 24, 12
+
+
+class TinyLM(nn.Module):
+    def __init__(self, vocab: int, d: int, mask_id: int) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(vocab, d)
+        self.norm = nn.LayerNorm(d)
+        self.out = nn.Linear(d, vocab)
+        self.mask_id = mask_id
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.out(self.norm(self.emb(ids)))  # (B, L, V)
+
+
+class FakeMethod(Method):
+    name = "fake"
+    samplers = ("greedy",)
+
+    def layout(self, task_kind: str) -> str:
+        return "conditional"
+
+    def build_model(self, model_cfg: dict, vocab_size: int, seq_len: int) -> nn.Module:
+        return TinyLM(vocab_size, model_cfg.get("d", 8), model_cfg["mask_id"])
+
+    def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+        ids, cond = batch.ids, batch.cond
+        drop = (torch.rand(ids.shape) < 0.3) & ~cond  # global RNG: resume must replay it
+        inp = torch.where(drop, torch.full_like(ids, model.mask_id), ids)
+        logits = model(inp[:, :-1])
+        weight = (~cond[:, 1:]).float()
+        ce = F.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none")
+        return (ce * weight).sum() / weight.sum().clamp(min=1.0)
+
+    def sample(self, model, cond, nfe, sampler, generator, **opts) -> Samples:
+        raise NotImplementedError
+
+
+@pytest.fixture
+def fake_method(monkeypatch: pytest.MonkeyPatch) -> str:
+    real = methods.get_method
+    monkeypatch.setattr(
+        methods, "get_method", lambda name: FakeMethod() if name == "fake" else real(name)
+    )
+    return "fake"
+
+
+def write_tokenized(root: Path, n_train: int = 40, n_val: int = 12) -> Path:
+    """A learnable toy task: [BOS] a b c d [SEP] a b c d [EOS] [PAD] (target copies the source)."""
+    rng = np.random.default_rng(0)
+    root.mkdir(parents=True, exist_ok=True)
+    splits = {}
+    for split, n in (("train", n_train), ("validation", n_val)):
+        ids = np.zeros((n, SEQ), np.int32)
+        cond = np.zeros((n, SEQ), np.uint8)
+        src = rng.integers(7, VOCAB, (n, 4))
+        ids[:, 0], ids[:, 1:5], ids[:, 5] = SPECIALS["bos"], src, SPECIALS["sep"]
+        ids[:, 6:10], ids[:, 10] = src, SPECIALS["eos"]
+        cond[:, :6] = 1
+        np.save(root / f"{split}.ids.npy", ids)
+        np.save(root / f"{split}.cond.npy", cond)
+        splits[split] = {"n": n, "row_ids": [f"toy/{split}/{i}" for i in range(n)], "dropped": 0}
+    meta = {
+        "layout": "conditional",
+        "options": {},
+        "seq_len": SEQ,
+        "vocab_size": VOCAB,
+        "specials": SPECIALS,
+        "tokenizer_sha256": "0" * 64,
+        "splits": splits,
+    }
+    (root / "meta.json").write_text(json.dumps(meta))
+    return root
+
+
+# Exercises warm-up, cosine decay, weight decay, clipping, accumulation and EMA together.
+RESUME_TRAIN = {
+    "steps": 6,
+    "batch_size": 8,
+    "lr": 3.0e-2,
+    "warmup_steps": 2,
+    "weight_decay": 0.1,
+    "grad_clip": 0.5,
+    "accumulate": 2,
+    "ema": 0.8,
+    "val_every": 3,
+    "val_batches": 1,
+    "ckpt_every": 2,
+}
+
+
+def run_cfg(**train_over) -> dict:
+    return {"method": "fake", "model": {"d": 8}, "train": {**RESUME_TRAIN, **train_over}}
+
+
+def csv_rows(path: Path) -> list[dict]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def final_weights(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, weights_only=True)["state_dict"]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tokenized(tmp_path_factory.mktemp("tok") / "toy" / "conditional")
+
+
+@pytest.fixture
+def reference(fake_method: str, data_dir: Path, tmp_path: Path) -> tuple[Path, dict]:
+    out = tmp_path / "ref" / "model.ckpt"
+    summary = train.train(data_dir, out, run_cfg())
+    return out, summary
+
+
+def test_train_writes_documented_checkpoint(reference, fake_method):
+    out, summary = reference
+    assert summary["completed"] and summary["steps"] == 6 and summary["target_steps"] == 6
+    assert summary["resumed_from"] == 0
+    assert math.isfinite(summary["train_loss"]) and math.isfinite(summary["val_loss"])
+    assert summary["world_size"] == 1 and summary["parameters"] > 0
+    ckpt = torch.load(out, weights_only=True)
+    assert set(ckpt) == {
+        "format",
+        "method",
+        "model",
+        "train",
+        "vocab_size",
+        "seq_len",
+        "layout",
+        "state_dict",
+        "weights",
+        "step",
+        "val_loss",
+        "specials",
+        "tokenizer_sha256",
+    }
+    assert ckpt["format"] == "repro.ckpt.v1" and ckpt["method"] == "fake"
+    assert ckpt["weights"] == "ema" and ckpt["step"] == 6 and ckpt["layout"] == "conditional"
+    assert (ckpt["vocab_size"], ckpt["seq_len"]) == (VOCAB, SEQ)
+    assert ckpt["specials"] == SPECIALS
+    # specials are injected into the model cfg; defaults filled into the train cfg
+    injected = {k: ckpt["model"][f"{k}_id"] for k in ("pad", "bos", "eos", "sep", "mask")}
+    assert injected == {k: SPECIALS[k] for k in injected}
+    assert ckpt["train"]["schedule"] == "cosine" and ckpt["train"]["betas"] == [0.9, 0.95]
+    assert ckpt["val_loss"] == summary["val_loss"]
+    method, model, loaded = train.load_model(out)
+    assert isinstance(method, FakeMethod) and not model.training
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, ckpt["state_dict"][k])
+    # Lightning state for resume, CSV logs, config stamp
+    work = out.parent / "_work"
+    assert (work / "last.ckpt").exists() and (work / "config.json").exists()
+    assert list(work.glob("logs/*/metrics.csv"))
+
+
+def make_killer(step: int):
+    import lightning.pytorch as pl
+
+    class Killer(pl.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            if trainer.global_step == step:
+                raise RuntimeError("simulated job kill")
+
+    return Killer()
+
+
+def test_resume_after_kill_is_exact(reference, data_dir, tmp_path):
+    ref, _ = reference
+    out = tmp_path / "killed" / "model.ckpt"
+    # killed at step 5: the last checkpoint (ckpt_every=2) is step 4, so step 5 is replayed
+    with pytest.raises(RuntimeError, match="simulated job kill"):
+        train.train(data_dir, out, run_cfg(), callbacks=[make_killer(5)])
+    assert not out.exists()
+    assert torch.load(out.parent / "_work" / "last.ckpt", weights_only=False)["global_step"] == 4
+    summary = train.train(data_dir, out, run_cfg())
+    assert summary["completed"] and summary["steps"] == 6 and summary["resumed_from"] == 4
+    a, b = final_weights(ref), final_weights(out)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # a finished _work/ (model.ckpt deleted, e.g. by Snakemake) rewrites it without training
+    out.unlink()
+    again = train.train(data_dir, out, run_cfg())
+    assert again["resumed_from"] == again["steps"] == 6
+    assert again["val_loss"] == summary["val_loss"]
+    c = final_weights(out)
+    assert all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_time_budget_exit_75_then_resume_is_exact(
+    reference, data_dir, tmp_path, monkeypatch, caplog
+):
+    ref, _ = reference
+    out = tmp_path / "budget" / "model.ckpt"
+    args = f"--data {data_dir} --out {out} --threads 1 --max-minutes 30".split()
+    args += ["--config-json", json.dumps(run_cfg())]
+    with monkeypatch.context() as mp, caplog.at_level("WARNING", logger="repro.train"):
+        mp.setattr(training, "time_budget_seconds", lambda minutes: 0.0)
+        assert train.main(args) == 75
+    assert "rerun the same command to continue" in caplog.text
+    assert not out.exists()
+    last = torch.load(out.parent / "_work" / "last.ckpt", weights_only=False)
+    assert last["global_step"] == 1  # stopped on the first optimizer-step boundary
+    with caplog.at_level("INFO", logger="repro.train"):
+        assert train.main(args) == 0
+    assert "steps=6/6 (from 1)" in caplog.text
+    a, b = final_weights(ref), final_weights(out)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_changed_config_discards_stale_resume_state(fake_method, data_dir, tmp_path, monkeypatch):
+    out = tmp_path / "stale" / "model.ckpt"
+    monkeypatch.setattr(training, "time_budget_seconds", lambda minutes: 0.0)
+    assert not train.train(data_dir, out, run_cfg(), max_minutes=1)["completed"]
+    monkeypatch.setattr(training, "time_budget_seconds", lambda minutes: 1e9)
+    fresh = tmp_path / "fresh" / "model.ckpt"
+    # val_every=4 does not divide steps=6: the final val loss comes from an extra validation
+    new_cfg = run_cfg(lr=1.0e-2, val_every=4)
+    train.train(data_dir, fresh, new_cfg, max_minutes=1)
+    summary = train.train(data_dir, out, new_cfg, max_minutes=1)  # must not resume the old run
+    a, b = final_weights(fresh), final_weights(out)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert torch.load(out, weights_only=True)["val_loss"] == summary["val_loss"]
+    (metrics,) = (fresh.parent / "_work").glob("logs/*/metrics.csv")
+    val = [float(r["val_loss"]) for r in csv_rows(metrics) if r["val_loss"]]
+    assert len(val) == 2 and val[-1] == pytest.approx(summary["val_loss"])  # steps 4 and 6
+
+
+def test_train_stream_order_with_workers(data_dir):
+    arrays = training.open_split(data_dir, "train")
+    stream = training.TrainStream(arrays, seed=1, batch_size=4, rank=0, world=1, start=3)
+    loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=2)
+    got = []
+    for ids, _cond, m in loader:
+        got.append((m, ids))
+        if len(got) == 6:
+            break
+    assert [m for m, _ in got] == [3, 4, 5, 6, 7, 8]  # workers interleave in micro-batch order
+    for m, ids in got:
+        rows = np.sort(training.batch_rows(1, m, len(arrays), 4))
+        assert torch.equal(ids, torch.from_numpy(np.asarray(arrays.ids[rows], dtype=np.int64)))
+
+
+def test_ema_matches_closed_form(fake_method, data_dir, tmp_path):
+    import lightning.pytorch as pl
+
+    decay = 0.5
+    history: list[dict[str, torch.Tensor]] = []
+
+    class Record(pl.Callback):
+        def on_train_start(self, trainer, pl_module):
+            history.append({k: v.detach().clone() for k, v in pl_module.model.named_parameters()})
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            history.append({k: v.detach().clone() for k, v in pl_module.model.named_parameters()})
+
+    cfg = {
+        "method": "fake",
+        "model": {"d": 4},
+        "train": {"steps": 3, "batch_size": 4, "lr": 0.1, "ema": decay, "val_batches": 0},
+    }
+    out = tmp_path / "ema" / "model.ckpt"
+    train.train(data_dir, out, cfg, callbacks=[Record()])
+    assert len(history) == 4  # initial weights + one per optimizer step
+    ckpt = torch.load(out, weights_only=True)
+    assert ckpt["weights"] == "ema" and ckpt["val_loss"] is None
+    for name in history[0]:
+        expected = history[0][name].double()
+        for w in history[1:]:
+            expected = decay * expected + (1 - decay) * w[name].double()
+        assert torch.allclose(ckpt["state_dict"][name].double(), expected, atol=1e-6), name
+        assert not torch.allclose(history[-1][name], ckpt["state_dict"][name])  # EMA != raw
+
+    # validating the EMA weights after every step swaps them in and out: training is unchanged
+    validated = tmp_path / "ema_val" / "model.ckpt"
+    with_val = {**cfg, "train": {**cfg["train"], "val_batches": 1, "val_every": 1}}
+    assert train.train(data_dir, validated, with_val)["val_loss"] is not None
+    a, b = final_weights(out), final_weights(validated)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+    cfg["train"]["ema"] = 0.0
+    history.clear()
+    out_raw = tmp_path / "raw" / "model.ckpt"
+    train.train(data_dir, out_raw, cfg, callbacks=[Record()])
+    raw = torch.load(out_raw, weights_only=True)
+    assert raw["weights"] == "raw"
+    for name, w in history[-1].items():
+        assert torch.equal(raw["state_dict"][name], w)
+
+
+@pytest.mark.parametrize(
+    ("train_cfg", "message"),
+    [
+        ({"steps": 5, "lerning_rate": 0.1}, r"unknown key\(s\) \['lerning_rate'\]"),
+        ({"batch_size": 4}, r"train\.steps is required"),
+        ({"steps": "10"}, r"train\.steps must be an integer"),
+        ({"steps": 5, "lr": "3e-4"}, r"train\.lr must be a number.*3\.0e-4"),
+        ({"steps": 5, "schedule": "exp"}, r"train\.schedule is 'exp'; choose one of"),
+        ({"steps": 5, "ema": 1.0}, r"train\.ema must"),
+        ({"steps": 5, "betas": [0.9]}, r"train\.betas must be a list of two numbers"),
+    ],
+)
+def test_train_config_errors(train_cfg, message):
+    with pytest.raises(InputError, match=message):
+        training.RunConfig.from_dict({"method": "ar", "train": train_cfg})
+
+
+def test_run_config_errors_and_defaults():
+    with pytest.raises(InputError, match=r"unknown key\(s\) \['optim'\]"):
+        training.RunConfig.from_dict({"method": "ar", "train": {"steps": 1}, "optim": {}})
+    with pytest.raises(InputError, match="method must be a method name"):
+        training.RunConfig.from_dict({"method": 3, "train": {"steps": 1}})
+    tc = training.TrainConfig.from_dict({"steps": 10})
+    assert (tc.val_every, tc.ckpt_every, tc.seed, tc.batch_size, tc.precision) == (
+        2,
+        2,
+        0,
+        32,
+        "auto",
+    )
+    assert training.TrainConfig.from_dict({"steps": 3, "val_every": 2}).ckpt_every == 2
+    assert training.TrainConfig.from_dict({"steps": 2}).val_every == 1
+
+
+def test_specials_conflict_is_reported():
+    with pytest.raises(InputError, match="model.pad_id=1 contradicts the tokenizer"):
+        training.inject_specials({"pad_id": 1}, SPECIALS, "meta.json")
+    assert training.inject_specials({}, SPECIALS, "m")["mask_id"] == 4
+
+
+def test_lr_schedule_shapes():
+    tc = training.TrainConfig.from_dict({"steps": 12, "warmup_steps": 2, "min_lr_ratio": 0.1})
+    assert training.lr_factor(0, tc) == pytest.approx(0.5)
+    assert training.lr_factor(2, tc) == pytest.approx(1.0)
+    assert training.lr_factor(7, tc) == pytest.approx(0.55)  # cosine midpoint
+    assert training.lr_factor(12, tc) == pytest.approx(0.1)
+    lin = training.TrainConfig.from_dict({"steps": 10, "schedule": "linear", "min_lr_ratio": 0.0})
+    assert training.lr_factor(5, lin) == pytest.approx(0.5)
+    const = training.TrainConfig.from_dict({"steps": 10, "schedule": "constant"})
+    assert training.lr_factor(9, const) == 1.0
+
+
+def test_batch_rows_are_a_pure_function_of_seed_and_step():
+    n, size = 10, 4
+    stream = np.concatenate([training.batch_rows(3, m, n, size, {}) for m in range(5)])
+    # each epoch of the stream is a permutation of the rows
+    assert sorted(stream[:10]) == list(range(10)) and sorted(stream[10:20]) == list(range(10))
+    for m in range(5):  # computed alone, without the cache, the same rows
+        assert np.array_equal(training.batch_rows(3, m, n, size), stream[m * size : (m + 1) * size])
+    assert not np.array_equal(training.batch_rows(4, 0, n, size), stream[:size])
+    assert len(training.batch_rows(0, 0, 3, 8)) == 8  # batches larger than the split wrap
+
+
+def test_time_budget_keeps_a_margin():
+    assert training.time_budget_seconds(60) == pytest.approx(3240.0)
+    assert training.time_budget_seconds(1) == pytest.approx(30.0)
+    assert training.time_budget_seconds(24 * 60) == pytest.approx(24 * 3600 - 600)
+    with pytest.raises(InputError):
+        training.time_budget_seconds(0)
+
+
+@pytest.mark.parametrize(
+    ("env", "devices", "nodes", "expected"),
+    [
+        ({}, 1, 1, []),
+        ({}, 2, 1, ["LightningEnvironment"]),
+        ({"SLURM_NTASKS": "1"}, 1, 1, ["SLURMEnvironment"]),  # jobstep's srun -n1, one GPU
+        ({"SLURM_NTASKS": "1"}, 4, 1, ["LightningEnvironment"]),  # srun -n1, Lightning spawns 4
+        ({"SLURM_NTASKS": "8", "SLURM_NTASKS_PER_NODE": "4"}, 4, 2, ["SLURMEnvironment"]),  # MPI
+    ],
+)
+def test_cluster_plugins_policy(monkeypatch, env, devices, nodes, expected):
+    monkeypatch.delenv("SLURM_NTASKS", raising=False)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    plugins = training.cluster_plugins(devices, nodes)
+    assert [type(p).__name__ for p in plugins] == expected
+    for p in plugins:
+        if type(p).__name__ == "SLURMEnvironment":
+            assert p.auto_requeue is False
+
+
+def test_cluster_plugins_rejects_bad_geometry(monkeypatch):
+    monkeypatch.delenv("SLURM_NTASKS", raising=False)
+    with pytest.raises(InputError, match="multi-node training needs resources mpi='srun'"):
+        training.cluster_plugins(4, 2)
+    monkeypatch.setenv("SLURM_NTASKS", "4")
+    with pytest.raises(InputError, match="SLURM_NTASKS=4 but --devices 2"):
+        training.cluster_plugins(2, 1)
+
+
+def test_missing_data_is_reported(fake_method, tmp_path):
+    with pytest.raises(InputError, match=r"meta\.json: file not found"):
+        train.train(tmp_path / "nope", tmp_path / "m.ckpt", run_cfg())
+    d = write_tokenized(tmp_path / "tok")
+    (d / "validation.cond.npy").unlink()
+    with pytest.raises(
+        InputError, match=r"validation\.cond\.npy: file not found; run the tokenize"
+    ):
+        train.train(d, tmp_path / "m.ckpt", run_cfg())
+
+
+def test_load_model_rejects_foreign_files(tmp_path):
+    bad = tmp_path / "x.ckpt"
+    torch.save({"format": "other"}, bad)
+    with pytest.raises(InputError, match="expected format 'repro.ckpt.v1'"):
+        train.load_model(bad)
+    with pytest.raises(InputError, match="checkpoint not found"):
+        train.load_model(tmp_path / "missing.ckpt")
