@@ -23,7 +23,7 @@ $(STAMP): envs/requirements.lock pyproject.toml
 	touch $@
 
 demo: setup  ## the whole DAG on config/smoke.yaml (CPU, offline): every smoke table and figure
-	$(SMK) --configfile config/smoke.yaml all
+	$(SMK) all --configfile config/smoke.yaml
 	@echo "tables: results/tables/  figures: results/figures/"
 
 test: setup  ## unit tests, workflow tests (dry runs, smoke DAG, staleness, profiles), lint
@@ -37,7 +37,7 @@ bench: setup  ## budgets of the spine: smoke DAG wall time, DAG build and no-op 
 	$(BIN)/python benchmarks/bench_workflow.py
 
 dag:
-	$(BIN)/snakemake --rulegraph paper | dot -Tsvg > docs/rulegraph.svg
+	$(BIN)/snakemake paper --rulegraph dot | dot -Tsvg > docs/rulegraph.svg
 
 lock:  ## regenerate the lock from a fresh venv of the current pyproject dependencies
 	rm -rf /tmp/repro-lock && $(PYTHON) -m venv /tmp/repro-lock

@@ -111,10 +111,10 @@ def main() -> None:
                                                "jobs": job_count(runs[0][1]), "budget": 10.0}
         if not args.skip_smoke:
             wall, out = snakemake(project, "--profile", "workflow/profiles/local", "--cores", "2",
-                                  "--configfile", "config/smoke.yaml", "all")
+                                  "all", "--configfile", "config/smoke.yaml")
             results["smoke_dag_from_scratch"] = {"seconds": wall, "jobs": job_count(out),
                                                  "budget": 600.0, "target": 300.0}
-            noop = [snakemake(project, "--cores", "2", "--configfile", "config/smoke.yaml", "all")
+            noop = [snakemake(project, "--cores", "2", "all", "--configfile", "config/smoke.yaml")
                     for _ in range(3)]
             assert all("Nothing to be done" in o for _, o in noop), "no-op rerun did work"
             results["smoke_noop_rerun"] = {"seconds": statistics.median(w for w, _ in noop),

@@ -191,3 +191,14 @@ def test_import_closure_follows_absolute_relative_and_lazy_imports(tmp_path, mon
 def test_wildcard_patterns_escape_names(paper):
     pat = Catalogue(paper).wildcard_pattern("experiment")
     assert r"ar_1\.5b" in pat.split("|")
+
+
+def test_paper_values_are_optional_unless_configured(smoke, tmp_path, monkeypatch):
+    cfg = copy.deepcopy(smoke)
+    cfg["tables"]["mine"] = copy.deepcopy(cfg["tables"]["table3"])
+    cfg["tables"]["table1"]["paper_values"] = "elsewhere/t1.csv"
+    monkeypatch.chdir(REPO)
+    c = Catalogue(cfg)
+    assert c.paper_values("tables", "table3") == ["config/paper_values/table3.csv"]
+    assert c.paper_values("tables", "mine") == []  # our own table: no paper column
+    assert c.paper_values("tables", "table1") == ["elsewhere/t1.csv"]  # configured: must exist

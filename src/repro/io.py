@@ -65,12 +65,12 @@ def write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> int:
     return n
 
 
-def read_jsonl(path: str | os.PathLike) -> list[dict]:
-    """Read JSON Lines; a malformed line raises :class:`InputError` naming ``file:line``."""
+def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
+    """``(line number, object)`` for each non-blank line; a malformed line raises
+    :class:`InputError` naming ``file:line``."""
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: file not found")
-    rows = []
     with open(path, encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, start=1):
             if not line.strip():
@@ -81,8 +81,33 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
                 raise InputError(f"{path}:{lineno}: not valid JSON ({err.msg})") from None
             if not isinstance(row, dict):
                 raise InputError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
-            rows.append(row)
-    return rows
+            yield lineno, row
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    """Read JSON Lines; a malformed line raises :class:`InputError` naming ``file:line``."""
+    return [row for _, row in iter_jsonl(path)]
+
+
+def json_object_arg(text: str, flag: str) -> dict:
+    """A command-line JSON object (``--config-json '{...}'``), or ``@path`` to a file holding one.
+
+    Errors name the flag (or the file) and what was wrong.
+    """
+    where = flag
+    if text.startswith("@"):
+        where = text[1:]
+        try:
+            text = Path(where).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise InputError(f"{where} (given to {flag}): file not found") from None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise InputError(f"{where}: not valid JSON ({err.msg} at char {err.pos})") from None
+    if not isinstance(value, dict):
+        raise InputError(f"{where}: expected a JSON object, got {type(value).__name__}")
+    return value
 
 
 def read_json(path: str | os.PathLike) -> Any:

@@ -15,7 +15,6 @@ order, which every ``per_example`` list follows), ``metrics`` (per config key: `
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import platform
@@ -25,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from repro import __version__
-from repro.io import InputError, atomic_write_json, read_jsonl
+from repro.io import InputError, atomic_write_json, json_object_arg, read_jsonl
 from repro.metrics import METRICS, compute_metric, metric_options, parse_metric_config
 from repro.metrics.base import check_fields, package_version
 
@@ -125,11 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        try:
-            cfg = json.loads(args.metrics_json)
-        except json.JSONDecodeError as err:
-            raise InputError(f"--metrics-json: not valid JSON ({err})") from None
-        score(args.samples, cfg, args.out)
+        score(args.samples, json_object_arg(args.metrics_json, "--metrics-json"), args.out)
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

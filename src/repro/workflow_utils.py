@@ -420,9 +420,14 @@ class Catalogue:
             "series": list(series.values()),
         })
 
-    def paper_values(self, kind: str, name: str) -> str:
+    def paper_values(self, kind: str, name: str) -> list[str]:
+        """The paper-values CSV of a table/figure: the configured one (which must then exist), else
+        ``config/paper_values/<name>.csv`` if present, else none (a table of our own)."""
         entry = (self.tables if kind == "tables" else self.figures)[name]
-        return entry.get("paper_values", f"config/paper_values/{name}.csv")
+        if "paper_values" in entry:
+            return [entry["paper_values"]]
+        default = f"config/paper_values/{name}.csv"
+        return [default] if Path(default).is_file() else []
 
     def warn_skipped(self, stream=None) -> list[str]:
         """Print (to stderr) which catalogue rows are left out because their method is missing."""
@@ -433,6 +438,10 @@ class Catalogue:
         for msg in self.skipped:
             print(f"repro: {msg}", file=stream or sys.stderr)
         return self.skipped
+
+    def resource(self, stage: str, key: str, default):
+        """``resources.<stage>.<key>`` of the config, or ``default``."""
+        return self.config["resources"].get(stage, {}).get(key, default)
 
     # ------------------------------------------------------------------ wildcard constraints
     def wildcard_pattern(self, kind: str) -> str:

@@ -26,7 +26,3 @@ wildcard_constraints:
     nfe=r"\d+",
     seed=r"\d+",
 
-
-def res(stage, key, default):
-    """A resources/<stage>/<key> value of the config, or a default."""
-    return config["resources"].get(stage, {}).get(key, default)

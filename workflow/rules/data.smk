@@ -7,6 +7,8 @@ rule download_dataset:
         directory("resources/datasets/{dataset}"),
     log:
         "logs/download_dataset/{dataset}.log",
+    conda:
+        "../../envs/repro.yaml"
     params:
         cfg=lambda wc: C.data_params(wc.dataset),
     shell:
@@ -24,6 +26,8 @@ rule prepare_dataset:
         expand("results/data/{{dataset}}/{split}.jsonl", split=SPLITS),
     log:
         "logs/prepare_dataset/{dataset}.log",
+    conda:
+        "../../envs/repro.yaml"
     params:
         cfg=lambda wc: C.data_params(wc.dataset),
         code=stage_digest("prepare"),

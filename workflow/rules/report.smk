@@ -17,11 +17,14 @@ rule make_table:
         md="results/tables/{table}.md",
     log:
         "logs/make_table/{table}.log",
+    conda:
+        "../../envs/repro.yaml"
     params:
         spec=lambda wc: C.table_spec(wc.table),
+        paper=lambda wc, input: f"--paper-values {input.paper}" if input.paper else "",
         code=stage_digest("table"),
     shell:
-        "python -m repro.report.tables --spec-json {params.spec:q} --paper-values {input.paper}"
+        "python -m repro.report.tables --spec-json {params.spec:q} {params.paper}"
         " --out {output.csv} > {log} 2>&1"
 
 
@@ -39,9 +42,12 @@ rule make_figure:
         pdf="results/figures/{figure}.pdf",
     log:
         "logs/make_figure/{figure}.log",
+    conda:
+        "../../envs/repro.yaml"
     params:
         spec=lambda wc: C.figure_spec(wc.figure),
+        paper=lambda wc, input: f"--paper-values {input.paper}" if input.paper else "",
         code=stage_digest("figure"),
     shell:
-        "python -m repro.report.figures --spec-json {params.spec:q} --paper-values {input.paper}"
+        "python -m repro.report.figures --spec-json {params.spec:q} {params.paper}"
         " --out {output.png} > {log} 2>&1"

@@ -19,11 +19,13 @@ rule sample_text:
         "logs/sample_text/{dataset}/{experiment}/{sampler}/nfe{nfe}/seed{seed}.log",
     benchmark:
         "benchmarks/sample_text/{dataset}/{experiment}/{sampler}/nfe{nfe}/seed{seed}.tsv"
-    threads: res("sample", "threads", 1)
+    conda:
+        "../../envs/repro.yaml"
+    threads: C.resource("sample", "threads", 1)
     resources:
-        mem_mb=res("sample", "mem_mb", 8000),
-        runtime=res("sample", "runtime", 60),
-        gpu=res("sample", "gpu", 0),
+        mem_mb=C.resource("sample", "mem_mb", 8000),
+        runtime=C.resource("sample", "runtime", 60),
+        gpu=C.resource("sample", "gpu", 0),
     params:
         sampler=lambda wc: C.sampler_params(wc.experiment, wc.sampler),
         eval=lambda wc: C.eval_params(wc.dataset),

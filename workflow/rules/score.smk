@@ -14,11 +14,13 @@ rule score_samples:
         "logs/score_samples/{dataset}/{experiment}/{sampler}/nfe{nfe}/seed{seed}.log",
     benchmark:
         "benchmarks/score_samples/{dataset}/{experiment}/{sampler}/nfe{nfe}/seed{seed}.tsv"
-    threads: res("score", "threads", 1)
+    conda:
+        "../../envs/repro.yaml"
+    threads: C.resource("score", "threads", 1)
     resources:
-        mem_mb=res("score", "mem_mb", 4000),
-        runtime=res("score", "runtime", 30),
-        gpu=res("score", "gpu", 0),
+        mem_mb=C.resource("score", "mem_mb", 4000),
+        runtime=C.resource("score", "runtime", 30),
+        gpu=C.resource("score", "gpu", 0),
     params:
         metrics=lambda wc: C.metrics_for(wc.dataset, wc.experiment, wc.sampler, int(wc.nfe)),
         code=stage_digest("score"),

@@ -10,6 +10,8 @@ rule train_tokenizer:
         "results/tokenizer/{dataset}/tokenizer.json",
     log:
         "logs/train_tokenizer/{dataset}.log",
+    conda:
+        "../../envs/repro.yaml"
     params:
         cfg=lambda wc: C.tokenizer_params(wc.dataset),
         kind=lambda wc: C.datasets[wc.dataset]["kind"],
@@ -33,6 +35,8 @@ rule tokenize:
         meta="results/tokenized/{dataset}/{layout}/meta.json",
     log:
         "logs/tokenize/{dataset}/{layout}.log",
+    conda:
+        "../../envs/repro.yaml"
     params:
         options=lambda wc: C.layout_options(wc.dataset, wc.layout),
         seq_len=lambda wc: C.datasets[wc.dataset]["seq_len"],

@@ -14,19 +14,21 @@ rule train_model:
         "logs/train_model/{dataset}/{experiment}.log",
     benchmark:
         "benchmarks/train_model/{dataset}/{experiment}.tsv"
-    retries: res("train", "retries", 0)
-    threads: res("train", "threads", 1)
+    retries: C.resource("train", "retries", 0)
+    conda:
+        "../../envs/repro.yaml"
+    threads: C.resource("train", "threads", 1)
     resources:
-        mem_mb=res("train", "mem_mb", 8000),
-        runtime=lambda wc, attempt: res("train", "runtime", 60) * min(attempt, 2),
-        gpu=res("train", "gpu", 0),
+        mem_mb=C.resource("train", "mem_mb", 8000),
+        runtime=lambda wc, attempt: C.resource("train", "runtime", 60) * min(attempt, 2),
+        gpu=C.resource("train", "gpu", 0),
         nodes=1,
     params:
         cfg=lambda wc: C.train_params(wc.dataset, wc.experiment),
         code=lambda wc: C.method_digest(wc.experiment, "train"),
         data_dir=lambda wc, input: input.data[-1].rsplit("/", 1)[0],
         accelerator=config.get("accelerator", "auto"),
-        devices=max(res("train", "gpu", 0), 1),
+        devices=max(C.resource("train", "gpu", 0), 1),
     shell:
         "python -m repro.train --data {params.data_dir} --out {output.ckpt}"
         " --config-json {params.cfg:q} --threads {threads} --max-minutes {resources.runtime}"

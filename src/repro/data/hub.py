@@ -27,7 +27,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from repro.io import InputError, atomic_write_json
+from repro.io import InputError, atomic_write_json, iter_jsonl
 
 from .config import DataConfig
 
@@ -93,19 +93,7 @@ class _ArrowPart:
 
 
 def _read_json_lines(path: Path) -> list[tuple[str, dict]]:
-    rows = []
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise InputError(f"{path}:{lineno}: not valid JSON ({err.msg})") from None
-            if not isinstance(row, dict):
-                raise InputError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
-            rows.append((f"{path}:{lineno}", row))
-    return rows
+    return [(f"{path}:{lineno}", row) for lineno, row in iter_jsonl(path)]
 
 
 def _read_local_file(path: Path, where: str) -> Any:

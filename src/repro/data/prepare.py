@@ -26,7 +26,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from repro.io import InputError, atomic_write_json, write_jsonl
+from repro.io import InputError, atomic_write_json, json_object_arg, write_jsonl
 
 from .config import DataConfig, parse_config
 from .hub import open_source
@@ -154,16 +154,7 @@ def _real_rows(
 
 def read_config_arg(text: str) -> dict:
     """``--config-json``: a JSON object, or ``@path`` to a file holding one."""
-    where = "--config-json"
-    if text.startswith("@"):
-        where, text = text[1:], Path(text[1:]).read_text(encoding="utf-8")
-    try:
-        cfg = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise InputError(f"{where}: not valid JSON ({err.msg} at char {err.pos})") from None
-    if not isinstance(cfg, dict):
-        raise InputError(f"{where}: expected a JSON object")
-    return cfg
+    return json_object_arg(text, "--config-json")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,7 +22,6 @@ dropped (KL-flow drops empty responses and skips prompts that raise).
 from __future__ import annotations
 
 import csv
-import json
 import math
 import os
 import statistics
@@ -31,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from repro.io import InputError, read_json
+from repro.io import InputError, json_object_arg, read_json
 
 __all__ = [
     "AGGREGATES",
@@ -302,21 +301,7 @@ def match_paper(
 
 def load_spec(arg: str) -> dict:
     """Parse ``--spec-json``: a JSON object, or ``@path`` of a file holding one."""
-    where = "--spec-json"
-    text = arg
-    if arg.startswith("@"):
-        where = arg[1:]
-        try:
-            text = Path(where).read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise InputError(f"{where}: spec file not found") from None
-    try:
-        spec = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise InputError(f"{where}: not valid JSON ({err})") from None
-    if not isinstance(spec, dict):
-        raise InputError(f"{where}: expected a JSON object, got {type(spec).__name__}")
-    return spec
+    return json_object_arg(arg, "--spec-json")
 
 
 def require(obj: dict, key: str, typ: type | tuple[type, ...], where: str) -> Any:

@@ -15,12 +15,11 @@ Bad input exits with status 2 and one ``error:`` line naming the file, row or ke
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from repro.io import InputError, atomic_write_text, read_jsonl
+from repro.io import InputError, atomic_write_text, json_object_arg, read_jsonl
 
 from .layouts import KINDS, encode_split, get_layout, infer_kind, layouts_for, write_tokenized
 from .vocab import load_pretrained, load_tokenizer, specials_of, train_tokenizer
@@ -29,13 +28,7 @@ SPLITS = ("train", "validation", "test")
 
 
 def _json_arg(text: str, flag: str) -> dict:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise InputError(f"{flag}: not valid JSON ({err.msg} at char {err.pos})") from None
-    if not isinstance(value, dict):
-        raise InputError(f"{flag}: expected a JSON object, got {type(value).__name__}")
-    return value
+    return json_object_arg(text, flag)
 
 
 def _read_split(data_dir: Path, split: str) -> tuple[Path, list[dict]]:
