@@ -47,6 +47,7 @@ FUTURE_METHODS = {
 
 def copy_project(dest: Path) -> Path:
     ignore = shutil.ignore_patterns("__pycache__", "*.egg-info")
+    dest.mkdir(parents=True)
     for item in ("Snakefile", "workflow", "config", "envs", "src"):
         src = REPO / item
         if src.is_dir():

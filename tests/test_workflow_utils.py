@@ -202,3 +202,16 @@ def test_paper_values_are_optional_unless_configured(smoke, tmp_path, monkeypatc
     assert c.paper_values("tables", "table3") == ["config/paper_values/table3.csv"]
     assert c.paper_values("tables", "mine") == []  # our own table: no paper column
     assert c.paper_values("tables", "table1") == ["elsewhere/t1.csv"]  # configured: must exist
+
+
+def test_schema_train_keys_are_exactly_what_the_train_stage_accepts(smoke, paper):
+    import dataclasses
+
+    from repro.training import TrainConfig
+
+    accepted = {f.name for f in dataclasses.fields(TrainConfig)}
+    schema = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    assert set(schema["$defs"]["experiment"]["properties"]["train"]["properties"]) == accepted
+    for cfg in (smoke, paper):
+        for name, exp in wu.resolve_experiments(cfg["experiments"]).items():
+            assert set(exp.get("train", {})) <= accepted, name

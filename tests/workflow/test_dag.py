@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import copy
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -97,3 +99,10 @@ def test_inconsistent_config_fails_at_parse_time_naming_the_key(tmp_path):
     proc = project.snakemake("-n", "--configfile", "config/bad.yaml", check=False)
     assert proc.returncode != 0
     assert "tables.table3.rows[0].sampler" in proc.stdout + proc.stderr
+
+
+def test_ruff_is_clean():
+    ruff = shutil.which("ruff", path=str(Path(sys.executable).parent)) or "ruff"
+    proc = subprocess.run([ruff, "check", "src", "tests", "benchmarks"], cwd=REPO,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
