@@ -27,6 +27,8 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/tokenize.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/sample.smk"
+include: "workflow/rules/mbr.smk"
+include: "workflow/rules/judge.smk"
 include: "workflow/rules/score.smk"
 include: "workflow/rules/report.smk"
 
@@ -35,6 +37,7 @@ localrules:
     all,
     paper,
     download_dataset,
+    download_judge,
     make_table,
     make_figure,
 

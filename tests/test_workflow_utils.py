@@ -130,7 +130,7 @@ def test_metrics_for_a_cell_are_those_its_tables_read(smoke):
     from repro.metrics import METRICS
 
     m = json.loads(c.metrics_for("syn_translation", "ar", "ancestral", 32))
-    wanted = {"bleu_klflow", "rouge_l_klflow", "bertscore"}
+    wanted = {"bleu_klflow", "rouge_l_klflow", "bertscore_klflow"}
     assert set(m) == {n for n in wanted if smoke["metrics"][n]["kind"] in METRICS}
     assert {"bleu_klflow", "rouge_l_klflow"} <= set(m)
     m = json.loads(c.metrics_for("syn_paraphrase", "ar", "greedy", 8))  # figure only
@@ -215,3 +215,51 @@ def test_schema_train_keys_are_exactly_what_the_train_stage_accepts(smoke, paper
     for cfg in (smoke, paper):
         for name, exp in wu.resolve_experiments(cfg["experiments"]).items():
             assert set(exp.get("train", {})) <= accepted, name
+
+
+@pytest.fixture
+def kinds(monkeypatch):
+    """Pretend these kinds are implemented: per-file BLEU/BERTScore, group self-BLEU/div-4."""
+    per_file = {"sentence_bleu_nltk", "rouge_l_torchmetrics", "bertscore", "dist_1",
+                "length_diffuseq", "bleu_klflow", "rouge_l_rouge_score", "gen_ppl",
+                "judge_entropy", "unigram_entropy", "code_exec"}
+    monkeypatch.setattr(wu, "metric_kinds", lambda: (per_file, {"self_bleu", "div_4"}))
+
+
+def test_mbr_and_group_draws(smoke, kinds):
+    c = Catalogue(smoke)
+    base = "results/scores/syn_paraphrase/ar/ancestral/nfe20"
+    assert set(c.table_inputs("diffuseq_qqp")) == {f"{base}/mbr3.json", f"{base}/group3.json"}
+    row = json.loads(c.table_spec("diffuseq_qqp"))["rows"][0]
+    assert row["scores"] == [f"{base}/mbr3.json"] and row["seeds"] is None
+    assert row["scores_by_column"] == {"self-BLEU": [f"{base}/group3.json"],
+                                       "div-4": [f"{base}/group3.json"]}
+    per_mbr = json.loads(c.metrics_for("syn_paraphrase", "ar", "ancestral", 20, "mbr3"))
+    assert set(per_mbr) == {"bleu", "rouge_l", "bertscore", "dist_1", "length"}
+    group = json.loads(c.metrics_for("syn_paraphrase", "ar", "ancestral", 20, "group3"))
+    assert set(group) == {"self_bleu", "div_4"}
+    assert c.metrics_for("syn_paraphrase", "ar", "ancestral", 20, "seed0") == "{}"
+
+
+def test_group_metric_needs_a_group_and_mbr_needs_its_seeds(smoke, kinds):
+    cfg = copy.deepcopy(smoke)
+    del cfg["tables"]["diffuseq_qqp"]["rows"][0]["group"]
+    with pytest.raises(ConfigError, match="column 'self-BLEU' is a group metric.*group: k"):
+        Catalogue(cfg)
+    cfg = copy.deepcopy(smoke)
+    cfg["tables"]["diffuseq_qqp"]["rows"][0]["seeds"] = [0, 1]
+    with pytest.raises(ConfigError, match=r"mbr: mbr 3 uses sample seeds 0..2"):
+        Catalogue(cfg)
+
+
+def test_judges_resolve_to_local_directories(smoke, paper, kinds):
+    c = Catalogue(smoke)
+    m = json.loads(c.metrics_for("syn_stories", "ar", "ancestral", 80, "seed0"))
+    assert m["gen_ppl_judge"]["judge"] == "results/judges/smoke_judge"
+    assert c.judge_inputs(json.dumps(m)) == ["results/judges/smoke_judge"]
+    p = Catalogue(paper)
+    assert p.judge_path("gpt2") == "resources/judges/gpt2"
+    cfg = copy.deepcopy(smoke)
+    cfg["metrics"]["gen_ppl_judge"]["judge"] = "nope"
+    with pytest.raises(ConfigError, match="metrics.gen_ppl_judge.judge: unknown judge 'nope'"):
+        Catalogue(cfg)

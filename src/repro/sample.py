@@ -68,6 +68,10 @@ def _check_compatible(ckpt: dict, meta: dict, ckpt_path: Path, data_dir: Path) -
             )
 
 
+#: Fields of a normalised code row copied into its samples (repro.metrics.code runs them).
+CODE_FIELDS = ("tests", "setup")
+
+
 def generated_ids(row: np.ndarray, cond: np.ndarray, eos: int | None, pad: int) -> list[int]:
     """Non-given ids of a completed row, cut at the first EOS, with pads removed."""
     gen = [int(t) for t, c in zip(row, cond) if not c]
@@ -187,6 +191,8 @@ def sample(
                     "nfe": int(result.nfe),
                     "seed": seed,
                     "wall_seconds": per_row,
+                    # code rows: what code_exec needs to run the completed program's tests
+                    **{k: row[k] for k in CODE_FIELDS if k in row},
                 }
             )
     written = write_jsonl(out, records)

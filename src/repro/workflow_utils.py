@@ -47,6 +47,8 @@ STAGE_SOURCES: dict[str, tuple[str, ...]] = {
     "train": ("train.py",),
     "sample": ("sample.py",),
     "score": ("score.py",),
+    "mbr": ("mbr.py",),
+    "judge": ("judge.py",),
     "table": ("report/tables.py",),
     "figure": ("report/figures.py",),
 }
@@ -176,15 +178,34 @@ def resolve_experiments(experiments: dict[str, dict]) -> dict[str, dict]:
     return resolved
 
 
+def metric_kinds() -> tuple[set[str], set[str]]:
+    """(per-file kinds, group kinds) implemented in :mod:`repro.metrics` (a light import)."""
+    from repro import metrics
+
+    group = set(getattr(metrics, "GROUP_METRICS", {}))
+    return set(metrics.METRICS) - group, group
+
+
 @dataclass(frozen=True)
 class Cell:
-    """One (dataset, experiment, sampler, nfe) point of the catalogue, with its sample seeds."""
+    """One (dataset, experiment, sampler, nfe) point of the catalogue, with its sample seeds.
+
+    ``mbr``: quality columns read the MBR selection over seeds 0..mbr-1 (DiffuSeq's MBR-10);
+    ``group``: group metrics (self-BLEU, div-4) are computed over seeds 0..group-1 (DiffuSeq: 3).
+    """
 
     dataset: str
     experiment: str
     sampler: str
     nfe: int
     seeds: tuple[int, ...]
+    mbr: int = 0
+    group: int = 0
+
+    def score_path(self, draw: str) -> str:
+        """``draw`` is ``seed<s>``, ``mbr<k>`` or ``group<k>``."""
+        return (f"results/scores/{self.dataset}/{self.experiment}/{self.sampler}/nfe{self.nfe}/"
+                f"{draw}.json")
 
 
 class Catalogue:
@@ -197,6 +218,7 @@ class Catalogue:
         self.metrics: dict[str, dict] = config.get("metrics", {})
         self.tables: dict[str, dict] = config.get("tables", {})
         self.figures: dict[str, dict] = config.get("figures", {})
+        self.judges: dict[str, dict] = config.get("judges", {})
         self.skipped: list[str] = []
         self._check()
 
@@ -238,16 +260,47 @@ class Catalogue:
                         f"{where}.samplers.{sname}.kind: {scfg['kind']!r} is not a sampler of "
                         f"method {exp['method']!r}; choose one of {list(info.samplers)}"
                     )
+        for name, m in self.metrics.items():
+            judge = m.get("judge")
+            if judge is not None and judge not in self.judges:
+                raise ConfigError(
+                    f"metrics.{name}.judge: unknown judge {judge!r}; define it under 'judges:' "
+                    f"(known: {sorted(self.judges)})"
+                )
+        for name, j in self.judges.items():
+            src = j.get("train", {}).get("dataset")
+            if src is not None and src not in self.datasets:
+                raise ConfigError(f"judges.{name}.train.dataset: unknown dataset {src!r}")
         for kind, entries in (("tables", self.tables), ("figures", self.figures)):
             for name, spec in entries.items():
-                for i, row in enumerate(spec.get("rows", spec.get("series", []))):
-                    self._check_row(f"{kind}.{name}.{'rows' if kind == 'tables' else 'series'}[{i}]", row)
-                for i, col in enumerate(spec.get("columns", spec.get("metrics", []))):
+                columns = spec.get("columns", spec.get("metrics", []))
+                for i, col in enumerate(columns):
                     if col["metric"] not in self.metrics:
                         raise ConfigError(
                             f"{kind}.{name} column/metric [{i}]: unknown metric {col['metric']!r}; "
                             f"define it under 'metrics:' (known: {sorted(self.metrics)})"
                         )
+                for i, row in enumerate(spec.get("rows", spec.get("series", []))):
+                    where = f"{kind}.{name}.{'rows' if kind == 'tables' else 'series'}[{i}]"
+                    self._check_row(where, row)
+                    self._check_draws(where, row, columns)
+
+    def _check_draws(self, where: str, row: dict, columns: list[dict]) -> None:
+        seeds = row.get("seeds")
+        for key in ("mbr", "group"):
+            k = row.get(key, 0)
+            if k and seeds is not None and not set(range(k)) <= set(seeds):
+                raise ConfigError(
+                    f"{where}.{key}: {key} {k} uses sample seeds 0..{k - 1}; list them in 'seeds' "
+                    f"(or leave 'seeds' out)"
+                )
+        _, group_kinds = metric_kinds()
+        for col in columns:
+            if self.metrics[col["metric"]]["kind"] in group_kinds and not row.get("group"):
+                raise ConfigError(
+                    f"{where}: column {col['label']!r} is a group metric (several samples per "
+                    f"source); set 'group: k' on the row (DiffuSeq uses 3)"
+                )
 
     def _check_row(self, where: str, row: dict) -> None:
         if row["dataset"] not in self.datasets:
@@ -286,9 +339,11 @@ class Catalogue:
                 if msg not in self.skipped:
                     self.skipped.append(msg)
                 continue
+            mbr, group = row.get("mbr", 0), row.get("group", 0)
+            seeds = tuple(row.get("seeds", range(max(mbr, group, 1))))
             for nfe in self._nfes(row):
                 out.append((row, Cell(row["dataset"], row["experiment"], row["sampler"], nfe,
-                                      tuple(row.get("seeds", [0])))))
+                                      seeds, mbr, group)))
         return out
 
     def table_cells(self, table: str) -> list[tuple[dict, Cell]]:
@@ -298,14 +353,37 @@ class Catalogue:
         return self._cells(self.figures[figure]["series"], f"figures.{figure}")
 
     @staticmethod
-    def score_path(c: Cell, seed: int) -> str:
-        return f"results/scores/{c.dataset}/{c.experiment}/{c.sampler}/nfe{c.nfe}/seed{seed}.json"
+    def default_draws(c: Cell) -> list[str]:
+        """The files a per-file metric of this cell is read from: the MBR pick, else each seed."""
+        return [f"mbr{c.mbr}"] if c.mbr else [f"seed{s}" for s in c.seeds]
+
+    def column_draws(self, c: Cell, metric: str) -> list[str]:
+        """Draws a column's metric is computed on; [] when its kind is not implemented yet."""
+        per_file, group = metric_kinds()
+        kind = self.metrics[metric]["kind"]
+        if kind in group:
+            return [f"group{c.group}"]
+        return self.default_draws(c) if kind in per_file else []
+
+    def _spec_columns(self, kind: str, name: str) -> list[dict]:
+        spec = (self.tables if kind == "tables" else self.figures)[name]
+        return spec.get("columns", spec.get("metrics", []))
+
+    def _inputs(self, kind: str, name: str, cells: list[tuple[dict, Cell]]) -> list[str]:
+        out: dict[str, None] = {}
+        for _, c in cells:
+            draws = [d for col in self._spec_columns(kind, name)
+                     for d in self.column_draws(c, col["metric"])]
+            # a row whose metrics are all still to come is sampled and scored all the same
+            for d in draws or self.default_draws(c):
+                out[c.score_path(d)] = None
+        return list(out)
 
     def table_inputs(self, table: str) -> list[str]:
-        return [self.score_path(c, s) for _, c in self.table_cells(table) for s in c.seeds]
+        return self._inputs("tables", table, self.table_cells(table))
 
     def figure_inputs(self, figure: str) -> list[str]:
-        return [self.score_path(c, s) for _, c in self.figure_cells(figure) for s in c.seeds]
+        return self._inputs("figures", figure, self.figure_cells(figure))
 
     def targets(self) -> list[str]:
         """Every deliverable of the catalogue (``rule paper``)."""
@@ -366,37 +444,66 @@ class Catalogue:
         ev.update(self.datasets[dataset].get("eval", {}))
         return ev
 
-    def metrics_for(self, dataset: str, experiment: str, sampler: str, nfe: int) -> str:
+    def metrics_for(
+        self, dataset: str, experiment: str, sampler: str, nfe: int, draw: str = "seed0"
+    ) -> str:
         """Metrics (name -> cfg) that some table or figure reads from this samples file.
 
         Metrics whose kind is not implemented yet are left out (the tables then skip their
         columns), so adding a metric kind later only adds score jobs' work, never breaks them.
         """
-        from repro.metrics import METRICS  # light: the heavy packages are imported lazily
-
         names: set[str] = set()
-        for spec in (*self.tables.values(), *self.figures.values()):
-            rows = spec.get("rows", spec.get("series", []))
-            hit = any(
-                r["dataset"] == dataset and r["experiment"] == experiment
-                and r["sampler"] == sampler and nfe in self._nfes(r)
-                for r in rows
-            )
-            if hit:
-                names.update(c["metric"] for c in spec.get("columns", spec.get("metrics", [])))
-        return canonical_json(
-            {n: self.metrics[n] for n in sorted(names) if self.metrics[n]["kind"] in METRICS}
-        )
+        for kind, entries in (("tables", self.tables), ("figures", self.figures)):
+            for name in entries:
+                cells = self.table_cells(name) if kind == "tables" else self.figure_cells(name)
+                for _, c in cells:
+                    if (c.dataset, c.experiment, c.sampler, c.nfe) != (
+                            dataset, experiment, sampler, nfe):
+                        continue
+                    for col in self._spec_columns(kind, name):
+                        if draw in self.column_draws(c, col["metric"]):
+                            names.add(col["metric"])
+        return canonical_json({n: self._metric_cfg(n) for n in sorted(names)})
+
+    # ------------------------------------------------------------------ judges
+    def judge_path(self, judge: str) -> str:
+        """Local directory of a judge: trained by train_judge, downloaded, or given by the user."""
+        j = self.judges[judge]
+        if "train" in j:
+            return f"results/judges/{judge}"
+        if "hub" in j:
+            return f"resources/judges/{judge}"
+        return j["local"]
+
+    def _metric_cfg(self, name: str) -> dict:
+        cfg = dict(self.metrics[name])
+        if "judge" in cfg:  # the metric reads the judge from its local directory
+            cfg["judge"] = self.judge_path(cfg["judge"])
+        return cfg
+
+    def judge_inputs(self, metrics_json: str) -> list[str]:
+        return sorted({m["judge"] for m in json.loads(metrics_json).values() if "judge" in m})
+
+    def judge_train_params(self, judge: str) -> str:
+        cfg = dict(self.judges[judge]["train"])
+        cfg.pop("dataset")
+        return canonical_json(cfg)
 
     def table_spec(self, table: str) -> str:
         spec = self.tables[table]
         rows = []
         for row, c in self.table_cells(table):
+            default = [c.score_path(d) for d in self.default_draws(c)]
+            by_column = {}
+            for col in spec["columns"]:
+                paths = [c.score_path(d) for d in self.column_draws(c, col["metric"])]
+                if paths and paths != default:
+                    by_column[col["label"]] = paths
             rows.append({
                 "label": row["label"], "dataset": c.dataset, "experiment": c.experiment,
                 "method": self.experiments[c.experiment]["method"], "sampler": c.sampler,
-                "nfe": c.nfe, "seeds": list(c.seeds),
-                "scores": [self.score_path(c, s) for s in c.seeds],
+                "nfe": c.nfe, "seeds": None if c.mbr else list(c.seeds), "scores": default,
+                **({"scores_by_column": by_column} if by_column else {}),
             })
         return canonical_json({
             "name": table, "title": spec.get("title", table), "source": spec.get("source", ""),
@@ -412,8 +519,8 @@ class Catalogue:
                 "method": self.experiments[c.experiment]["method"], "sampler": c.sampler,
                 "points": [],
             })
-            s["points"].append({"nfe": c.nfe, "seeds": list(c.seeds),
-                                "scores": [self.score_path(c, sd) for sd in c.seeds]})
+            s["points"].append({"nfe": c.nfe, "seeds": None if c.mbr else list(c.seeds),
+                                "scores": [c.score_path(d) for d in self.default_draws(c)]})
         return canonical_json({
             "name": figure, "title": spec.get("title", figure), "kind": spec["kind"],
             "source": spec.get("source", ""), "metrics": spec["metrics"],
@@ -451,5 +558,6 @@ class Catalogue:
             "sampler": {s for e in self.experiments.values() for s in e.get("samplers", {})},
             "table": self.tables,
             "figure": self.figures,
+            "judge": self.judges,
         }[kind]
         return "|".join(re.escape(n) for n in sorted(names)) or "^$"

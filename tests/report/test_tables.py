@@ -203,3 +203,25 @@ def test_match_paper_prefers_exact_nfe(tmp_path):
     assert match_paper(values, "R2", "BLEU Avg", 32).value == 2.5
     assert match_paper(values, "R2", "BLEU Avg", 128) is None
     assert match_paper(values, "R", "BLEU Top-5", 999).value == 7.8
+
+
+def test_columns_can_read_other_files_than_the_row(tmp_path, two_seeds):
+    """An MBR row: quality columns read the MBR pick, a diversity column its group file."""
+    mbr = _scores(tmp_path / "mbr2.json", ["a", "b", "c"], {"bleu": (50.0, [40.0, 50.0, 60.0])})
+    group = _scores(tmp_path / "group2.json", ["a", "b", "c"],
+                    {"self_bleu": (0.3, [0.2, 0.3, 0.4])})
+    spec = {
+        "name": "q", "title": "Q",
+        "columns": [{"label": "BLEU", "metric": "bleu"},
+                    {"label": "self-BLEU", "metric": "self_bleu"}],
+        "rows": [{"label": "R", "nfe": 8, "seeds": None, "scores": [mbr],
+                  "scores_by_column": {"self-BLEU": [group]}}],
+    }
+    out = tmp_path / "q.csv"
+    make_table(spec, None, out)
+    by = {r["column"]: r for r in _read_csv(out)}
+    assert float(by["BLEU"]["ours"]) == pytest.approx(50.0) and by["BLEU"]["n_seeds"] == "1"
+    assert float(by["self-BLEU"]["ours"]) == pytest.approx(0.3)
+    spec["rows"][0]["scores_by_column"] = {"self-BLEU": "not-a-list"}
+    with pytest.raises(InputError, match="scores_by_column"):
+        make_table(spec, None, out)

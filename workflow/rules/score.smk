@@ -1,19 +1,24 @@
-"""Scoring: score_samples (→ results/scores/{dataset}/{experiment}/{sampler}/nfe{nfe}/seed{seed}.json):
-every metric some table or figure reads from that samples file, each tagged with its variant."""
+"""Scoring: score_samples (→ results/scores/{dataset}/{experiment}/{sampler}/nfe{nfe}/{draw}.json,
+draw = seed<s> or mbr<k>): every per-file metric some table or figure reads from that samples
+file; score_group (→ …/group<k>.json): group metrics (self-BLEU, div-4) over seeds 0..k-1.
+Every value is tagged with its variant. Judges of generative perplexity are inputs."""
 
 
 rule score_samples:
     input:
-        "results/samples/{dataset}/{experiment}/{sampler}/nfe{nfe}/seed{seed}.jsonl",
+        samples="results/samples/{dataset}/{experiment}/{sampler}/nfe{nfe}/{draw}.jsonl",
+        judges=lambda wc: C.judge_inputs(
+            C.metrics_for(wc.dataset, wc.experiment, wc.sampler, int(wc.nfe), wc.draw)
+        ),
     output:
         ensure(
-            "results/scores/{dataset}/{experiment}/{sampler}/nfe{nfe}/seed{seed}.json",
+            "results/scores/{dataset}/{experiment}/{sampler}/nfe{nfe}/{draw}.json",
             non_empty=True,
         ),
     log:
-        "logs/score_samples/{dataset}/{experiment}/{sampler}/nfe{nfe}/seed{seed}.log",
+        "logs/score_samples/{dataset}/{experiment}/{sampler}/nfe{nfe}/{draw}.log",
     benchmark:
-        "benchmarks/score_samples/{dataset}/{experiment}/{sampler}/nfe{nfe}/seed{seed}.tsv"
+        "benchmarks/score_samples/{dataset}/{experiment}/{sampler}/nfe{nfe}/{draw}.tsv"
     conda:
         "../../envs/repro.yaml"
     threads: C.resource("score", "threads", 1)
@@ -22,7 +27,36 @@ rule score_samples:
         runtime=C.resource("score", "runtime", 30),
         gpu=C.resource("score", "gpu", 0),
     params:
-        metrics=lambda wc: C.metrics_for(wc.dataset, wc.experiment, wc.sampler, int(wc.nfe)),
+        metrics=lambda wc: C.metrics_for(
+            wc.dataset, wc.experiment, wc.sampler, int(wc.nfe), wc.draw
+        ),
+        code=stage_digest("score"),
+        env=LOCK,
+    shell:
+        "python -m repro.score --samples {input.samples} --metrics-json {params.metrics:q}"
+        " --out {output} > {log} 2>&1"
+
+
+rule score_group:
+    input:
+        lambda wc: [
+            f"results/samples/{wc.dataset}/{wc.experiment}/{wc.sampler}/nfe{wc.nfe}/seed{s}.jsonl"
+            for s in range(int(wc.k))
+        ],
+    output:
+        ensure(
+            "results/scores/{dataset}/{experiment}/{sampler}/nfe{nfe}/group{k}.json",
+            non_empty=True,
+        ),
+    log:
+        "logs/score_group/{dataset}/{experiment}/{sampler}/nfe{nfe}/group{k}.log",
+    conda:
+        "../../envs/repro.yaml"
+    threads: 1
+    params:
+        metrics=lambda wc: C.metrics_for(
+            wc.dataset, wc.experiment, wc.sampler, int(wc.nfe), f"group{wc.k}"
+        ),
         code=stage_digest("score"),
         env=LOCK,
     shell:

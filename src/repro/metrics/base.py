@@ -49,6 +49,16 @@ class MetricFn(Protocol):
     def __call__(self, samples: Sequence[dict], **options: Any) -> MetricResult: ...
 
 
+class GroupMetricFn(Protocol):
+    """A registered group metric (see :func:`group_metric`)."""
+
+    kind: str
+    fields: tuple[str, ...]
+    group: bool
+
+    def __call__(self, groups: Sequence[Sequence[dict]], **options: Any) -> MetricResult: ...
+
+
 F = TypeVar("F", bound=Callable[..., MetricResult])
 
 
@@ -58,6 +68,30 @@ def metric(kind: str, fields: tuple[str, ...]) -> Callable[[F], F]:
     def mark(fn: F) -> F:
         fn.kind = kind  # type: ignore[attr-defined]
         fn.fields = fields  # type: ignore[attr-defined]
+        fn.group = False  # type: ignore[attr-defined]
+        return fn
+
+    return mark
+
+
+#: fewest samples per source a group metric accepts
+MIN_GROUP_SIZE = 2
+
+
+def group_metric(kind: str, fields: tuple[str, ...]) -> Callable[[F], F]:
+    """Mark ``fn`` as the *group* metric ``kind`` reading the sample ``fields``.
+
+    A group metric scores k samples of each source together (DiffuSeq's self-BLEU and div-4 over
+    the outputs of k seeds): ``fn(groups, **options)`` where ``groups`` holds k >= 2 samples lists
+    (one per samples file, in the order given) aligned row by row — ``groups[s][i]`` is seed
+    file ``s``'s sample of source ``i``. ``per_example`` has one value per source (row ``i``).
+    The registry (:func:`repro.metrics.compute_group_metric`) checks the alignment and fields.
+    """
+
+    def mark(fn: F) -> F:
+        fn.kind = kind  # type: ignore[attr-defined]
+        fn.fields = fields  # type: ignore[attr-defined]
+        fn.group = True  # type: ignore[attr-defined]
         return fn
 
     return mark

@@ -23,6 +23,18 @@ from hypothesis and reference, as DiffuSeq's and FM-seq2seq's scripts do (DiffuS
 ``[PAD]`` from the hypothesis only, but its references carry no ``[PAD]``, so this is the same);
 their ``strip()`` calls do not change whitespace-split tokens.
 
+Empty responses (option ``empty`` of ``bleu_klflow``, ``rouge_l_rouge_score`` and
+:func:`repro.metrics.semantic.bertscore`): a hypothesis is *empty* when its cleaned text has no
+non-whitespace character (``not text.strip()``). ``"drop"`` gives such a sample the per-example
+value ``None``, so it is left out of the mean and of the tables' ``best_of_seeds`` /
+``mean_of_seeds`` aggregates — KL-flow's Table 3 protocol (methods.md §5.3: per prompt 5
+responses, empty ones dropped, Top-5 = max and Avg = mean over the remaining ones, a prompt with no
+remaining response skipped). ``"keep"`` scores it like any other sample: 0.0 for all three.
+Defaults: ``"keep"`` for ``rouge_l_rouge_score`` and ``bertscore`` (their packages' own value,
+0.0), ``"drop"`` for ``bleu_klflow``, the KL-flow-only metric, whose reference implementation
+(Google NMT ``compute_bleu``) divides by zero on an empty response, so there is no package value
+to keep. Set ``empty: drop`` on every metric of KL-flow's Table 3.
+
 Heavy packages are imported inside the functions, so scoring BLEU alone starts fast.
 """
 
@@ -44,6 +56,7 @@ from repro.metrics.base import (
 )
 
 CLEAN_CHOICES = ("none", "diffuseq")
+EMPTY_CHOICES = ("keep", "drop")
 _DIFFUSEQ_SPECIAL_STRINGS = ("[SEP]", "[CLS]", "[PAD]")
 
 
@@ -60,6 +73,21 @@ def _pairs(kind: str, samples: Sequence[dict], clean: str) -> tuple[list[str], l
     hyps = [clean_text(s["hypothesis"], clean) for s in samples]
     refs = [clean_text(s["reference"], clean) for s in samples]
     return hyps, refs
+
+
+def is_empty(text: str) -> bool:
+    """An empty response: no non-whitespace character (after cleaning)."""
+    return not text.strip()
+
+
+def drop_empty(
+    kind: str, empty: str, hyps: Sequence[str], per_example: list[float | None]
+) -> list[float | None]:
+    """Apply option ``empty`` (:data:`EMPTY_CHOICES`): ``"drop"`` sets empty hypotheses to None."""
+    check_choice(kind, "empty", empty, EMPTY_CHOICES)
+    if empty == "keep":
+        return per_example
+    return [None if is_empty(h) else v for h, v in zip(hyps, per_example)]
 
 
 # --- BLEU ---------------------------------------------------------------------------------------
@@ -154,26 +182,41 @@ def tokenize_13a(text: str) -> list[str]:
 
 @metric("bleu_klflow", fields=("hypothesis", "reference"))
 def bleu_klflow(
-    samples: Sequence[dict], *, clean: str = "none", max_order: int = 4
+    samples: Sequence[dict], *, clean: str = "none", max_order: int = 4, empty: str = "drop"
 ) -> MetricResult:
     """KL-flow's per-pair BLEU: unsmoothed ``compute_bleu`` on 13a tokens, ×100.
 
-    Per-example ``None`` for pairs with an empty (tokenised) hypothesis or reference, left out of
-    the mean — KL-flow drops empty responses; the table's Top-5 / Avg aggregates skip them too.
+    ``empty`` (see the module docstring): with ``"drop"`` (the default: KL-flow drops empty
+    responses) an empty hypothesis is ``None``; with ``"keep"`` it scores 0.0 (no n-gram can
+    match; ``compute_bleu`` itself would divide by zero in its brevity penalty). A pair whose
+    reference, or whose non-blank hypothesis, has no 13a token is ``None`` either way (undefined in
+    the reference implementation; KL-flow skips prompts that raise). ``None`` values are left out
+    of the mean and of the tables' Top-5 / Avg aggregates.
     """
     check_positive_int("bleu_klflow", "max_order", max_order)
+    check_choice("bleu_klflow", "empty", empty, EMPTY_CHOICES)
     hyps, refs = _pairs("bleu_klflow", samples, clean)
     per_example: list[float | None] = []
     for hyp, ref in zip(hyps, refs):
-        bleu = compute_bleu(tokenize_13a(ref), tokenize_13a(hyp), max_order=max_order)
+        ref_tokens = tokenize_13a(ref)
+        if is_empty(hyp) and ref_tokens:
+            per_example.append(0.0)  # "keep"; drop_empty below turns it into None for "drop"
+            continue
+        bleu = compute_bleu(ref_tokens, tokenize_13a(hyp), max_order=max_order)
         per_example.append(None if bleu is None else 100.0 * bleu)
+    per_example = drop_empty("bleu_klflow", empty, hyps, per_example)
     variant = (
         f"per-pair BLEU, Google NMT compute_bleu semantics (HF evaluate 'bleu'), max_order "
         f"{max_order}, unsmoothed, sacrebleu {package_version('sacrebleu')} 13a tokens, "
-        f"clean={clean}, empty pairs skipped, mean over pairs, 0-100 scale"
+        f"clean={clean}, empty={empty}, pairs without tokens skipped, mean over pairs, "
+        "0-100 scale"
     )
     n_undefined = sum(v is None for v in per_example)
-    details = {"n_scored": len(per_example) - n_undefined, "n_skipped_empty": n_undefined}
+    details = {
+        "n_scored": len(per_example) - n_undefined,
+        "n_skipped_empty": n_undefined,
+        "n_empty_hypotheses": sum(is_empty(h) for h in hyps),
+    }
     return MetricResult(mean_defined(per_example), variant, per_example, details)
 
 
@@ -214,20 +257,32 @@ def corpus_sacrebleu(samples: Sequence[dict], *, clean: str = "none") -> MetricR
 
 
 @metric("rouge_l_rouge_score", fields=("hypothesis", "reference"))
-def rouge_l_rouge_score(samples: Sequence[dict], *, clean: str = "none") -> MetricResult:
-    """Mean ``rouge_score`` rougeL F-measure (no stemmer) per pair, 0–1 (KL-flow's ROUGE-L)."""
+def rouge_l_rouge_score(
+    samples: Sequence[dict], *, clean: str = "none", empty: str = "keep"
+) -> MetricResult:
+    """Mean ``rouge_score`` rougeL F-measure (no stemmer) per pair, 0–1 (KL-flow's ROUGE-L).
+
+    ``empty="drop"`` makes an empty hypothesis ``None`` (KL-flow's Table 3); ``"keep"`` gives
+    rouge_score's own value for it, 0.0.
+    """
     from rouge_score import rouge_scorer
 
+    check_choice("rouge_l_rouge_score", "empty", empty, EMPTY_CHOICES)
     hyps, refs = _pairs("rouge_l_rouge_score", samples, clean)
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
     per_example: list[float | None] = [
         float(scorer.score(ref, hyp)["rougeL"].fmeasure) for hyp, ref in zip(hyps, refs)
     ]
+    per_example = drop_empty("rouge_l_rouge_score", empty, hyps, per_example)
     variant = (
         f"rouge-score {package_version('rouge-score')} RougeScorer(['rougeL'], use_stemmer=False) "
-        f"F-measure, clean={clean}, mean over pairs, 0-1 scale"
+        f"F-measure, clean={clean}, empty={empty}, mean over pairs, 0-1 scale"
     )
-    return MetricResult(mean_defined(per_example), variant, per_example, {})
+    details = {
+        "n_empty_hypotheses": sum(is_empty(h) for h in hyps),
+        "n_dropped": sum(v is None for v in per_example),
+    }
+    return MetricResult(mean_defined(per_example), variant, per_example, details)
 
 
 @metric("rouge_l_torchmetrics", fields=("hypothesis", "reference"))

@@ -94,6 +94,13 @@ def _parse_rows(spec: dict) -> list[dict]:
         scores = r.get("scores", [])
         if not isinstance(scores, list) or not all(isinstance(p, str) for p in scores):
             raise InputError(f"{where}: 'scores' must be a list of scores-file paths")
+        by_col = r.get("scores_by_column", {})
+        if not isinstance(by_col, dict) or not all(
+            isinstance(v, list) and all(isinstance(p, str) for p in v) for v in by_col.values()
+        ):
+            raise InputError(
+                f"{where}: 'scores_by_column' must map column labels to lists of scores-file paths"
+            )
         seeds = r.get("seeds")
         if seeds is not None and len(seeds) != len(scores) and scores:
             raise InputError(
@@ -121,15 +128,20 @@ def build_table(spec: dict, paper: list[PaperValue]) -> tuple[list[dict], list[s
     records: list[dict] = []
     notes: list[str] = []
     for row in rows:
+        # A column may read other files than the row's seeds: the MBR selection (quality columns
+        # of an MBR row) or the group of seeds a diversity metric is computed over.
         paths = row.get("scores", [])
-        if not paths:
+        by_col = row.get("scores_by_column", {})
+        if not paths and not by_col:
             msg = f"row {row['label']!r} (nfe {row.get('nfe')}): no score files, skipped"
             log.warning("%s: %s", name, msg)
             notes.append(msg)
             continue
-        files = [read_scores(p) for p in paths]
+        read: dict[str, dict] = {}
         for col in columns:
-            cell = load_cell(paths, col.metric, files)
+            cpaths = by_col.get(col.label, paths)
+            files = [read[p] if p in read else read.setdefault(p, read_scores(p)) for p in cpaths]
+            cell = load_cell(cpaths, col.metric, files)
             if cell is None:
                 msg = (
                     f"row {row['label']!r} (nfe {row.get('nfe')}), column {col.label!r}: metric "

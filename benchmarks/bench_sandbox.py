@@ -1,0 +1,169 @@
+"""Cost of repro.sandbox, measured in one run (``python benchmarks/bench_sandbox.py``).
+
+1. Per-program overhead on a trivial program (``pass``), median of ``--reps`` runs each:
+   in-process ``exec`` (what KL-flow does, no isolation), ``python -I -c pass`` run plainly as a
+   subprocess, the same under the ``unshare`` namespace prefix alone, and ``run_program("pass")``
+   (every layer). Overhead = sandbox − plain subprocess; target: well under 100 ms per program.
+2. Throughput over the 974 MBPP canonical solutions (``shared/data/mbpp/mbpp.jsonl``; skipped if
+   absent), solution + asserts, ``--workers`` at a time (default 2, the CI core count): plain
+   ``python -I program.py`` subprocesses vs ``run_many`` (timeout 3 s, the metric's default).
+   One known slow problem (task 123, ~3.6 s) times out in the sandbox and bounds its tail.
+
+Prints a table with ratios; ``--json PATH`` also writes the numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+
+from repro import sandbox  # noqa: E402
+
+MBPP = REPO / ".." / "shared" / "data" / "mbpp" / "mbpp.jsonl"
+
+
+def median_ms(fn, reps: int) -> float:
+    fn()  # warm-up (the namespace probe, page cache)
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times)
+
+
+def trivial(reps: int) -> dict[str, float]:
+    prefix = list(sandbox._namespace_prefix())
+
+    def in_process() -> None:
+        exec(compile("pass", "<bench>", "exec"), {})
+
+    def plain() -> None:
+        subprocess.run([sys.executable, "-I", "-c", "pass"], check=True)
+
+    def namespaces_only() -> None:
+        subprocess.run([*prefix, sys.executable, "-I", "-c", "pass"], check=True)
+
+    def sandboxed() -> None:
+        res = sandbox.run_program("pass")
+        assert res.status == "ok", res
+
+    out = {
+        "in_process_exec_ms": median_ms(in_process, reps),
+        "plain_subprocess_ms": median_ms(plain, reps),
+        "sandbox_ms": median_ms(sandboxed, reps),
+    }
+    if prefix:
+        out["namespaces_only_ms"] = median_ms(namespaces_only, reps)
+    out["overhead_ms"] = out["sandbox_ms"] - out["plain_subprocess_ms"]
+    return out
+
+
+def mbpp_throughput(workers: int) -> dict[str, float] | None:
+    if not MBPP.exists():
+        print(f"(MBPP throughput skipped: {MBPP} is absent)")
+        return None
+    rows = [json.loads(line) for line in MBPP.read_text().splitlines() if line.strip()]
+    programs = [
+        sandbox.assemble_program(r["code"], r["test_list"], r["test_setup_code"]) for r in rows
+    ]
+    with tempfile.TemporaryDirectory(prefix="repro-bench-sandbox-") as tmp:
+        paths = []
+        for i, src in enumerate(programs):
+            path = Path(tmp) / f"p{i}.py"
+            path.write_text(src)
+            paths.append(path)
+
+        def plain(path: Path) -> int:
+            return subprocess.run(
+                [sys.executable, "-I", str(path)], capture_output=True, timeout=30
+            ).returncode
+
+        start = time.perf_counter()
+        with ThreadPoolExecutor(workers) as pool:
+            plain_rc = list(pool.map(plain, paths))
+        plain_s = time.perf_counter() - start
+
+    start = time.perf_counter()
+    results = sandbox.run_many(programs, workers=workers, timeout_s=3.0)
+    sandbox_s = time.perf_counter() - start
+    slow = sum(r.wall_s for r in results if r.status == "timeout")
+    return {
+        "programs": len(programs),
+        "workers": workers,
+        "plain_seconds": plain_s,
+        "plain_programs_per_s": len(programs) / plain_s,
+        "plain_passed": sum(rc == 0 for rc in plain_rc),
+        "sandbox_seconds": sandbox_s,
+        "sandbox_programs_per_s": len(programs) / sandbox_s,
+        "sandbox_passed": sum(r.passed for r in results),
+        "sandbox_timeouts": sum(r.status == "timeout" for r in results),
+        "sandbox_seconds_in_timeouts": slow,
+        "sandbox_mean_wall_ms": 1000 * statistics.fmean(r.wall_s for r in results),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--reps", type=int, default=40, help="repetitions of the trivial program")
+    ap.add_argument("--workers", type=int, default=2, help="parallel programs for MBPP")
+    ap.add_argument("--json", type=Path, help="also write the measurements here")
+    args = ap.parse_args()
+
+    print(f"sandbox: {sandbox.describe(timeout_s=3.0)}")
+    t = trivial(args.reps)
+    print(f"\ntrivial program, median of {args.reps} (ms):")
+    print(f"  in-process exec          {t['in_process_exec_ms']:8.3f}")
+    print(f"  python -I -c pass        {t['plain_subprocess_ms']:8.1f}")
+    if "namespaces_only_ms" in t:
+        print(f"  unshare prefix + same    {t['namespaces_only_ms']:8.1f}")
+    print(f"  run_program('pass')      {t['sandbox_ms']:8.1f}")
+    print(
+        f"  overhead vs plain        {t['overhead_ms']:8.1f}   "
+        f"(ratio {t['sandbox_ms'] / t['plain_subprocess_ms']:.2f}x plain, target < 100 ms: "
+        f"{'met' if t['overhead_ms'] < 100 else 'MISSED'})"
+    )
+    m = mbpp_throughput(args.workers)
+    if m is not None:
+        print(
+            f"\nMBPP canonical solutions + asserts, {m['programs']} programs, {m['workers']} workers:"
+        )
+        print(
+            f"  plain subprocesses  {m['plain_seconds']:6.1f} s  {m['plain_programs_per_s']:6.1f}/s  "
+            f"passed {m['plain_passed']}"
+        )
+        print(
+            f"  sandbox (run_many)  {m['sandbox_seconds']:6.1f} s  "
+            f"{m['sandbox_programs_per_s']:6.1f}/s  passed {m['sandbox_passed']}, "
+            f"{m['sandbox_timeouts']} timeout(s) holding {m['sandbox_seconds_in_timeouts']:.1f} s"
+        )
+        print(
+            f"  ratio sandbox/plain {m['sandbox_seconds'] / m['plain_seconds']:.2f}x; mean wall per "
+            f"program in the sandbox {m['sandbox_mean_wall_ms']:.1f} ms"
+        )
+    results = {
+        "trivial": t,
+        "mbpp": m,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": sys.version.split()[0],
+            "namespaces": sandbox.namespace_layers(),
+        },
+    }
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

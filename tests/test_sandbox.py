@@ -1,0 +1,419 @@
+"""repro.sandbox: hostile programs end within their limits and harm nothing; benign ones run.
+
+Every hostile program runs twice: with the namespaces this machine offers and with none (the
+degraded mode of a machine without ``unshare``), where the other layers must still hold. Each
+test checks afterwards that the sentinel file outside the sandbox is intact, that every sandbox
+directory is gone and that no process started by the test is left (psutil: any process whose
+command line names this test's temporary directory, which every sandboxed process does).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from types import SimpleNamespace
+
+import psutil
+import pytest
+
+from repro import sandbox
+from repro.sandbox import assemble_program, run_many, run_program
+
+SECRET_VAR = "REPRO_SANDBOX_TEST_SECRET"
+SECRET = "s3cr3t-8d1f0c2e-do-not-leak"
+ORIGINAL = "precious data"
+
+
+def _processes_naming(tag: str) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        if proc.pid != os.getpid() and any(tag in arg for arg in proc.info["cmdline"] or ()):
+            found.append(proc)
+    return found
+
+
+@pytest.fixture(params=["ns", "no_ns"])
+def box(request, tmp_path, monkeypatch):
+    """Sandbox directories under this test's tmp_path, a sentinel beside them, a secret in env."""
+    if request.param == "no_ns":
+        monkeypatch.setattr(sandbox, "_namespace_prefix", lambda: ())
+    elif not sandbox._namespace_prefix():
+        pytest.skip("unshare cannot create namespaces on this machine")
+    root = tmp_path / "boxes"
+    root.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(root))
+    monkeypatch.setenv(SECRET_VAR, SECRET)
+    sentinel = tmp_path / "sentinel.txt"
+    sentinel.write_text(ORIGINAL)
+    children_before = {p.pid for p in psutil.Process().children(recursive=True)}
+    yield SimpleNamespace(root=root, sentinel=sentinel, tmp=tmp_path, mode=request.param)
+    assert sentinel.read_text() == ORIGINAL
+    assert sorted(tmp_path.iterdir()) == sorted([root, sentinel]), "something wrote outside"
+    assert list(root.iterdir()) == [], "a sandbox directory was not removed"
+    assert _processes_naming(str(tmp_path)) == [], "a sandboxed process is still alive"
+    children_after = {p.pid for p in psutil.Process().children(recursive=True)}
+    assert children_after <= children_before
+
+
+def _src(template: str, box: SimpleNamespace, **extra: object) -> str:
+    return textwrap.dedent(template).format(
+        sentinel=str(box.sentinel), tmp=str(box.tmp), pid=os.getpid(), secret_var=SECRET_VAR,
+        **extra,
+    )  # fmt: skip
+
+
+# --- hostile programs ---------------------------------------------------------------------------
+
+# name -> (source template, statuses accepted, run_program limits)
+HOSTILE = {
+    "infinite_loop": ("while True:\n    pass\n", {"timeout"}, {"timeout_s": 1.0}),
+    "sleep_forever": ("import time\ntime.sleep(3600)\n", {"timeout"}, {"timeout_s": 1.0}),
+    "unbounded_allocation": (
+        "chunks = []\nwhile True:\n    chunks.append(bytearray(10**7))\n",
+        {"memory", "killed"}, {"memory_mb": 128, "timeout_s": 10.0},
+    ),
+    # Linear, bounded and self-ending, so that even a broken guard cannot hurt this machine.
+    "fork_bomb": (
+        "import os, time\nfor _ in range(200):\n    if os.fork() == 0:\n        time.sleep(20)\n"
+        "        os._exit(0)\n",
+        {"denied"}, {},
+    ),
+    "subprocess": (
+        "import subprocess\nsubprocess.run(['sh', '-c', 'echo pwned > {sentinel}'])\n",
+        {"denied"}, {},
+    ),
+    "os_system": ("import os\nos.system('rm -f {sentinel}')\n", {"denied"}, {}),
+    "os_exec": ("import os\nos.execv('/bin/sh', ['sh', '-c', 'rm -f {sentinel}'])\n", {"denied"}, {}),
+    "posix_spawn": ("import os\nos.posix_spawn('/bin/rm', ['rm', '{sentinel}'], {{}})\n", {"denied"}, {}),
+    "multiprocessing": (
+        "import multiprocessing as mp\np = mp.Process(target=print)\np.start()\np.join()\n",
+        {"denied"}, {},
+    ),
+    "write_outside": ("open('{sentinel}', 'w').write('pwned')\n", {"denied"}, {}),
+    "append_outside_relative": (
+        "import os\nopen(os.path.join('..', '..', 'sentinel.txt'), 'a').write('pwned')\n",
+        {"denied"}, {},
+    ),
+    "create_outside": ("open('{tmp}/new_file.txt', 'x').write('pwned')\n", {"denied"}, {}),
+    "os_open_outside": (
+        "import os\nfd = os.open('{sentinel}', os.O_WRONLY | os.O_TRUNC)\nos.write(fd, b'pwned')\n",
+        {"denied"}, {},
+    ),
+    "write_via_symlink": ("import os\nos.symlink('{sentinel}', 'link')\nopen('link', 'w').write('x')\n", {"denied"}, {}),
+    "relative_symlink": ("import os\nos.symlink('../../sentinel.txt', 'link')\n", {"denied"}, {}),
+    "hardlink": ("import os\nos.link('{sentinel}', 'hard')\nopen('hard', 'w').write('x')\n", {"denied"}, {}),
+    "delete_outside": ("import os\nos.remove('{sentinel}')\n", {"denied"}, {}),
+    "rename_outside": ("import os\nos.rename('{sentinel}', 'stolen.txt')\n", {"denied"}, {}),
+    "rmtree_outside": ("import shutil\nshutil.rmtree('{tmp}')\n", {"denied"}, {}),
+    "chmod_outside": ("import os\nos.chmod('{sentinel}', 0)\n", {"denied"}, {}),
+    "truncate_outside": ("import os\nos.truncate('{sentinel}', 0)\n", {"denied"}, {}),
+    "chdir_outside_then_write": (
+        "import os\nos.chdir('{tmp}')\nopen('sentinel.txt', 'w').write('x')\n", {"denied"}, {},
+    ),
+    "dir_fd_escape": (
+        "import os\nfd = os.open('{tmp}', os.O_RDONLY)\nos.unlink('sentinel.txt', dir_fd=fd)\n",
+        {"denied"}, {},
+    ),
+    "read_outside": ("print(open('{sentinel}').read())\n", {"denied"}, {}),
+    "read_etc": ("print(open('/etc/passwd').read())\n", {"denied"}, {}),
+    "list_outside": ("import os\nprint(os.listdir('{tmp}'))\n", {"denied"}, {}),
+    "env_secret": (
+        "import os\nassert os.environ.get('{secret_var}') is not None, sorted(os.environ)\n",
+        {"error"}, {},
+    ),
+    "proc_environ_of_parent": (
+        "import os\nprint(open('/proc/{pid}/environ', 'rb').read())\n", {"denied", "error"}, {},
+    ),
+    "proc_scan_for_secret": (
+        """\
+        import os
+        found = []
+        for name in os.listdir('/proc'):
+            if name.isdigit():
+                found.append(open('/proc/' + name + '/environ', 'rb').read())
+        assert any(b'{secret_var}' in data for data in found)
+        """,
+        {"denied", "error"}, {},
+    ),
+    "socket_connect": (
+        "import socket\ns = socket.socket()\ns.connect(('127.0.0.1', {port}))\n", {"denied"}, {},
+    ),
+    "socket_create_connection": (
+        "import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=1)\n", {"denied"}, {},
+    ),
+    "socket_bind": (
+        "import socket\ns = socket.socket()\ns.bind(('127.0.0.1', 0))\ns.listen()\n", {"denied"}, {},
+    ),
+    "http_request": (
+        "import urllib.request\nurllib.request.urlopen('http://127.0.0.1:{port}/', timeout=1)\n",
+        {"denied"}, {},
+    ),
+    "kill_parent": ("import os, signal\nos.kill({pid}, signal.SIGKILL)\n", {"denied"}, {}),
+    "kill_getppid": ("import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\n", {"denied"}, {}),
+    # signal 0 only probes: a broken guard must not let this test kill every process (as root)
+    "kill_everything": ("import os\nos.kill(-1, 0)\n", {"denied"}, {}),
+    "killpg": ("import os, signal\nos.killpg(os.getpgid(0), signal.SIGKILL)\n", {"denied"}, {}),
+    "setsid_escape": ("import os\nos.setsid()\n", {"error"}, {}),
+    "ctypes": ("import ctypes\nctypes.CDLL(None).kill({pid}, 9)\n", {"denied"}, {}),
+    "gc_walk_to_the_guard": ("import gc\nprint(len(gc.get_objects()))\n", {"denied"}, {}),
+    "craft_bytecode": ("c = compile('1', 'x', 'eval')\nc.replace(co_code=b'd\\x07S\\x00')\n", {"denied"}, {}),
+    "raise_rlimits": (
+        "import resource\nresource.setrlimit(resource.RLIMIT_AS, (-1, -1))\n", {"denied"}, {},
+    ),
+    "tamper_then_write": (
+        """\
+        import builtins, os, posix, posixpath
+        os.path.realpath = posixpath.realpath = lambda p, **k: os.getcwd() + '/ok'
+        os.lstat = posix.lstat = lambda *a, **k: os.stat('.')
+        builtins.isinstance = lambda *a: True
+        builtins.str = bytes
+        open('{sentinel}', 'w').write('pwned')
+        """,
+        {"denied"}, {},
+    ),
+    "cpu_limit": ("while True:\n    pass\n", {"killed"}, {"cpu_s": 1, "timeout_s": 20.0}),
+    "huge_output": ("while True:\n    print('y' * 10000)\n", {"error"}, {"timeout_s": 20.0}),
+    "big_file_in_sandbox": (
+        "open('big.bin', 'wb').write(b'x' * (2 << 20))\n", {"error"}, {"fsize_mb": 1},
+    ),
+}  # fmt: skip
+
+
+@pytest.fixture
+def listener():
+    """A TCP server on 127.0.0.1 that must never see a connection."""
+    server = socket.create_server(("127.0.0.1", 0))
+    server.setblocking(False)
+    yield server
+    with pytest.raises(BlockingIOError):
+        server.accept()
+    server.close()
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE))
+def test_hostile_program_is_contained(name, box, listener):
+    template, statuses, limits = HOSTILE[name]
+    source = _src(template, box, port=listener.getsockname()[1])
+    limit = limits.get("timeout_s", 5.0)
+    start = time.monotonic()
+    res = run_program(source, **limits)
+    elapsed = time.monotonic() - start
+    assert res.status in statuses, (res.status, res.stderr[-600:])
+    assert not res.passed
+    assert elapsed < limit + 3.0
+    assert SECRET not in res.stdout + res.stderr
+    if res.status == "denied":
+        assert "repro-sandbox:" in res.stderr
+
+
+def test_huge_output_is_truncated(box):
+    res = run_program("print('x' * 1_000_000)\nprint('tail-marker')\n", output_limit=1000)
+    assert res.status == "ok"
+    assert len(res.stdout) < 1100 and "bytes omitted" in res.stdout
+    assert res.stdout.startswith("x" * 400) and res.stdout.rstrip().endswith("tail-marker")
+
+
+def test_secret_environment_is_not_inherited(box):
+    res = run_program("import os\nfor k, v in sorted(os.environ.items()):\n    print(k, v)\n")
+    assert res.status == "ok"
+    names = {line.split(" ", 1)[0] for line in res.stdout.splitlines()}
+    assert SECRET_VAR not in names and SECRET not in res.stdout
+    assert names <= {
+        "PATH", "LANG", "LC_ALL", "PYTHONHASHSEED", "PYTHONDONTWRITEBYTECODE", "PYTHONUTF8",
+        "PYTHONIOENCODING", "HOME", "TMPDIR", sandbox._MARKER_VAR,
+    }  # fmt: skip
+
+
+def test_timeout_kills_promptly_and_reports_it(box):
+    res = run_program("import time\nprint('started', flush=True)\ntime.sleep(60)\n", timeout_s=1.0)
+    assert res.status == "timeout" and res.returncode is None
+    assert 1.0 <= res.wall_s < 3.0
+    assert res.stdout == "started\n"
+
+
+# --- the namespace layer alone (no guard, no rlimits) -------------------------------------------
+
+
+def _prefix_or_skip(flag: str) -> tuple[str, ...]:
+    prefix = sandbox._namespace_prefix()
+    if flag not in prefix:
+        pytest.skip(f"unshare {flag} is not available on this machine")
+    return prefix
+
+
+def test_network_namespace_has_no_network(listener):
+    prefix = _prefix_or_skip("--net")
+    port = listener.getsockname()[1]
+    code = f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=2)\n"
+    res = subprocess.run(
+        [*prefix, sys.executable, "-S", "-c", code], capture_output=True, text=True
+    )
+    assert res.returncode != 0
+    assert "OSError" in res.stderr or "unreachable" in res.stderr, res.stderr
+
+
+def test_pid_namespace_kills_everything_the_program_started(tmp_path):
+    prefix = _prefix_or_skip("--pid")
+    tag = f"repro-sandbox-fork-test-{os.getpid()}-{tmp_path.name}"
+    code = textwrap.dedent(
+        f"""\
+        import os, time
+        for _ in range(20):
+            if os.fork() == 0:
+                time.sleep(600)
+                os._exit(0)
+        print(os.getpid(), os.getppid())
+        try:
+            os.kill({os.getpid()}, 0)
+            print("host-visible")
+        except ProcessLookupError:
+            print("host-invisible")
+        """
+    )
+    res = subprocess.run(
+        [*prefix, sys.executable, "-S", "-c", code, tag], capture_output=True, text=True, timeout=30
+    )
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == ["1", "0", "host-invisible"]
+    deadline = time.monotonic() + 5
+    while _processes_naming(tag) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _processes_naming(tag) == []
+
+
+# --- benign programs ----------------------------------------------------------------------------
+
+
+BENIGN = """\
+import collections, functools, heapq, itertools, json, math, re, threading
+from collections import namedtuple
+from pathlib import Path
+import tempfile
+
+Point = namedtuple("Point", "x y")
+Path("data.txt").write_text("hello")
+with open("data.txt") as fh:
+    assert fh.read() == "hello"
+with tempfile.NamedTemporaryFile() as tmp:
+    tmp.write(b"x")
+out = []
+t = threading.Thread(target=out.append, args=(math.factorial(20),))
+t.start()
+t.join()
+print(Point(1, 2), out[0], re.sub("a+", "b", "caaat"), json.dumps({"k": [1, 2]}))
+"""
+
+
+def test_benign_program_runs_and_its_directory_is_removed(box):
+    res = run_program(BENIGN)
+    assert res.status == "ok", res.stderr
+    assert res.returncode == 0
+    assert res.stdout == 'Point(x=1, y=2) 2432902008176640000 cbt {"k": [1, 2]}\n'
+
+
+@pytest.mark.parametrize(
+    "source, status, rc",
+    [
+        ("raise ValueError('boom')\n", "error", 1),
+        ("def f(:\n", "error", 1),
+        ("import sys\nsys.exit(3)\n", "error", 3),
+        ("import sys\nsys.exit(0)\n", "ok", 0),
+        ("assert 1 + 1 == 3\n", "error", 1),
+        ("import numpy\n", "error", 1),  # -S: the standard library only
+    ],
+)
+def test_exit_status_is_classified(source, status, rc, box):
+    res = run_program(source)
+    assert (res.status, res.returncode) == (status, rc), res.stderr
+
+
+def test_hash_seed_is_fixed():
+    src = "print(hash('abc'), list({'x', 'y', 'z', 'w'}))\n"
+    assert run_program(src).stdout == run_program(src).stdout
+
+
+def test_run_many_keeps_order_and_runs_in_parallel(box):
+    sources = [f"import time\ntime.sleep(0.3)\nprint({i})\n" for i in range(4)]
+    start = time.monotonic()
+    results = run_many(sources, workers=2, timeout_s=5.0)
+    assert [r.stdout for r in results] == [f"{i}\n" for i in range(4)]
+    assert time.monotonic() - start < 4 * 0.3 + 0.5  # two at a time, not one
+    assert run_many([], workers=2) == []
+
+
+@pytest.mark.parametrize(
+    "kwargs, pattern",
+    [
+        ({"timeout_s": 0}, "timeout_s must be a positive number"),
+        ({"memory_mb": -1}, "memory_mb must be a positive integer"),
+        ({"cpu_s": 1.5}, "cpu_s must be a positive integer"),
+        ({"output_limit": 0}, "output_limit must be a positive integer"),
+    ],
+)
+def test_bad_limits_are_rejected(kwargs, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        run_program("pass", **kwargs)
+    with pytest.raises(ValueError, match=pattern):
+        run_many(["pass"], **kwargs)
+    with pytest.raises(ValueError, match="workers must be a positive integer"):
+        run_many(["pass"], workers=0)
+
+
+def test_describe_names_layers_and_limits():
+    text = sandbox.describe(timeout_s=3.0, memory_mb=256)
+    assert "as=256MB" in text and "wall timeout 3s" in text and "audit-hook guard" in text
+    assert sandbox.namespace_layers() in text
+
+
+def test_degraded_mode_logs_once(monkeypatch, caplog):
+    monkeypatch.setattr(sandbox.shutil, "which", lambda _name: None)
+    sandbox._namespaces.cache_clear()
+    try:
+        with caplog.at_level("WARNING", logger="repro.sandbox"):
+            assert sandbox._namespace_prefix() == ()
+            assert sandbox._namespace_prefix() == ()
+        assert [r.message.count("no `unshare`") for r in caplog.records] == [1]
+    finally:
+        sandbox._namespaces.cache_clear()
+
+
+# --- assembling MBPP programs -------------------------------------------------------------------
+
+
+def test_assemble_program_orders_code_setup_tests():
+    code = "class Node:\n    pass\ndef f(n):\n    return n"
+    setup = "root = Node()"
+    tests = ["assert f(1) == 1", "assert isinstance(root, Node)"]
+    assert assemble_program(code, tests, setup) == f"{code}\n{setup}\n{tests[0]}\n{tests[1]}\n"
+    assert assemble_program(code, tests, setup, mode="compile") == code + "\n"
+    assert assemble_program(code, tests) == f"{code}\n{tests[0]}\n{tests[1]}\n"
+    with pytest.raises(ValueError, match="mode must be"):
+        assemble_program(code, tests, mode="run")
+    with pytest.raises(TypeError, match="list of assert statements"):
+        assemble_program(code, "assert f(1) == 1")
+
+
+def test_kill_signal_is_reported_as_killed(box):
+    res = run_program("import os, signal\nos.abort()\n")
+    assert res.status == "killed" and res.returncode is not None and res.returncode < 0
+    assert res.returncode in (-signal.SIGABRT, -signal.SIGSEGV, -signal.SIGKILL)
+
+
+@pytest.mark.parametrize(
+    "prefix, timeout_s, pattern",
+    [
+        (("/bin/false",), 5.0, r"never reached its bootstrap \(exit status 1"),
+        (("/bin/sh", "-c", "sleep 30", "sh"), 0.5, r"never reached its bootstrap \(timed out"),
+    ],
+)
+def test_a_sandbox_that_cannot_start_raises(prefix, timeout_s, pattern, monkeypatch):
+    """A broken sandbox must not be mistaken for a failing program (that would score it 0)."""
+    monkeypatch.setattr(sandbox, "_namespace_prefix", lambda: prefix)
+    with pytest.raises(sandbox.SandboxError, match=pattern):
+        run_program("print('never runs')\n", timeout_s=timeout_s)

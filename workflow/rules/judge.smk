@@ -1,0 +1,40 @@
+"""Judges of generative perplexity: train_judge (→ results/judges/{judge}/, a tiny GPT-2 trained on
+a dataset's train split and saved with save_pretrained — the smoke config's judge) and
+download_judge (→ resources/judges/{judge}/, a pinned hub snapshot, on the login node). Scoring
+loads either through the same transformers code path."""
+
+
+rule train_judge:
+    input:
+        lambda wc: f"results/data/{C.judges[wc.judge]['train']['dataset']}/train.jsonl",
+    output:
+        directory("results/judges/{judge}"),
+    log:
+        "logs/train_judge/{judge}.log",
+    conda:
+        "../../envs/repro.yaml"
+    threads: C.resource("train", "threads", 1)
+    resources:
+        mem_mb=C.resource("train", "mem_mb", 8000),
+        runtime=C.resource("train", "runtime", 60),
+    params:
+        cfg=lambda wc: C.judge_train_params(wc.judge),
+        kind=lambda wc: C.datasets[C.judges[wc.judge]["train"]["dataset"]]["kind"],
+        code=stage_digest("judge"),
+    shell:
+        "python -m repro.judge train --data {input} --kind {params.kind}"
+        " --config-json {params.cfg:q} --threads {threads} --out {output} > {log} 2>&1"
+
+
+rule download_judge:
+    output:
+        directory("resources/judges/{judge}"),
+    log:
+        "logs/download_judge/{judge}.log",
+    conda:
+        "../../envs/repro.yaml"
+    params:
+        hub=lambda wc: C.judges[wc.judge]["hub"],
+    shell:
+        "python -m repro.judge download --id {params.hub[id]} --revision {params.hub[revision]}"
+        " --out {output} > {log} 2>&1"

@@ -1,0 +1,24 @@
+"""MBR decoding: mbr_select (→ results/samples/{dataset}/{experiment}/{sampler}/nfe{nfe}/mbr{k}.jsonl):
+per source, the candidate of seeds 0..k-1 with the highest summed sentence BLEU against the
+others (DiffuSeq's rule); scored by score_samples like any samples file."""
+
+
+rule mbr_select:
+    input:
+        lambda wc: [
+            f"results/samples/{wc.dataset}/{wc.experiment}/{wc.sampler}/nfe{wc.nfe}/seed{s}.jsonl"
+            for s in range(int(wc.k))
+        ],
+    output:
+        ensure(
+            "results/samples/{dataset}/{experiment}/{sampler}/nfe{nfe}/mbr{k}.jsonl",
+            non_empty=True,
+        ),
+    log:
+        "logs/mbr_select/{dataset}/{experiment}/{sampler}/nfe{nfe}/mbr{k}.log",
+    conda:
+        "../../envs/repro.yaml"
+    params:
+        code=stage_digest("mbr"),
+    shell:
+        "python -m repro.mbr --samples {input} --out {output} > {log} 2>&1"
