@@ -21,19 +21,17 @@ import tempfile
 import time
 from pathlib import Path
 
+import yaml
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-SMOKE_CONFIG = {
-    "n_layer": 2,
-    "n_embd": 64,
-    "n_head": 2,
-    "n_positions": 128,
-    "vocab_size": 1000,
-    "steps": 300,
-    "batch_size": 32,
-    "lr": 1e-3,
-    "seed": 0,
-}
+REPO = Path(__file__).resolve().parents[1]
+
+
+def smoke_judge_config() -> dict:
+    """The smoke config's judge (config/smoke.yaml `judges.smoke_judge.train`), minus its dataset."""
+    cfg = yaml.safe_load((REPO / "config" / "smoke.yaml").read_text())["judges"]["smoke_judge"]
+    return {k: v for k, v in cfg["train"].items() if k != "dataset"}
 
 
 def train_smoke_judge(work: Path, threads: int) -> tuple[Path, float]:
@@ -46,7 +44,7 @@ def train_smoke_judge(work: Path, threads: int) -> tuple[Path, float]:
     out = work / "smoke_judge"
     cmd = [
         sys.executable, "-m", "repro.judge", "train", "--data", str(data), "--kind", "text",
-        "--config-json", json.dumps(SMOKE_CONFIG), "--threads", str(threads), "--out", str(out),
+        "--config-json", json.dumps(smoke_judge_config()), "--threads", str(threads), "--out", str(out),
     ]  # fmt: skip
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, capture_output=True, text=True)
