@@ -26,7 +26,7 @@ from torch import nn
 
 from ..io import InputError
 from ..models import Transformer, TransformerConfig
-from .base import Batch, Method, Samples
+from .base import Batch, Method, Samples, check_model_cfg
 
 #: task kind → token layout this method trains on
 LAYOUTS: dict[str, str] = {"seq2seq": "conditional", "text": "lm", "code": "infill_ar"}
@@ -73,37 +73,15 @@ class Autoregressive(Method):
         not buffers: the checkpoint's ``model`` cfg rebuilds them, and strict state_dict loading
         is unaffected.
         """
-        allowed = set(BACKBONE_KEYS) | set(REQUIRED_IDS) | set(OPTIONAL_IDS)
-        unknown = sorted(set(model_cfg) - allowed)
-        if unknown:
-            raise InputError(
-                f"model config of method 'ar': unknown key(s) {unknown}; allowed keys are "
-                f"{sorted(allowed)} (fix the spelling or remove them)"
-            )
-        for key, default in BACKBONE_KEYS.items():
-            if default is None and key not in model_cfg:
-                raise InputError(f"model config of method 'ar' lacks {key!r}; set model.{key}")
-        for key in REQUIRED_IDS:
-            if key not in model_cfg:
-                raise InputError(
-                    f"model config of method 'ar' lacks {key!r}; the train stage must inject it "
-                    "from meta.json 'specials'"
-                )
-        ids = {key: model_cfg.get(key) for key in (*REQUIRED_IDS, *OPTIONAL_IDS)}
-        for key, value in ids.items():
-            if value is not None and (
-                isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < vocab_size
-            ):
-                raise InputError(
-                    f"model config of method 'ar': {key} = {value!r} is not a token id in "
-                    f"[0, vocab_size={vocab_size})"
-                )
+        backbone, ids = check_model_cfg(
+            "model config of method 'ar'", model_cfg, BACKBONE_KEYS, vocab_size,
+            REQUIRED_IDS, OPTIONAL_IDS,
+        )
         if ids["pad_id"] == ids["eos_id"]:
             raise InputError(
                 "model config of method 'ar': pad_id equals eos_id; the AR loss skips [PAD] "
                 "targets, so [EOS] needs its own id (add a [PAD] token to the tokenizer)"
             )
-        backbone = {key: model_cfg.get(key, default) for key, default in BACKBONE_KEYS.items()}
         try:
             cfg = TransformerConfig(
                 vocab_size=vocab_size, seq_len=seq_len, causal=True, time_cond=False, **backbone

@@ -39,6 +39,48 @@ class Samples:
     extras: dict[str, Any] = field(default_factory=dict)
 
 
+def check_model_cfg(
+    where: str,
+    model_cfg: dict,
+    keys: dict[str, Any],
+    vocab_size: int,
+    required_ids: tuple[str, ...] = (),
+    optional_ids: tuple[str, ...] = (),
+) -> tuple[dict, dict[str, int | None]]:
+    """Validate a method's ``model:`` block; return (its keys with defaults, the special ids).
+
+    ``keys`` maps each model key to its default (``None`` = required). The special-token ids
+    (``pad_id`` …) are injected by the train stage from meta.json; each must be a token id.
+    Errors are :class:`~repro.io.InputError` prefixed with ``where`` and say how to fix them.
+    """
+    from repro.io import InputError
+
+    allowed = set(keys) | set(required_ids) | set(optional_ids)
+    unknown = sorted(set(model_cfg) - allowed)
+    if unknown:
+        raise InputError(
+            f"{where}: unknown key(s) {unknown}; allowed keys are {sorted(allowed)} "
+            "(fix the spelling or remove them)"
+        )
+    for key, default in keys.items():
+        if default is None and key not in model_cfg:
+            raise InputError(f"{where} lacks {key!r}; set model.{key}")
+    for key in required_ids:
+        if key not in model_cfg:
+            raise InputError(
+                f"{where} lacks {key!r}; the train stage must inject it from meta.json 'specials'"
+            )
+    ids = {key: model_cfg.get(key) for key in (*required_ids, *optional_ids)}
+    for key, value in ids.items():
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < vocab_size
+        ):
+            raise InputError(
+                f"{where}: {key} = {value!r} is not a token id in [0, vocab_size={vocab_size})"
+            )
+    return {key: model_cfg.get(key, default) for key, default in keys.items()}, ids
+
+
 class Method:
     """Base class: subclasses set ``name``/``samplers`` and implement the four methods."""
 

@@ -48,7 +48,7 @@ from torch import nn
 from ..io import InputError
 from ..models import Transformer, TransformerConfig
 from ..models.transformer import timestep_embedding
-from .base import Batch, Method, Samples
+from .base import Batch, Method, Samples, check_model_cfg
 
 #: task kind → token layout this method trains on
 LAYOUTS: dict[str, str] = {"seq2seq": "diffuseq"}
@@ -324,32 +324,10 @@ class DiffuSeq(Method):
         ``pad_id`` (required) and ``bos_id``/``eos_id``/``sep_id``/``mask_id`` (optional) are stored
         as plain int attributes, not buffers, so the checkpoint's ``model`` cfg rebuilds them.
         """
-        allowed = set(MODEL_KEYS) | set(REQUIRED_IDS) | set(OPTIONAL_IDS)
-        unknown = sorted(set(model_cfg) - allowed)
-        if unknown:
-            raise InputError(
-                f"model config of method 'diffuseq': unknown key(s) {unknown}; allowed keys are "
-                f"{sorted(allowed)} (fix the spelling or remove them)"
-            )
-        for key, default in MODEL_KEYS.items():
-            if default is None and key not in model_cfg:
-                raise InputError(f"model config of method 'diffuseq' lacks {key!r}; set model.{key}")
-        for key in REQUIRED_IDS:
-            if key not in model_cfg:
-                raise InputError(
-                    f"model config of method 'diffuseq' lacks {key!r}; the train stage must inject "
-                    "it from meta.json 'specials'"
-                )
-        ids = {key: model_cfg.get(key) for key in (*REQUIRED_IDS, *OPTIONAL_IDS)}
-        for key, value in ids.items():
-            if value is not None and (
-                isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < vocab_size
-            ):
-                raise InputError(
-                    f"model config of method 'diffuseq': {key} = {value!r} is not a token id in "
-                    f"[0, vocab_size={vocab_size})"
-                )
-        cfg = {key: model_cfg.get(key, default) for key, default in MODEL_KEYS.items()}
+        cfg, ids = check_model_cfg(
+            "model config of method 'diffuseq'", model_cfg, MODEL_KEYS, vocab_size,
+            REQUIRED_IDS, OPTIONAL_IDS,
+        )
         if cfg["schedule"] not in SCHEDULES:
             raise InputError(
                 f"model config of method 'diffuseq': schedule {cfg['schedule']!r} is not "

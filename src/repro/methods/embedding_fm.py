@@ -62,7 +62,7 @@ from torch import nn
 from ..io import InputError
 from ..models import Transformer, TransformerConfig
 from ..models.transformer import SelfAttention
-from .base import Batch, Method, Samples
+from .base import Batch, Method, Samples, check_model_cfg
 
 #: task kind → token layout this method trains on
 LAYOUTS: dict[str, str] = {"seq2seq": "halves"}
@@ -188,25 +188,7 @@ class EmbeddingFM(Method):
         from the global torch RNG (the train stage seeds it), E's from ``emb_seed`` alone (see
         :func:`_initial_embedding`).
         """
-        allowed = set(MODEL_KEYS) | set(SPECIAL_IDS)
-        unknown = sorted(set(model_cfg) - allowed)
-        if unknown:
-            raise InputError(
-                f"{_WHERE}: unknown key(s) {unknown}; allowed keys are {sorted(allowed)} "
-                "(fix the spelling or remove them)"
-            )
-        for key, default in MODEL_KEYS.items():
-            if default is None and key not in model_cfg:
-                raise InputError(f"{_WHERE} lacks {key!r}; set model.{key}")
-        cfg = {key: model_cfg.get(key, default) for key, default in MODEL_KEYS.items()}
-        for key in SPECIAL_IDS:
-            value = model_cfg.get(key)
-            if value is not None and (
-                isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < vocab_size
-            ):
-                raise InputError(
-                    f"{_WHERE}: {key} = {value!r} is not a token id in [0, vocab_size={vocab_size})"
-                )
+        cfg, ids = check_model_cfg(_WHERE, model_cfg, MODEL_KEYS, vocab_size, (), SPECIAL_IDS)
         emb_dim, seed, weight = cfg["emb_dim"], cfg["emb_seed"], cfg["emb_loss_weight"]
         for key, low in (("emb_dim", 1), ("emb_seed", 0)):
             value = cfg[key]
