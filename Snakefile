@@ -30,6 +30,7 @@ include: "workflow/rules/sample.smk"
 include: "workflow/rules/mbr.smk"
 include: "workflow/rules/judge.smk"
 include: "workflow/rules/score.smk"
+include: "workflow/rules/analysis.smk"
 include: "workflow/rules/report.smk"
 
 
@@ -40,6 +41,7 @@ localrules:
     download_judge,
     make_table,
     make_figure,
+    export_embeddings,
 
 
 rule paper:

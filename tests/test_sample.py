@@ -60,6 +60,7 @@ class ScriptedMethod(Method):
                 "sampler": sampler,
                 "opts": opts,
                 "grad": torch.is_grad_enabled(),
+                "emb": model.emb.weight.detach().clone(),
             }
         )
         b, length = cond.ids.shape
@@ -159,8 +160,10 @@ def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict:
     }
 
 
-def run(env: dict, out: Path, kind: str = "ancestral", seed: int = 0, **kw) -> list[dict]:
-    cfg = {"kind": kind, "temperature": 0.7}
+def run(
+    env: dict, out: Path, kind: str = "ancestral", seed: int = 0, extra: dict | None = None, **kw
+) -> list[dict]:
+    cfg = {"kind": kind, "temperature": 0.7, **(extra or {})}
     n = sample.sample(
         env["ckpt"],
         env["data"],
@@ -273,6 +276,44 @@ def test_bad_inputs_are_reported(env):
     with pytest.raises(InputError, match="trained with layout='halves'"):
         run(env, out)
     assert not out.exists()
+
+
+def test_weights_option_picks_the_checkpoint_weights(env):
+    """``"weights"`` in the sampler config selects raw / EMA weights and is not a method option."""
+    torch.manual_seed(1)
+    alt = {"raw": Scorer().state_dict(), "ema0.999": Scorer().state_dict()}
+    alt["ema0.9999"] = Scorer().state_dict()
+    ck = torch.load(env["ckpt"], weights_only=True)
+    ck.update(state_dict=alt["ema0.9999"], weights="ema0.9999", alt_state_dicts=alt)
+    torch.save(ck, env["ckpt"])
+
+    def sampled_with(weights):
+        ScriptedMethod.calls = []
+        extra = {} if weights is None else {"weights": weights}
+        run(env, env["tmp"] / f"{weights}.jsonl", kind="greedy", extra=extra, max_examples=2)
+        assert ScriptedMethod.calls and all(
+            c["opts"] == {"temperature": 0.7} for c in ScriptedMethod.calls
+        )  # popped before the method sees the options
+        return ScriptedMethod.calls[0]["emb"]
+
+    for name in ("raw", "ema0.999", "ema0.9999"):
+        assert torch.equal(sampled_with(name), alt[name]["emb.weight"]), name
+    assert torch.equal(sampled_with(None), alt["ema0.9999"]["emb.weight"])  # the main weights
+    assert not torch.equal(alt["raw"]["emb.weight"], alt["ema0.999"]["emb.weight"])
+
+    out = env["tmp"] / "bad.jsonl"
+    with pytest.raises(InputError, match=r"no weights 'ema0\.99'; available: \['ema0\.999', "):
+        run(env, out, extra={"weights": "ema0.99"})
+    with pytest.raises(InputError, match="--sampler-json weights must be a string"):
+        run(env, out, extra={"weights": 0.999})
+    assert not out.exists()
+
+
+def test_weights_option_needs_alternates(env):
+    """A checkpoint without alt_state_dicts has only its main weights."""
+    assert len(run(env, env["tmp"] / "ok.jsonl", extra={"weights": "raw"})) == N  # its main name
+    with pytest.raises(InputError, match=r"no weights 'ema0\.999'.*train\.ema as a list"):
+        run(env, env["tmp"] / "bad.jsonl", extra={"weights": "ema0.999"})
 
 
 def test_generated_ids():

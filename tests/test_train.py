@@ -213,6 +213,27 @@ def test_resume_after_kill_is_exact(reference, data_dir, tmp_path):
     assert all(torch.equal(a[k], c[k]) for k in a)
 
 
+def test_resume_after_kill_keeps_every_ema(fake_method, data_dir, tmp_path):
+    cfg = run_cfg(ema=[0.5, 0.8])
+    ref = tmp_path / "ref2" / "model.ckpt"
+    train.train(data_dir, ref, cfg)
+    out = tmp_path / "killed2" / "model.ckpt"
+    with pytest.raises(RuntimeError, match="simulated job kill"):
+        train.train(data_dir, out, cfg, callbacks=[make_killer(5)])
+    last = torch.load(out.parent / "_work" / "last.ckpt", weights_only=False)
+    assert last["global_step"] == 4
+    assert last["repro"]["ema"] is None and set(last["repro"]["emas"]) == {"0.5", "0.8"}
+    summary = train.train(data_dir, out, cfg)
+    assert summary["completed"] and summary["resumed_from"] == 4
+    a, b = torch.load(ref, weights_only=True), torch.load(out, weights_only=True)
+    assert a["weights"] == b["weights"] == "ema0.8" and a["val_loss"] == b["val_loss"]
+    assert list(a["alt_state_dicts"]) == list(b["alt_state_dicts"]) == ["raw", "ema0.5", "ema0.8"]
+    for key, sd in a["alt_state_dicts"].items():
+        other = b["alt_state_dicts"][key]
+        assert sd.keys() == other.keys() and all(torch.equal(sd[k], other[k]) for k in sd), key
+    assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
+
+
 def test_time_budget_exit_75_then_resume_is_exact(
     reference, data_dir, tmp_path, monkeypatch, caplog
 ):
@@ -314,6 +335,124 @@ def test_ema_matches_closed_form(fake_method, data_dir, tmp_path):
         assert torch.equal(raw["state_dict"][name], w)
 
 
+def val_loss_of(model: nn.Module, data_dir: Path, batch_size: int, n_batches: int) -> float:
+    """The validation loss as TrainModule computes it (same batches, same per-batch seeds)."""
+    ds = training.ValBatches(
+        training.open_split(data_dir, "validation"), batch_size, n_batches, 0, 1
+    )
+    total = count = 0.0
+    with torch.no_grad():
+        for k in range(len(ds)):
+            ids, cond, _ = ds[k]
+            torch.manual_seed(training.derive_seed(0, 1, k, 0))
+            loss = float(FakeMethod().loss(model, Batch(ids, cond)))
+            total, count = total + loss * ids.shape[0], count + ids.shape[0]
+    return total / count
+
+
+def test_several_emas_match_closed_form(fake_method, data_dir, tmp_path):
+    """FM-seq2seq: EMAs 0.999 and 0.9999 side by side, from step 0; here 0.5 and 0.8."""
+    import lightning.pytorch as pl
+
+    history: list[dict[str, torch.Tensor]] = []
+
+    class Record(pl.Callback):
+        def on_train_start(self, trainer, pl_module):
+            history.append({k: v.detach().clone() for k, v in pl_module.model.named_parameters()})
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            history.append({k: v.detach().clone() for k, v in pl_module.model.named_parameters()})
+
+    train_cfg = {"steps": 3, "batch_size": 4, "lr": 0.1, "ema": [0.5, 0.8], "val_batches": 2}
+    cfg = {"method": "fake", "model": {"d": 4}, "train": train_cfg}
+    out = tmp_path / "two" / "model.ckpt"
+    summary = train.train(data_dir, out, cfg, callbacks=[Record()])
+    assert len(history) == 4  # initial weights + one per optimizer step
+    ckpt = torch.load(out, weights_only=True)
+    assert ckpt["weights"] == "ema0.8" and ckpt["train"]["ema"] == [0.5, 0.8]
+    assert ckpt["train"]["ema_eval"] == 0.8
+    alt = ckpt["alt_state_dicts"]
+    assert list(alt) == ["raw", "ema0.5", "ema0.8"]
+    for name in history[0]:
+        assert torch.equal(alt["raw"][name], history[-1][name])
+        for decay in (0.5, 0.8):
+            expected = history[0][name].double()
+            for w in history[1:]:
+                expected = decay * expected + (1 - decay) * w[name].double()
+            got = alt[f"ema{decay}"][name]
+            assert got.device.type == "cpu"
+            assert torch.allclose(got.double(), expected, atol=1e-6), (decay, name)
+        assert not torch.allclose(alt["ema0.5"][name], alt["ema0.8"][name])
+        assert not torch.allclose(alt["raw"][name], alt["ema0.8"][name])
+    sd = ckpt["state_dict"]
+    assert sd.keys() == alt["ema0.8"].keys() and all(
+        torch.equal(sd[k], alt["ema0.8"][k]) for k in sd
+    )
+    # the main state_dict shares storage with its alternate: stored once in the file
+    assert all(
+        sd[k].untyped_storage().data_ptr() == alt["ema0.8"][k].untyped_storage().data_ptr()
+        for k in sd
+    )
+    # the validation loss is that of the ema_eval weights
+    _, model, _ = train.load_model(out)
+    assert summary["val_loss"] == pytest.approx(val_loss_of(model, data_dir, 4, 2), rel=1e-5)
+
+    # ema_eval picks the validated / main weights; the trajectory and every EMA are unchanged
+    other = tmp_path / "two_eval" / "model.ckpt"
+    cfg["train"] = {**train_cfg, "ema_eval": 0.5}
+    summary2 = train.train(data_dir, other, cfg)
+    ck2 = torch.load(other, weights_only=True)
+    assert ck2["weights"] == "ema0.5"
+    for key in alt:
+        assert all(torch.equal(alt[key][k], ck2["alt_state_dicts"][key][k]) for k in sd)
+    assert all(torch.equal(ck2["state_dict"][k], alt["ema0.5"][k]) for k in sd)
+    _, model, _ = train.load_model(other)
+    assert summary2["val_loss"] == pytest.approx(val_loss_of(model, data_dir, 4, 2), rel=1e-5)
+    assert summary2["val_loss"] != pytest.approx(summary["val_loss"], rel=1e-6)
+
+    # the alternates equal separate runs: ema 0 (raw) and a single float ema 0.5
+    for ema, key in ((0.0, "raw"), (0.5, "ema0.5")):
+        sep = tmp_path / f"sep{ema}" / "model.ckpt"
+        cfg["train"] = {**train_cfg, "ema": ema}
+        train.train(data_dir, sep, cfg)
+        w = final_weights(sep)
+        assert all(torch.equal(w[k], alt[key][k]) for k in w), key
+        assert "alt_state_dicts" not in torch.load(sep, weights_only=True)
+
+
+def test_load_model_picks_alternate_weights(fake_method, data_dir, tmp_path, reference):
+    out = tmp_path / "alt" / "model.ckpt"
+    train_cfg = {"steps": 2, "batch_size": 4, "lr": 0.1, "ema": [0.5, 0.8], "val_batches": 0}
+    train.train(data_dir, out, {"method": "fake", "model": {"d": 4}, "train": train_cfg})
+    ckpt = torch.load(out, weights_only=True)
+
+    def loaded(weights):
+        _, model, ck = train.load_model(out, weights=weights)
+        assert not model.training and ck["weights"] == "ema0.8"
+        return model.state_dict()
+
+    for name in ("raw", "ema0.5", "ema0.8"):
+        sd = loaded(name)
+        assert all(torch.equal(sd[k], ckpt["alt_state_dicts"][name][k]) for k in sd), name
+    for main in (None, "ema0.8"):
+        sd = loaded(main)
+        assert all(torch.equal(sd[k], ckpt["state_dict"][k]) for k in sd)
+    assert not torch.equal(loaded("raw")["out.weight"], loaded("ema0.5")["out.weight"])
+    with pytest.raises(
+        InputError,
+        match=r"model\.ckpt: no weights 'ema0\.9'; available: \['ema0\.5', 'ema0\.8', 'raw'\]",
+    ):
+        train.load_model(out, weights="ema0.9")
+    # a single-float EMA run has its main weights only
+    ref, _ = reference
+    assert train.load_model(ref, weights="ema")[2]["weights"] == "ema"
+    with pytest.raises(
+        InputError,
+        match=r"no weights 'raw'; available: \['ema'\]; alternate weights .* train\.ema as a list",
+    ):
+        train.load_model(ref, weights="raw")
+
+
 @pytest.mark.parametrize(
     ("train_cfg", "message"),
     [
@@ -323,6 +462,42 @@ def test_ema_matches_closed_form(fake_method, data_dir, tmp_path):
         ({"steps": 5, "lr": "3e-4"}, r"train\.lr must be a number.*3\.0e-4"),
         ({"steps": 5, "schedule": "exp"}, r"train\.schedule is 'exp'; choose one of"),
         ({"steps": 5, "ema": 1.0}, r"train\.ema must"),
+        ({"steps": 5, "ema": []}, r"train\.ema is an empty list"),
+        ({"steps": 5, "ema": [0.9, 0.9]}, r"train\.ema lists a decay twice"),
+        ({"steps": 5, "ema": [0.0, 0.9]}, r"train\.ema must lie in \(0\.0, 1\.0\]"),
+        ({"steps": 5, "ema": [0.9, 1.0]}, r"train\.ema: every listed decay must lie in \(0, 1\)"),
+        ({"steps": 5, "ema": ["0.9"]}, r"train\.ema must be a number"),
+        (
+            {"steps": 5, "ema": [0.9, 0.99], "ema_eval": 0.999},
+            r"train\.ema_eval is 0\.999 but the decays are \[0\.9, 0\.99\]; set it to one of",
+        ),
+        ({"steps": 5, "ema_eval": 0.9}, r"train\.ema_eval is 0\.9 but EMA is off"),
+        ({"steps": 5, "ema": 0.9, "ema_eval": 0.99}, r"train\.ema_eval is 0\.99 but the decays"),
+        (
+            {"steps": 5, "decay_rate": 0.9, "decay_steps": 10},
+            r"train: \['decay_rate', 'decay_steps'\] only apply to schedule: exponential "
+            r"\(schedule is 'cosine'\)",
+        ),
+        (
+            {"steps": 5, "schedule": "constant", "decay_begin": 3},
+            r"\['decay_begin'\] only apply to schedule: exponential",
+        ),
+        (
+            {"steps": 5, "schedule": "exponential", "decay_rate": 0.9},
+            r"train\.decay_steps is required when decay_rate < 1",
+        ),
+        ({"steps": 5, "schedule": "exponential", "decay_rate": 0.0}, r"train\.decay_rate must"),
+        ({"steps": 5, "schedule": "exponential", "decay_steps": 0}, r"train\.decay_steps must"),
+        ({"steps": 5, "decay_begin": -1}, r"train\.decay_begin must be >= 0"),
+        ({"steps": 5, "warmup_init_lr": -1.0}, r"train\.warmup_init_lr must lie in"),
+        (
+            {"steps": 5, "warmup_init_lr": 1.0e-7},
+            r"train\.warmup_init_lr=1e-07 has no effect without warmup_steps",
+        ),
+        (
+            {"steps": 5, "lr": 1.0e-4, "warmup_steps": 2, "warmup_init_lr": 1.0e-3},
+            r"train\.warmup_init_lr=0\.001 exceeds lr=0\.0001",
+        ),
         ({"steps": 5, "betas": [0.9]}, r"train\.betas must be a list of two numbers"),
     ],
 )
@@ -348,6 +523,57 @@ def test_run_config_errors_and_defaults():
     assert training.TrainConfig.from_dict({"steps": 2}).val_every == 1
 
 
+def test_train_config_ema_forms_and_round_trip():
+    off = training.TrainConfig.from_dict({"steps": 4})
+    assert (off.ema, off.ema_eval, off.ema_decays) == (0.0, None, ())
+    one = training.TrainConfig.from_dict({"steps": 4, "ema": 0.99})
+    assert (one.ema, one.ema_eval, one.ema_decays) == (0.99, 0.99, (0.99,))
+    two = training.TrainConfig.from_dict({"steps": 4, "ema": [0.9999, 0.999]})
+    assert two.ema == (0.9999, 0.999) and two.ema_eval == 0.9999  # default: the largest
+    picked = training.TrainConfig.from_dict({"steps": 4, "ema": [0.999, 0.9999], "ema_eval": 0.999})
+    assert picked.ema_eval == 0.999
+    fm = training.TrainConfig.from_dict(
+        {
+            "steps": 10,
+            "schedule": "exponential",
+            "lr": 3.0e-4,
+            "warmup_steps": 2,
+            "warmup_init_lr": 1.0e-7,
+            "decay_begin": 3,
+            "decay_rate": 0.9,
+            "decay_steps": 5,
+        }
+    )
+    for tc in (off, one, two, picked, fm):
+        d = tc.to_dict()
+        assert training.TrainConfig.from_dict(d) == tc
+        assert training.TrainConfig.from_dict(json.loads(json.dumps(d))) == tc  # via JSON
+    assert two.to_dict()["ema"] == [0.9999, 0.999] and isinstance(one.to_dict()["ema"], float)
+    assert training.ema_weights_name(0.9999) == "ema0.9999"
+    assert training.ema_weights_name(0.999) == "ema0.999"
+
+
+def test_new_train_keys_at_defaults_keep_the_resume_identity():
+    """A config without the new keys keeps the _work/config.json identity it had before them."""
+    meta = {"layout": "conditional", "seq_len": SEQ, "vocab_size": VOCAB, "splits": {}}
+    old_keys = {
+        "steps", "seed", "batch_size", "lr", "min_lr_ratio", "schedule", "warmup_steps",
+        "weight_decay", "betas", "eps", "grad_clip", "ema", "precision", "accumulate",
+    }  # fmt: skip
+
+    def identity(**train_cfg):
+        run = training.RunConfig.from_dict({"method": "ar", "train": {"steps": 4, **train_cfg}})
+        return training._run_digest(run, {}, meta, 1)["train"]
+
+    assert set(identity()) == old_keys
+    assert set(identity(ema=0.9, ema_eval=0.9)) == old_keys
+    listed = identity(ema=[0.9, 0.99])
+    assert set(listed) == old_keys and listed["ema"] == [0.9, 0.99]
+    assert identity(ema=[0.9, 0.99], ema_eval=0.9)["ema_eval"] == 0.9
+    expo = identity(schedule="exponential", decay_rate=0.5, decay_steps=3, warmup_init_lr=0.0)
+    assert set(expo) == old_keys | {"decay_rate", "decay_steps"}
+
+
 def test_specials_conflict_is_reported():
     with pytest.raises(InputError, match="model.pad_id=1 contradicts the tokenizer"):
         training.inject_specials({"pad_id": 1}, SPECIALS, "meta.json")
@@ -364,6 +590,78 @@ def test_lr_schedule_shapes():
     assert training.lr_factor(5, lin) == pytest.approx(0.5)
     const = training.TrainConfig.from_dict({"steps": 10, "schedule": "constant"})
     assert training.lr_factor(9, const) == 1.0
+
+
+def test_lr_schedule_exponential_matches_fm_seq2seq():
+    """FM-seq2seq's optax schedule: linear warm-up from 1e-7, constant, continuous decay."""
+    tc = training.TrainConfig.from_dict(
+        {
+            "steps": 500000,
+            "schedule": "exponential",
+            "lr": 3.0e-4,
+            "warmup_init_lr": 1.0e-7,
+            "warmup_steps": 20000,
+            "decay_begin": 200000,
+            "decay_rate": 0.9,
+            "decay_steps": 50000,
+        }
+    )
+
+    def lr(step: int) -> float:
+        return tc.lr * training.lr_factor(step, tc)
+
+    rel = 1e-12
+    assert lr(0) == pytest.approx(1.0e-7, rel=rel)
+    assert lr(10000) == pytest.approx(1.0e-7 + (3.0e-4 - 1.0e-7) * 0.5, rel=rel)
+    assert lr(19999) == pytest.approx(1.0e-7 + (3.0e-4 - 1.0e-7) * 19999 / 20000, rel=rel)
+    for step in (20000, 100000, 219999, 220000):  # constant for decay_begin steps
+        assert lr(step) == pytest.approx(3.0e-4, rel=rel)
+    assert lr(245000) == pytest.approx(3.0e-4 * 0.9**0.5, rel=rel)  # not a staircase
+    assert lr(270000) == pytest.approx(3.0e-4 * 0.9, rel=rel)
+    assert lr(500000) == pytest.approx(3.0e-4 * 0.9**5.6, rel=rel)
+    assert lr(500000) == pytest.approx(1.66e-4, abs=5e-7)
+    assert lr(10**7) < 3.0e-4 * 0.9**190  # not floored by min_lr_ratio
+
+    # warmup_init_lr > 0 switches any schedule's warm-up to the optax form ...
+    cos = training.TrainConfig.from_dict(
+        {"steps": 12, "warmup_steps": 4, "lr": 1.0e-2, "warmup_init_lr": 2.0e-3}
+    )
+    assert cos.lr * training.lr_factor(0, cos) == pytest.approx(2.0e-3, rel=rel)
+    assert cos.lr * training.lr_factor(2, cos) == pytest.approx(6.0e-3, rel=rel)
+    assert training.lr_factor(4, cos) == pytest.approx(1.0)
+    # ... and without it the warm-up is (step + 1) / warmup_steps, exponential included
+    plain = training.TrainConfig.from_dict(
+        {"steps": 12, "warmup_steps": 4, "schedule": "exponential"}
+    )
+    assert [training.lr_factor(s, plain) for s in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+
+
+def test_exponential_schedule_drives_the_optimizer(fake_method, data_dir, tmp_path):
+    import lightning.pytorch as pl
+
+    seen: list[tuple[int, float]] = []
+
+    class RecordLR(pl.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            seen.append((trainer.global_step, trainer.optimizers[0].param_groups[0]["lr"]))
+
+    train_cfg = {
+        "steps": 7,
+        "batch_size": 4,
+        "lr": 1.0e-2,
+        "schedule": "exponential",
+        "warmup_steps": 2,
+        "warmup_init_lr": 1.0e-3,
+        "decay_begin": 1,
+        "decay_rate": 0.5,
+        "decay_steps": 2,
+        "val_batches": 0,
+    }
+    cfg = {"method": "fake", "model": {"d": 4}, "train": train_cfg}
+    train.train(data_dir, tmp_path / "exp" / "model.ckpt", cfg, callbacks=[RecordLR()])
+    expected = [1.0e-3, 5.5e-3, 1.0e-2, 1.0e-2, 1.0e-2 * 0.5**0.5, 5.0e-3, 1.0e-2 * 0.5**1.5]
+    assert [s for s, _ in seen] == list(range(7))
+    assert [lr for _, lr in seen] == pytest.approx(expected, rel=1e-12)
 
 
 def test_batch_rows_are_a_pure_function_of_seed_and_step():

@@ -72,7 +72,9 @@ def test_paper_rows_of_unimplemented_methods_are_skipped(paper):
 def test_multi_nfe_rows_expand(paper):
     c = Catalogue(paper)
     spec = json.loads(c.figure_spec("fig_qqp_nfe"))
-    assert spec["series"] == []  # FM-seq2seq and DiffuSeq are not implemented yet
+    series = {s["label"]: [p["nfe"] for p in s["points"]] for s in spec["series"]}
+    assert series["FM-seq2seq"] == [1, 2, 4, 8, 16, 32, 64, 100, 200, 500, 1000, 2000]
+    assert series["DiffuSeq (gap-DDIM)"][-1] == 2000
     cfg = copy.deepcopy(paper)
     cfg["tables"]["table1"]["rows"][0]["nfe"] = [32, 128]
     rows = json.loads(Catalogue(cfg).table_spec("table1"))["rows"]
@@ -229,8 +231,9 @@ def kinds(monkeypatch):
 def test_mbr_and_group_draws(smoke, kinds):
     c = Catalogue(smoke)
     base = "results/scores/syn_paraphrase/ar/ancestral/nfe20"
-    assert set(c.table_inputs("diffuseq_qqp")) == {f"{base}/mbr3.json", f"{base}/group3.json"}
-    row = json.loads(c.table_spec("diffuseq_qqp"))["rows"][0]
+    ar_inputs = {p for p in c.table_inputs("qqp_paraphrase") if p.startswith(base)}
+    assert ar_inputs == {f"{base}/mbr3.json", f"{base}/group3.json"}
+    row = json.loads(c.table_spec("qqp_paraphrase"))["rows"][2]
     assert row["scores"] == [f"{base}/mbr3.json"] and row["seeds"] is None
     assert row["scores_by_column"] == {"self-BLEU": [f"{base}/group3.json"],
                                        "div-4": [f"{base}/group3.json"]}
@@ -243,11 +246,11 @@ def test_mbr_and_group_draws(smoke, kinds):
 
 def test_group_metric_needs_a_group_and_mbr_needs_its_seeds(smoke, kinds):
     cfg = copy.deepcopy(smoke)
-    del cfg["tables"]["diffuseq_qqp"]["rows"][0]["group"]
+    del cfg["tables"]["qqp_paraphrase"]["rows"][2]["group"]
     with pytest.raises(ConfigError, match="column 'self-BLEU' is a group metric.*group: k"):
         Catalogue(cfg)
     cfg = copy.deepcopy(smoke)
-    cfg["tables"]["diffuseq_qqp"]["rows"][0]["seeds"] = [0, 1]
+    cfg["tables"]["qqp_paraphrase"]["rows"][2]["seeds"] = [0, 1]
     with pytest.raises(ConfigError, match=r"mbr: mbr 3 uses sample seeds 0..2"):
         Catalogue(cfg)
 
@@ -263,3 +266,108 @@ def test_judges_resolve_to_local_directories(smoke, paper, kinds):
     cfg["metrics"]["gen_ppl_judge"]["judge"] = "nope"
     with pytest.raises(ConfigError, match="metrics.gen_ppl_judge.judge: unknown judge 'nope'"):
         Catalogue(cfg)
+
+
+# ------------------------------------------------------------------ issue 4: the QQP deliverables
+
+
+def test_fm_trains_on_the_exported_diffuseq_embeddings(smoke, paper):
+    for cfg, d, fm, src in ((smoke, "syn_paraphrase", "fm", "diffuseq"),
+                            (paper, "qqp", "fm_seq2seq", "diffuseq")):
+        c = Catalogue(cfg)
+        npy = f"results/embeddings/{d}/{src}/embeddings.npy"
+        assert c.embedding_source(fm) == src
+        assert c.train_extra_inputs(d, fm) == [npy]
+        assert json.loads(c.train_params(d, fm))["model"]["embeddings"] == npy
+        assert c.train_extra_inputs(d, src) == []  # DiffuSeq itself needs nothing extra
+    c = Catalogue(smoke)
+    assert c.embedding_source("fm_random32") is None and c.train_extra_inputs(
+        "syn_paraphrase", "fm_random32") == []
+
+
+@pytest.mark.parametrize(
+    "embeddings,match",
+    [
+        ("from:nope", "must name another experiment"),
+        ("from:fm", "must name another experiment"),  # itself
+        ("from:ar", "has no word embeddings to export"),
+        ("from:fm_trainable", "itself takes exported embeddings"),
+    ],
+)
+def test_bad_embedding_sources_name_the_key(smoke, embeddings, match):
+    cfg = copy.deepcopy(smoke)
+    cfg["experiments"]["fm"]["model"]["embeddings"] = embeddings
+    if embeddings == "from:fm_trainable":  # fm_trainable extends fm: make it a plain source
+        cfg["experiments"]["fm_trainable"] = {
+            **copy.deepcopy(smoke["experiments"]["fm"]), "extends": None}
+        cfg["experiments"]["fm_trainable"].pop("extends")
+        cfg["experiments"]["fm_trainable"]["model"]["embeddings"] = "from:diffuseq"
+    with pytest.raises(ConfigError, match=rf"experiments\.fm\.model\.embeddings: .*{match}"):
+        Catalogue(cfg)
+
+
+def test_embedding_width_must_match_the_source(smoke):
+    cfg = copy.deepcopy(smoke)
+    cfg["experiments"]["fm"]["model"]["emb_dim"] = 48
+    with pytest.raises(ConfigError, match="emb_dim 48 differs from experiment 'diffuseq'"):
+        Catalogue(cfg)
+
+
+def test_samples_table_reads_samples_files(smoke, paper):
+    c = Catalogue(smoke)
+    inputs = c.table_inputs("qqp_samples")
+    assert "results/samples/syn_paraphrase/fm/euler/nfe1/seed0.jsonl" in inputs
+    assert "results/samples/syn_paraphrase/diffuseq/ddpm/nfe200/seed0.jsonl" in inputs
+    assert all(p.endswith("/seed0.jsonl") for p in inputs) and len(inputs) == 5
+    spec = json.loads(c.table_spec("qqp_samples"))
+    assert spec["kind"] == "samples" and spec["examples"] == 2
+    assert [(r["label"], r["nfe"]) for r in spec["rows"]][-3:] == [
+        ("Flow Matching", 1), ("Flow Matching", 10), ("Flow Matching", 200)]
+    # a samples file asks for no score of its own
+    assert c.metrics_for("syn_paraphrase", "fm", "euler", 10, "seed0") == "{}"
+    assert len(Catalogue(paper).table_inputs("qqp_samples")) == 5
+
+
+def test_loss_vs_t_figure_reads_the_analysis_file(smoke):
+    c = Catalogue(smoke)
+    assert c.figure_inputs("fig8_loss_vs_t") == [
+        "results/analysis/syn_paraphrase/fm/loss_vs_t.json"]
+    spec = json.loads(c.figure_spec("fig8_loss_vs_t"))
+    assert spec["kind"] == "loss_vs_t" and spec["series"][0]["path"].endswith("loss_vs_t.json")
+    assert c.figure_cells("fig8_loss_vs_t") == []
+    cfg = copy.deepcopy(smoke)
+    cfg["figures"]["fig8_loss_vs_t"]["series"][0]["experiment"] = "nope"
+    with pytest.raises(ConfigError, match=r"fig8_loss_vs_t\.series\[0\]\.experiment"):
+        Catalogue(cfg)
+
+
+def test_qqp_nfe_table_carries_seconds_per_sample(smoke):
+    c = Catalogue(smoke)
+    metrics = json.loads(c.metrics_for("syn_paraphrase", "diffuseq", "ddim_gap", 5, "seed0"))
+    assert set(metrics) == {"bleu", "rouge_l", "wall_seconds"}
+    labels = {r["label"] for r in json.loads(c.table_spec("qqp_nfe"))["rows"]}
+    assert labels == {"FM-seq2seq", "DiffuSeq (gap-DDIM)", "DiffuSeq (respaced DDIM)",
+                      "DiffuSeq (DDPM)"}
+
+
+def test_schema_accepts_the_new_kinds_and_rejects_mixed_ones(smoke):
+    from snakemake.utils import validate
+
+    schema = str(REPO / "workflow" / "schemas" / "config.schema.yaml")
+    validate(copy.deepcopy(smoke), schema)
+    bad = copy.deepcopy(smoke)
+    bad["tables"]["qqp_samples"]["columns"] = [{"label": "BLEU", "metric": "bleu"}]
+    with pytest.raises(Exception, match="qqp_samples|columns|should not be valid"):
+        validate(bad, schema)
+    bad = copy.deepcopy(smoke)
+    del bad["tables"]["qqp_samples"]["examples"]
+    with pytest.raises(Exception, match="examples"):
+        validate(bad, schema)
+    bad = copy.deepcopy(smoke)
+    bad["figures"]["fig8_loss_vs_t"]["metrics"] = [{"label": "BLEU", "metric": "bleu"}]
+    with pytest.raises(Exception, match="metrics|should not be valid"):
+        validate(bad, schema)
+    bad = copy.deepcopy(smoke)
+    del bad["figures"]["fig_qqp_nfe"]["metrics"]
+    with pytest.raises(Exception, match="metrics"):
+        validate(bad, schema)

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -118,3 +119,17 @@ def read_json(path: str | os.PathLike) -> Any:
         raise InputError(f"{path}: file not found") from None
     except json.JSONDecodeError as err:
         raise InputError(f"{path}:{err.lineno}: not valid JSON ({err.msg})") from None
+
+
+def run_stage(body: Callable[[], object], log: logging.Logger) -> int:
+    """Exit status of a stage CLI: 0, or 2 after logging the :class:`InputError` of bad input.
+
+    The error message names the file, line or key at fault; nothing already written is touched
+    (outputs are written atomically), so the job can be rerun once the input is fixed.
+    """
+    try:
+        body()
+    except InputError as err:
+        log.error("%s", err)
+        return 2
+    return 0

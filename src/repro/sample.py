@@ -13,7 +13,9 @@ Usage (one Snakemake job per sampler x NFE x seed)::
 The first ``K`` rows of the split are completed in order, ``B`` at a time. The method sees only the
 given positions: every non-given id is replaced by ``[PAD]`` before :meth:`Method.sample` is called.
 One ``torch.Generator`` seeded with ``--seed`` drives the whole file, so the same seed (and batch
-size) gives the same samples; only ``wall_seconds`` varies between runs. Output fields are listed in
+size) gives the same samples; only ``wall_seconds`` varies between runs. The sampler option
+``weights`` (``raw``, ``ema0.999``, …) is not passed to the method: it picks which weights of the
+checkpoint are loaded (:func:`repro.training.load_model`; default its main ``state_dict``). Output fields are listed in
 ``docs/architecture.md`` ("Samples").
 """
 
@@ -33,7 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from repro.io import InputError, read_jsonl, write_jsonl
+from repro.io import InputError, read_jsonl, run_stage, write_jsonl
 from repro.methods.base import Batch
 from repro.training import load_model, open_split, read_meta, setup_logging
 
@@ -109,6 +111,12 @@ def sample(
         )
     opts = {k: v for k, v in sampler_cfg.items() if k != "kind"}
     kind = sampler_cfg["kind"]
+    # which weights of the checkpoint to load, not an option of the method's sampler
+    weights = opts.pop("weights", None)
+    if weights is not None and not isinstance(weights, str):
+        raise InputError(
+            f"--sampler-json weights must be a string such as 'raw' or 'ema0.9999', got {weights!r}"
+        )
     for name, value, lo in (
         ("--nfe", nfe, 1),
         ("--seed", seed, 0),
@@ -121,7 +129,7 @@ def sample(
 
     torch.set_num_threads(max(int(threads), 1))
     dev = resolve_device(device)
-    method, model, ck = load_model(ckpt_path, map_location=dev)
+    method, model, ck = load_model(ckpt_path, map_location=dev, weights=weights)
     try:
         method.check_sampler(kind)
     except ValueError as err:
@@ -234,7 +242,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging()
-    try:
+    def body() -> None:
         try:
             sampler_cfg = json.loads(args.sampler_json)
         except json.JSONDecodeError as err:
@@ -255,11 +263,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             threads=args.threads,
             device=args.device,
         )
-    except InputError as err:
-        log.error("%s", err)
-        return 2
-    return 0
 
+    return run_stage(body, log)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -7,7 +7,8 @@ be unit-tested:
 * :func:`open_split` — memory-mapped ``{split}.ids.npy`` / ``{split}.cond.npy`` arrays.
 * :func:`batch_rows` — the rows of micro-batch ``m``: a pure function of ``(seed, m)``, so a resumed
   run reads exactly the batches an uninterrupted one would (no sampler state to save).
-* :class:`EMA` — exponential moving average of the trainable weights, kept in Lightning checkpoints.
+* :class:`EMA` — exponential moving average of the trainable weights, kept in Lightning checkpoints
+  (one per decay when ``train.ema`` lists several).
 * :class:`TrainModule` / :class:`TokenDataModule` — the Lightning glue around a :class:`Method`.
 * :func:`cluster_plugins` — the SLURM/Lightning environment policy of ``docs/pipeline.md`` §7.2.
 * :func:`train` / :func:`load_model` — the public API used by the CLI, ``repro.sample`` and tests.
@@ -49,7 +50,7 @@ log = logging.getLogger("repro.train")
 CKPT_FORMAT = "repro.ckpt.v1"
 #: tokenizer specials copied into the model cfg as ``<name>_id`` (methods read them from there)
 MODEL_SPECIALS = ("pad", "bos", "eos", "sep", "mask")
-SCHEDULES = ("cosine", "linear", "constant")
+SCHEDULES = ("cosine", "linear", "constant", "exponential")
 PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed")
 #: train keys that do not change the optimisation trajectory (ignored when matching a resume)
 _NON_TRAJECTORY_KEYS = ("num_workers", "val_every", "val_batches", "ckpt_every")
@@ -62,20 +63,32 @@ _NON_TRAJECTORY_KEYS = ("num_workers", "val_every", "val_batches", "ckpt_every")
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """The ``train`` sub-config; ``from_dict`` validates types/ranges and fills defaults."""
+    """The ``train`` sub-config; ``from_dict`` validates types/ranges and fills defaults.
+
+    ``ema`` is one decay (a float; 0 = off) or a list of distinct decays in (0, 1) kept side by
+    side (FM-seq2seq: ``[0.999, 0.9999]``); ``ema_eval`` picks the one that validation and the
+    checkpoint's main ``state_dict`` use (resolved to the largest decay when absent). The keys
+    ``decay_begin``, ``decay_rate`` and ``decay_steps`` belong to ``schedule: exponential`` (see
+    :func:`lr_factor`); ``warmup_init_lr`` is the warm-up's starting learning rate.
+    """
 
     steps: int
     seed: int = 0
     batch_size: int = 32  # per device, per micro-batch
     lr: float = 1.0e-3
-    min_lr_ratio: float = 0.1
+    min_lr_ratio: float = 0.1  # cosine / linear only
     schedule: str = "cosine"
     warmup_steps: int = 0
+    warmup_init_lr: float = 0.0  # > 0: optax-style warm-up from this lr (see lr_factor)
+    decay_begin: int = 0  # exponential: constant-lr steps after the warm-up
+    decay_rate: float = 1.0  # exponential: lr factor per decay_steps (1 = no decay)
+    decay_steps: int = 1  # exponential: steps per factor of decay_rate (required when decaying)
     weight_decay: float = 0.0  # AdamW, applied to weights with >= 2 dims only
     betas: tuple[float, float] = (0.9, 0.95)
     eps: float = 1e-8
     grad_clip: float = 1.0  # global norm; 0 = off
-    ema: float = 0.0  # decay; 0 = off
+    ema: float | tuple[float, ...] = 0.0  # decay (0 = off) or several decays
+    ema_eval: float | None = None  # the decay validated and saved as state_dict; None: EMA off
     val_every: int = 0  # optimizer steps; resolved to max(steps // 4, 1)
     val_batches: int = 4  # 0 = no validation
     ckpt_every: int = 0  # optimizer steps; resolved to val_every
@@ -104,6 +117,8 @@ class TrainConfig:
             "seed": 0,
             "batch_size": 1,
             "warmup_steps": 0,
+            "decay_begin": 0,
+            "decay_steps": 1,
             "val_every": 1,
             "val_batches": 0,
             "ckpt_every": 1,
@@ -116,16 +131,30 @@ class TrainConfig:
         floats = {
             "lr": (0.0, None, False),
             "min_lr_ratio": (0.0, 1.0, True),
+            "warmup_init_lr": (0.0, None, True),
+            "decay_rate": (0.0, 1.0, False),
             "weight_decay": (0.0, None, True),
             "eps": (0.0, None, False),
             "grad_clip": (0.0, None, True),
-            "ema": (0.0, 1.0, True),
         }
         for key, (lo, hi, lo_ok) in floats.items():
             if key in raw:
                 vals[key] = _float(raw[key], f"{where}.{key}", lo, hi, lo_ok)
-        if vals.get("ema", 0.0) >= 1.0:
-            raise InputError(f"{where}.ema must be < 1 (a decay such as 0.9999), or 0 for off")
+        if "ema" in raw:
+            vals["ema"] = _ema(raw["ema"], f"{where}.ema")
+        decays = _ema_decays(vals.get("ema", 0.0))
+        eval_decay = raw.get("ema_eval")
+        if eval_decay is None:
+            vals["ema_eval"] = max(decays) if decays else None
+        else:
+            eval_decay = _float(eval_decay, f"{where}.ema_eval", 0.0, 1.0, False)
+            if eval_decay not in decays:
+                have = f"the decays are {list(decays)}" if decays else "EMA is off (ema: 0)"
+                raise InputError(
+                    f"{where}.ema_eval is {eval_decay} but {have}; set it to one of the "
+                    f"{where}.ema decays or remove it (default: the largest decay)"
+                )
+            vals["ema_eval"] = eval_decay
         if "betas" in raw:
             b = raw["betas"]
             if not (isinstance(b, (list, tuple)) and len(b) == 2):
@@ -140,15 +169,89 @@ class TrainConfig:
                         f"{where}.{key} is {raw[key]!r}; choose one of {list(choices)}"
                     )
                 vals[key] = raw[key]
+        _check_schedule(vals, where)
         steps = vals["steps"]
         vals.setdefault("val_every", max(steps // 4, 1))
         vals.setdefault("ckpt_every", vals["val_every"])
         return cls(**vals)
 
+    @property
+    def ema_decays(self) -> tuple[float, ...]:
+        """The EMA decays kept during training, in config order (empty when EMA is off)."""
+        return _ema_decays(self.ema)
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d["betas"] = list(self.betas)
+        if isinstance(self.ema, tuple):
+            d["ema"] = list(self.ema)
         return d
+
+
+#: ``decay_*`` keys of ``schedule: exponential`` and their defaults (rejected elsewhere when set)
+_EXPONENTIAL_KEYS = {"decay_begin": 0, "decay_rate": 1.0, "decay_steps": 1}
+
+
+def _ema(v: Any, key: str) -> float | tuple[float, ...]:
+    """``train.ema``: one decay in [0, 1) (0 = off), or a list of distinct decays in (0, 1)."""
+    if isinstance(v, (list, tuple)):
+        if not v:
+            raise InputError(
+                f"{key} is an empty list; list decays such as [0.999, 0.9999] or use 0"
+            )
+        out = tuple(_float(x, key, 0.0, 1.0, False) for x in v)
+        if max(out) >= 1.0:
+            raise InputError(f"{key}: every listed decay must lie in (0, 1), got {list(v)}")
+        if len(set(out)) != len(out):
+            raise InputError(f"{key} lists a decay twice ({list(v)}); list each decay once")
+        return out
+    out = _float(v, key, 0.0, 1.0, True)
+    if out >= 1.0:
+        raise InputError(
+            f"{key} must be < 1 (a decay such as 0.9999), 0 for off, or a list of decays"
+        )
+    return out
+
+
+def _ema_decays(ema: float | tuple[float, ...]) -> tuple[float, ...]:
+    if isinstance(ema, tuple):
+        return ema
+    return (ema,) if ema > 0 else ()
+
+
+def ema_weights_name(decay: float) -> str:
+    """Name of one EMA's weights in ``alt_state_dicts`` / ``weights``: ``ema`` + repr(decay)."""
+    return f"ema{float(decay)!r}"
+
+
+def _check_schedule(vals: dict, where: str) -> None:
+    """Cross-key checks of the learning-rate schedule keys."""
+    schedule = vals.get("schedule", "cosine")
+    if schedule != "exponential":
+        extra = sorted(k for k, d in _EXPONENTIAL_KEYS.items() if vals.get(k, d) != d)
+        if extra:
+            raise InputError(
+                f"{where}: {extra} only apply to schedule: exponential (schedule is {schedule!r}); "
+                "remove them or set schedule: exponential"
+            )
+    elif vals.get("decay_rate", 1.0) < 1.0 and "decay_steps" not in vals:
+        raise InputError(
+            f"{where}.decay_steps is required when decay_rate < 1: the number of optimizer steps "
+            "over which the lr shrinks by one factor of decay_rate (FM-seq2seq: 50000)"
+        )
+    init = vals.get("warmup_init_lr", 0.0)
+    if init > 0:
+        if vals.get("warmup_steps", 0) == 0:
+            raise InputError(
+                f"{where}.warmup_init_lr={init} has no effect without warmup_steps; "
+                "set warmup_steps > 0 or remove warmup_init_lr"
+            )
+        lr = vals.get("lr", 1.0e-3)
+        if init > lr:
+            raise InputError(
+                f"{where}.warmup_init_lr={init} exceeds lr={lr}: the warm-up rises from "
+                "warmup_init_lr to lr (FM-seq2seq: 1.0e-7 to 3.0e-4)"
+            )
 
 
 def _int(v: Any, key: str, lo: int) -> int:
@@ -202,11 +305,29 @@ class RunConfig:
 
 
 def lr_factor(step: int, cfg: TrainConfig) -> float:
-    """Multiplier of ``cfg.lr`` at optimizer step ``step`` (0-based): linear warm-up, then decay."""
+    """Multiplier of ``cfg.lr`` at optimizer step ``step`` (0-based): linear warm-up, then decay.
+
+    Warm-up (``step < warmup_steps``): with ``warmup_init_lr == 0`` (the default) the lr is
+    ``lr * (step + 1) / warmup_steps``, as in every run made before that key existed; with
+    ``warmup_init_lr > 0`` it is optax's ``linear_schedule``, ``warmup_init_lr + (lr -
+    warmup_init_lr) * step / warmup_steps``, whatever the schedule. After the warm-up:
+
+    * ``cosine`` / ``linear``: from 1 down to ``min_lr_ratio`` at ``steps``;
+    * ``constant``: 1;
+    * ``exponential`` (FM-seq2seq's optax ``exponential_decay``, ``staircase=False``): 1 for
+      ``decay_begin`` steps, then ``decay_rate ** ((step - warmup_steps - decay_begin) /
+      decay_steps)`` (never floored; ``min_lr_ratio`` and ``steps`` play no part).
+    """
     if step < cfg.warmup_steps:
+        if cfg.warmup_init_lr > 0:
+            init = cfg.warmup_init_lr
+            return (init + (cfg.lr - init) * step / cfg.warmup_steps) / cfg.lr
         return (step + 1) / cfg.warmup_steps
     if cfg.schedule == "constant":
         return 1.0
+    if cfg.schedule == "exponential":
+        since = step - cfg.warmup_steps - cfg.decay_begin
+        return 1.0 if since <= 0 else cfg.decay_rate ** (since / cfg.decay_steps)
     progress = min(max((step - cfg.warmup_steps) / max(cfg.steps - cfg.warmup_steps, 1), 0.0), 1.0)
     lo = cfg.min_lr_ratio
     if cfg.schedule == "cosine":
@@ -487,6 +608,10 @@ def cluster_plugins(devices: int, num_nodes: int) -> list:
 # --------------------------------------------------------------------------------------------
 
 
+def _cpu_copy(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in sd.items()}
+
+
 def _lightning() -> Any:
     import lightning.pytorch as pl
 
@@ -537,7 +662,9 @@ def build_module_classes() -> tuple[type, type, type]:
         def __init__(self, method: Method, model: nn.Module, cfg: TrainConfig, digest: str) -> None:
             super().__init__()
             self.method, self.model, self.cfg, self.digest = method, model, cfg, digest
-            self.ema = EMA(model, cfg.ema) if cfg.ema > 0 else None
+            # one EMA per decay, all from the initial weights; ``ema`` is the validated/saved one
+            self.emas = {d: EMA(model, d) for d in cfg.ema_decays}
+            self.ema = self.emas[cfg.ema_eval] if self.emas else None
             self.start_step: int | None = None
             self._raw_weights: dict[str, torch.Tensor] | None = None  # during validation
             self.last_train_loss: torch.Tensor | float | None = None
@@ -579,8 +706,8 @@ def build_module_classes() -> tuple[type, type, type]:
 
         def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
             super().optimizer_step(*args, **kwargs)
-            if self.ema is not None:
-                self.ema.update(self.model)
+            for ema in self.emas.values():
+                ema.update(self.model)
 
         def configure_optimizers(self) -> dict:
             cfg = self.cfg
@@ -597,7 +724,7 @@ def build_module_classes() -> tuple[type, type, type]:
             sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg))
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
-        # -- validation (on the weights that will be saved: EMA when on) ---------------------
+        # -- validation (on the weights that will be saved: the ema_eval EMA when on) ---------
         def on_validation_start(self) -> None:
             self._val_sum = []
             if self.ema is not None:
@@ -632,7 +759,11 @@ def build_module_classes() -> tuple[type, type, type]:
             loss = self.last_train_loss
             checkpoint["repro"] = {
                 "digest": self.digest,
-                "ema": None if self.ema is None else self.ema.state_dict(),
+                # a single-float ``ema`` keeps the original layout (one shadow under "ema")
+                "ema": self.ema.state_dict() if self._single_ema() else None,
+                "emas": {repr(d): e.state_dict() for d, e in self.emas.items()}
+                if isinstance(self.cfg.ema, tuple)
+                else None,
                 "val_loss": self.val_loss,
                 "val_step": self.val_step,
                 "train_loss": None if loss is None else float(loss),
@@ -645,14 +776,49 @@ def build_module_classes() -> tuple[type, type, type]:
                     "resume checkpoint was written by a different configuration; delete the _work/ "
                     "folder beside the model.ckpt output to start afresh"
                 )
-            if self.ema is not None:
+            if self._single_ema():
                 self.ema.load_state_dict(state["ema"])
+            elif self.emas:
+                saved = state.get("emas") or {}
+                if set(saved) != {repr(d) for d in self.emas}:
+                    raise InputError(
+                        f"resume checkpoint holds EMAs {sorted(saved)} but train.ema lists "
+                        f"{list(self.emas)}; delete the _work/ folder beside the model.ckpt "
+                        "output to start afresh"
+                    )
+                for d, ema in self.emas.items():
+                    ema.load_state_dict(saved[repr(d)])
             self.val_loss, self.val_step = state["val_loss"], state["val_step"]
             self.last_train_loss = state["train_loss"]
 
+        def _single_ema(self) -> bool:
+            return self.ema is not None and not isinstance(self.cfg.ema, tuple)
+
+        def weights_name(self) -> str:
+            """Name of :meth:`final_state_dict`'s weights (the checkpoint's ``weights`` field).
+
+            ``raw`` (EMA off), ``ema`` (``train.ema`` one float) or ``ema<decay>`` of
+            ``ema_eval`` (``train.ema`` a list).
+            """
+            if self.ema is None:
+                return "raw"
+            return "ema" if self._single_ema() else ema_weights_name(self.cfg.ema_eval)
+
         def final_state_dict(self) -> dict[str, torch.Tensor]:
             sd = self.ema.averaged_state_dict(self.model) if self.ema else self.model.state_dict()
-            return {k: v.detach().cpu().clone() for k, v in sd.items()}
+            return _cpu_copy(sd)
+
+        def alt_state_dicts(self) -> dict[str, dict[str, torch.Tensor]]:
+            """``raw`` and every EMA's weights (CPU copies), keyed by :func:`ema_weights_name`.
+
+            EMAs only read the weights, never change them, so these are exactly the final
+            weights of separate runs with ``ema: 0`` and with each listed decay (FM-seq2seq
+            Fig. 6 from one training run).
+            """
+            out = {"raw": _cpu_copy(self.model.state_dict())}
+            for d, ema in self.emas.items():
+                out[ema_weights_name(d)] = _cpu_copy(ema.averaged_state_dict(self.model))
+            return out
 
     class TimeBudget(pl.Callback):
         """Stop on the first optimizer-step boundary past the budget and save ``last.ckpt``."""
@@ -741,7 +907,16 @@ def inject_specials(model_cfg: dict, specials: dict, where: str) -> dict:
 
 
 def _run_digest(run: RunConfig, model_cfg: dict, meta: dict, world: int) -> dict:
-    train = {k: v for k, v in run.train.to_dict().items() if k not in _NON_TRAJECTORY_KEYS}
+    tc = run.train
+    default_eval = max(tc.ema_decays) if tc.ema_decays else None
+    added = {"warmup_init_lr": 0.0, "ema_eval": default_eval, **_EXPONENTIAL_KEYS}
+    # keys added after the first runs are left out at their defaults: the identity (and so the
+    # resume state under _work/) of a run that does not use them is what it was before they existed
+    train = {
+        k: v
+        for k, v in tc.to_dict().items()
+        if k not in _NON_TRAJECTORY_KEYS and not (k in added and v == added[k])
+    }
     return {
         "method": run.method,
         "model": model_cfg,
@@ -897,6 +1072,11 @@ def train(
         "parameters": n_params,
     }
     if completed and trainer.is_global_zero:
+        weights = module.weights_name()
+        alt = module.alt_state_dicts() if isinstance(tc.ema, tuple) else None
+        # with alternates the main state_dict is the same tensors as one alternate: torch.save
+        # writes shared storage once, so the file holds each set of weights once
+        state_dict = module.final_state_dict() if alt is None else dict(alt[weights])
         ckpt = {
             "format": CKPT_FORMAT,
             "method": run.method,
@@ -905,13 +1085,15 @@ def train(
             "vocab_size": int(meta["vocab_size"]),
             "seq_len": int(meta["seq_len"]),
             "layout": meta["layout"],
-            "state_dict": module.final_state_dict(),
-            "weights": "ema" if module.ema is not None else "raw",
+            "state_dict": state_dict,
+            "weights": weights,
             "step": step,
             "val_loss": module.val_loss,
             "specials": dict(meta["specials"]),
             "tokenizer_sha256": meta.get("tokenizer_sha256"),
         }
+        if alt is not None:
+            ckpt["alt_state_dicts"] = alt
         with atomic_path(out) as tmp:
             torch.save(ckpt, tmp)
     log.info(
@@ -933,9 +1115,16 @@ def _fmt(x: float | None) -> str:
 
 
 def load_model(
-    ckpt_path: str | os.PathLike, map_location: str | torch.device = "cpu"
+    ckpt_path: str | os.PathLike,
+    map_location: str | torch.device = "cpu",
+    weights: str | None = None,
 ) -> tuple[Method, nn.Module, dict]:
-    """Rebuild the method and model of a ``model.ckpt``: eval mode, on ``map_location``."""
+    """Rebuild the method and model of a ``model.ckpt``: eval mode, on ``map_location``.
+
+    ``weights`` picks the weights to load: ``None`` or the checkpoint's ``weights`` name means
+    its main ``state_dict``; otherwise a key of ``alt_state_dicts`` (``raw``, ``ema0.999``, …),
+    which runs trained with ``train.ema`` as a list of decays have.
+    """
     path = Path(ckpt_path)
     if not path.exists():
         raise InputError(f"{path}: checkpoint not found; run the train_model stage first")
@@ -950,15 +1139,33 @@ def load_model(
         raise InputError(
             f"{path}: expected format {CKPT_FORMAT!r}, got {got!r}; retrain to recreate it"
         )
+    state_dict = _pick_weights(ckpt, weights, path)
     method = methods.get_method(ckpt["method"])
     model = method.build_model(
         dict(ckpt["model"]), vocab_size=ckpt["vocab_size"], seq_len=ckpt["seq_len"]
     )
     try:
-        model.load_state_dict(ckpt["state_dict"], strict=True)
+        model.load_state_dict(state_dict, strict=True)
     except RuntimeError as err:
         raise InputError(
             f"{path}: weights do not fit method {ckpt['method']!r}'s model ({err})"
         ) from err
     model.to(map_location).eval()
     return method, model, ckpt
+
+
+def _pick_weights(ckpt: dict, weights: str | None, path: Path) -> dict[str, torch.Tensor]:
+    main = ckpt.get("weights")
+    if weights is None or weights == main:
+        return ckpt["state_dict"]
+    alt = ckpt.get("alt_state_dicts") or {}
+    if isinstance(weights, str) and weights in alt:
+        return alt[weights]
+    available = sorted({main, *alt} - {None})
+    hint = (
+        ""
+        if alt
+        else "; alternate weights (raw, ema<decay>) exist only for runs trained with train.ema "
+        "as a list of decays, e.g. ema: [0.999, 0.9999]"
+    )
+    raise InputError(f"{path}: no weights {weights!r}; available: {available}{hint}")

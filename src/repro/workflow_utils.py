@@ -51,11 +51,20 @@ STAGE_SOURCES: dict[str, tuple[str, ...]] = {
     "judge": ("judge.py",),
     "table": ("report/tables.py",),
     "figure": ("report/figures.py",),
+    "export_embeddings": ("export_embeddings.py",),
+    "analysis": ("analysis.py",),
 }
 _NOT_TRACKED = {"methods/__init__.py", "workflow_utils.py"}
 
 #: Table aggregates over sample seeds (see repro.report.tables).
 AGGREGATES = ("mean", "best_of_seeds", "mean_of_seeds", "pass_at_k")
+
+#: ``model.embeddings: "from:<experiment>"`` — the frozen matrix of FM-seq2seq comes from another
+#: experiment's trained model (rule export_embeddings); methods that can export one:
+EMBEDDING_PREFIX = "from:"
+EMBEDDING_EXPORTERS = ("diffuseq", "embedding_fm")
+#: figure kinds drawn from ``results/analysis/`` files (rule analyse_loss_vs_t) -> file name
+ANALYSIS_FIGURES = {"loss_vs_t": "loss_vs_t.json"}
 
 
 class ConfigError(ValueError):
@@ -254,6 +263,7 @@ class Catalogue:
                     f"{where}.model: unknown key(s) {bad} for method {exp['method']!r}; "
                     f"allowed: {list(info.model_keys)}"
                 )
+            self._check_embedding_source(name, exp)
             for sname, scfg in exp.get("samplers", {}).items():
                 if scfg["kind"] not in info.samplers:
                     raise ConfigError(
@@ -273,6 +283,10 @@ class Catalogue:
                 raise ConfigError(f"judges.{name}.train.dataset: unknown dataset {src!r}")
         for kind, entries in (("tables", self.tables), ("figures", self.figures)):
             for name, spec in entries.items():
+                if self.is_analysis(kind, name):
+                    for i, row in enumerate(spec["series"]):
+                        self._check_row(f"{kind}.{name}.series[{i}]", row, sampler=False)
+                    continue
                 columns = spec.get("columns", spec.get("metrics", []))
                 for i, col in enumerate(columns):
                     if col["metric"] not in self.metrics:
@@ -284,6 +298,44 @@ class Catalogue:
                     where = f"{kind}.{name}.{'rows' if kind == 'tables' else 'series'}[{i}]"
                     self._check_row(where, row)
                     self._check_draws(where, row, columns)
+
+    def embedding_source(self, experiment: str) -> str | None:
+        """The experiment whose word embeddings ``experiment`` flows in (``from:<name>``), if any."""
+        value = self.experiments[experiment].get("model", {}).get("embeddings")
+        if isinstance(value, str) and value.startswith(EMBEDDING_PREFIX):
+            return value[len(EMBEDDING_PREFIX):]
+        return None
+
+    def _check_embedding_source(self, name: str, exp: dict) -> None:
+        src = self.embedding_source(name)
+        if src is None:
+            return
+        where = f"experiments.{name}.model.embeddings"
+        if src not in self.experiments or src == name:
+            raise ConfigError(
+                f"{where}: {EMBEDDING_PREFIX}{src} must name another experiment "
+                f"(known: {sorted(self.experiments)})"
+            )
+        if self.experiments[src]["method"] not in EMBEDDING_EXPORTERS:
+            raise ConfigError(
+                f"{where}: experiment {src!r} uses method {self.experiments[src]['method']!r}, "
+                f"which has no word embeddings to export; use one of {list(EMBEDDING_EXPORTERS)}"
+            )
+        if self.embedding_source(src) is not None:
+            raise ConfigError(f"{where}: {src!r} itself takes exported embeddings; name the source")
+        dims = [self.experiments[e].get("model", {}).get("emb_dim", 128) for e in (name, src)]
+        if dims[0] != dims[1]:
+            raise ConfigError(
+                f"{where}: emb_dim {dims[0]} differs from experiment {src!r}'s emb_dim {dims[1]}"
+            )
+
+    def embeddings_path(self, dataset: str, experiment: str) -> str:
+        return f"results/embeddings/{dataset}/{experiment}/embeddings.npy"
+
+    def train_extra_inputs(self, dataset: str, experiment: str) -> list[str]:
+        """Files a training run reads besides its tokenized data (exported embeddings)."""
+        src = self.embedding_source(experiment)
+        return [] if src is None else [self.embeddings_path(dataset, src)]
 
     def _check_draws(self, where: str, row: dict, columns: list[dict]) -> None:
         seeds = row.get("seeds")
@@ -302,13 +354,21 @@ class Catalogue:
                     f"source); set 'group: k' on the row (DiffuSeq uses 3)"
                 )
 
-    def _check_row(self, where: str, row: dict) -> None:
+    def is_analysis(self, kind: str, name: str) -> bool:
+        """A figure drawn from a model analysis (loss against t), not from samples' scores."""
+        return kind == "figures" and self.figures[name]["kind"] in ANALYSIS_FIGURES
+
+    def is_samples_table(self, table: str) -> bool:
+        """A table of generated texts (FM-seq2seq Table 1), not of scores."""
+        return self.tables[table].get("kind", "scores") == "samples"
+
+    def _check_row(self, where: str, row: dict, sampler: bool = True) -> None:
         if row["dataset"] not in self.datasets:
             raise ConfigError(f"{where}.dataset: unknown dataset {row['dataset']!r}")
         if row["experiment"] not in self.experiments:
             raise ConfigError(f"{where}.experiment: unknown experiment {row['experiment']!r}")
         exp = self.experiments[row["experiment"]]
-        if row["sampler"] not in exp.get("samplers", {}):
+        if sampler and row["sampler"] not in exp.get("samplers", {}):
             raise ConfigError(
                 f"{where}.sampler: experiment {row['experiment']!r} defines no sampler "
                 f"{row['sampler']!r} (has {sorted(exp.get('samplers', {}))})"
@@ -350,7 +410,31 @@ class Catalogue:
         return self._cells(self.tables[table]["rows"], f"tables.{table}")
 
     def figure_cells(self, figure: str) -> list[tuple[dict, Cell]]:
+        if self.is_analysis("figures", figure):
+            return []
         return self._cells(self.figures[figure]["series"], f"figures.{figure}")
+
+    def analysis_series(self, figure: str) -> list[dict]:
+        """Series of an analysis figure with their input file (implemented methods only)."""
+        spec = self.figures[figure]
+        out = []
+        for row in spec["series"]:
+            if not self.implemented(row["experiment"]):
+                msg = (f"figures.{figure}: series {row['label']!r} skipped: method "
+                       f"{self.experiments[row['experiment']]['method']!r} is not implemented yet")
+                if msg not in self.skipped:
+                    self.skipped.append(msg)
+                continue
+            base = f"results/analysis/{self.source(row['dataset'])}/{row['experiment']}"
+            out.append({"label": row["label"], "dataset": row["dataset"],
+                        "experiment": row["experiment"],
+                        "path": f"{base}/{ANALYSIS_FIGURES[spec['kind']]}"})
+        return out
+
+    def samples_path(self, c: Cell, seed: int | None = None) -> str:
+        s = c.seeds[0] if seed is None else seed
+        return (f"results/samples/{c.dataset}/{c.experiment}/{c.sampler}/nfe{c.nfe}/"
+                f"seed{s}.jsonl")
 
     @staticmethod
     def default_draws(c: Cell) -> list[str]:
@@ -380,9 +464,13 @@ class Catalogue:
         return list(out)
 
     def table_inputs(self, table: str) -> list[str]:
+        if self.is_samples_table(table):
+            return list(dict.fromkeys(self.samples_path(c) for _, c in self.table_cells(table)))
         return self._inputs("tables", table, self.table_cells(table))
 
     def figure_inputs(self, figure: str) -> list[str]:
+        if self.is_analysis("figures", figure):
+            return [s["path"] for s in self.analysis_series(figure)]
         return self._inputs("figures", figure, self.figure_cells(figure))
 
     def targets(self) -> list[str]:
@@ -430,7 +518,11 @@ class Catalogue:
 
     def train_params(self, dataset: str, experiment: str) -> str:
         exp = self.experiments[experiment]
-        return canonical_json({k: exp.get(k, {}) for k in ("method", "model", "train")})
+        cfg = {k: exp.get(k, {}) for k in ("method", "model", "train")}
+        src = self.embedding_source(experiment)
+        if src is not None:  # the method reads the exported matrix from this path
+            cfg["model"] = {**cfg["model"], "embeddings": self.embeddings_path(dataset, src)}
+        return canonical_json(cfg)
 
     def method_digest(self, experiment: str, stage: str) -> str:
         method = self.experiments[experiment]["method"]
@@ -438,6 +530,17 @@ class Catalogue:
 
     def sampler_params(self, experiment: str, sampler: str) -> str:
         return canonical_json(self.experiments[experiment]["samplers"][sampler])
+
+    def analysis_options(self, dataset: str) -> dict:
+        """Options of analyse_loss_vs_t: the t grid and the validation examples it averages.
+
+        t runs over [0, 0.95], not to 1: training draws t ~ U[0, 1), and at t = 1 the input is x₁
+        alone, so the noise half of the target velocity x₁ − z is unpredictable (loss >= ~0.5
+        whatever the model) — a point the paper's curve (≤ 0.004 for t >= 0.4) does not have.
+        """
+        ev = self.eval_params(dataset)
+        return {"bins": 20, "t_max": 0.95, "max_examples": ev["max_examples"] or 2048,
+                "batch_size": ev["batch_size"], "seed": 0}
 
     def eval_params(self, dataset: str) -> dict:
         ev = {"split": "test", "max_examples": 0, "batch_size": 64}
@@ -491,6 +594,15 @@ class Catalogue:
 
     def table_spec(self, table: str) -> str:
         spec = self.tables[table]
+        if self.is_samples_table(table):
+            return canonical_json({
+                "name": table, "kind": "samples", "title": spec.get("title", table),
+                "source": spec.get("source", ""), "examples": spec["examples"],
+                "rows": [{"label": row["label"], "dataset": c.dataset, "experiment": c.experiment,
+                          "method": self.experiments[c.experiment]["method"],
+                          "sampler": c.sampler, "nfe": c.nfe, "samples": self.samples_path(c)}
+                         for row, c in self.table_cells(table)],
+            })
         rows = []
         for row, c in self.table_cells(table):
             default = [c.score_path(d) for d in self.default_draws(c)]
@@ -512,6 +624,11 @@ class Catalogue:
 
     def figure_spec(self, figure: str) -> str:
         spec = self.figures[figure]
+        if self.is_analysis("figures", figure):
+            return canonical_json({
+                "name": figure, "title": spec.get("title", figure), "kind": spec["kind"],
+                "source": spec.get("source", ""), "series": self.analysis_series(figure),
+            })
         series: dict[str, dict] = {}
         for row, c in self.figure_cells(figure):
             s = series.setdefault(row["label"], {
@@ -542,6 +659,8 @@ class Catalogue:
             self.table_cells(t)
         for f in self.figures:
             self.figure_cells(f)
+            if self.is_analysis("figures", f):
+                self.analysis_series(f)
         for msg in self.skipped:
             print(f"repro: {msg}", file=stream or sys.stderr)
         return self.skipped

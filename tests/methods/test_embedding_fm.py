@@ -86,7 +86,7 @@ def test_interface_and_layouts():
     assert method.name == "embedding_fm" and method.samplers == ("euler",)
     assert method.layout("seq2seq") == "halves"
     for kind in ("text", "code", "images"):
-        with pytest.raises(InputError, match="only handles seq2seq"):
+        with pytest.raises(InputError, match="has no layout for task kind"):
             method.layout(kind)
 
 
@@ -97,7 +97,7 @@ def test_interface_and_layouts():
         (dict(embeddings=None), "embeddings must be"),
         (dict(emb_dim=0), "emb_dim must be an int >= 1"),
         (dict(emb_seed=-1), "emb_seed must be an int >= 0"),
-        (dict(emb_loss_weight=0.5), "only applies to embeddings: trained"),
+        (dict(emb_loss_weight=0.5), "only applies to trained embeddings"),
         (dict(embeddings="trained", emb_loss_weight=-1), "emb_loss_weight must be"),
         (dict(pad_id=V), "pad_id"),
         (dict(d_model=30), "divisible by n_heads"),

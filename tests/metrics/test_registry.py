@@ -29,8 +29,10 @@ def test_registry_keys_match_kinds_and_fields_are_known():
 
 
 #: Kinds that need a model, a judge or several sample files, each covered by its own test module
-#: (test_semantic, test_judge_metrics, test_code, test_diversity); the rest run here on defaults.
-NEEDS_MORE = {"rouge_l_torchmetrics", "bertscore", "gen_ppl", "judge_entropy", "code_exec"}
+#: (test_semantic, test_judge_metrics, test_code, test_diversity, test_timing); the rest run here on defaults.
+NEEDS_MORE = {
+    "rouge_l_torchmetrics", "bertscore", "gen_ppl", "judge_entropy", "code_exec", "wall_seconds"
+}
 
 
 def test_every_metric_returns_a_metric_result():

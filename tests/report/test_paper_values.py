@@ -42,7 +42,7 @@ EXPECTED = {
          "KL-flow (sampling)"},
         {"Compiles@1", "Compiles@10", "Compiles@25", "Pass@1", "Pass@10", "Pass@25"},
     ),
-    "diffuseq_qqp.csv": (
+    "qqp_paraphrase.csv": (
         {"GRU-attention", "Transformer-base", "GPT2-base FT", "GPT2-large FT", "GPVAE-T5",
          "NAR-LevT", "DiffuSeq"},
         {"BLEU", "ROUGE-L", "BERTScore", "dist-1", "self-BLEU", "div-4", "Len"},
@@ -118,7 +118,7 @@ def test_klflow_tables_match_the_paper_text():
 def test_diffuseq_table_matches_the_paper_text():
     text = _paper("002")
     columns = ["BLEU", "ROUGE-L", "BERTScore", "dist-1", "self-BLEU", "div-4", "Len"]
-    for label, c in _grouped("diffuseq_qqp.csv", columns):
+    for label, c in _grouped("qqp_paraphrase.csv", columns):
         line = f"| {c[0]} | {c[1]} | {c[2]} | {c[3]} | {c[4]}/{c[5]} | {c[6]} |"
         assert line in text, (label, line)
 

@@ -26,7 +26,8 @@ def test_paper_config_dag_builds(project):
                  "train_model", "sample_text", "score_samples", "make_table", "make_figure"):
         assert rule in jobs, rule
     tables = {j.wildcards["table"] for j in jobs["make_table"]}
-    assert tables == {"table1", "table2", "table3", "table4", "diffuseq_qqp"}
+    assert tables == {"table1", "table2", "table3", "table4", "qqp_paraphrase", "qqp_nfe",
+                      "qqp_samples"}
     trained = {(j.wildcards["dataset"], j.wildcards["experiment"]) for j in jobs["train_model"]}
     assert ("python_code", "ar_150m") in trained and ("mbpp", "ar_150m") not in trained
     assert len(jobs["sample_text"]) >= 25  # table4's AR row alone has 25 sample seeds
@@ -42,7 +43,12 @@ def test_one_table_asks_only_for_its_jobs(project):
 def test_smoke_config_dag_builds(project):
     jobs = jobs_by_rule(project.dry_run("--configfile", "config/smoke.yaml"))
     assert "download_dataset" not in jobs  # synthetic data: nothing to download
-    assert len(jobs["train_model"]) == 5
+    trained = {(j.wildcards["dataset"], j.wildcards["experiment"]) for j in jobs["train_model"]}
+    assert len([e for _, e in trained if e == "ar"]) == 5
+    assert {e for d, e in trained if d == "syn_paraphrase"} >= {"diffuseq", "fm", "fm_random32"}
+    # FM-seq2seq's frozen embeddings are the trained DiffuSeq's (one export, read by FM runs)
+    assert [j.wildcards["experiment"] for j in jobs["export_embeddings"]] == ["diffuseq"]
+    assert [j.wildcards["experiment"] for j in jobs["analyse_loss_vs_t"]] == ["fm"]
     assert {j.wildcards["table"] for j in jobs["make_table"]} == set(load_smoke()["tables"])
 
 

@@ -8,6 +8,7 @@ rule train_model:
         data=lambda wc: C.tokenized_files(
             wc.dataset, C.layout(wc.dataset, wc.experiment), ("train", "validation")
         ),
+        extra=lambda wc: C.train_extra_inputs(wc.dataset, wc.experiment),
     output:
         ckpt="results/train/{dataset}/{experiment}/model.ckpt",
     log:
@@ -33,3 +34,20 @@ rule train_model:
         "python -m repro.train --data {params.data_dir} --out {output.ckpt}"
         " --config-json {params.cfg:q} --threads {threads} --max-minutes {resources.runtime}"
         " --accelerator {params.accelerator} --devices {params.devices} > {log} 2>&1"
+
+
+rule export_embeddings:
+    """A trained DiffuSeq's (EMA) word embeddings, frozen input of FM-seq2seq (methods.md §2.2)."""
+    input:
+        ckpt="results/train/{dataset}/{experiment}/model.ckpt",
+    output:
+        npy="results/embeddings/{dataset}/{experiment}/embeddings.npy",
+        info="results/embeddings/{dataset}/{experiment}/embeddings.json",
+    log:
+        "logs/export_embeddings/{dataset}/{experiment}.log",
+    conda:
+        "../../envs/repro.yaml"
+    params:
+        code=lambda wc: C.method_digest(wc.experiment, "export_embeddings"),
+    shell:
+        "python -m repro.export_embeddings --ckpt {input.ckpt} --out {output.npy} > {log} 2>&1"

@@ -37,6 +37,25 @@ REGISTRY: dict[str, MethodInfo] = {
         model_keys=("d_model", "n_layers", "n_heads", "mlp_ratio", "dropout", "pos_emb",
                     "tie_embeddings"),
     ),
+    # DiffuSeq (ICLR 2023) as its public code trains it: methods.md §1
+    "diffuseq": MethodInfo(
+        module="diffuseq",
+        cls="DiffuSeq",
+        layouts={"seq2seq": "diffuseq"},
+        samplers=("ddpm", "ddim_gap", "ddim_respaced"),
+        model_keys=("d_model", "n_layers", "n_heads", "mlp_ratio", "dropout", "emb_dim",
+                    "diffusion_steps", "schedule"),
+    ),
+    # FM-seq2seq (Shah): flow matching on frozen word embeddings, Euler sampling: methods.md §2
+    "embedding_fm": MethodInfo(
+        module="embedding_fm",
+        cls="EmbeddingFM",
+        layouts={"seq2seq": "halves"},
+        samplers=("euler",),
+        model_keys=("d_model", "n_layers", "n_heads", "mlp_ratio", "time_dim", "time_max_period",
+                    "emb_dim", "embeddings", "embeddings_trainable", "emb_seed",
+                    "emb_loss_weight"),
+    ),
 }
 
 

@@ -28,9 +28,6 @@ from ..io import InputError
 from ..models import Transformer, TransformerConfig
 from .base import Batch, Method, Samples, check_model_cfg
 
-#: task kind → token layout this method trains on
-LAYOUTS: dict[str, str] = {"seq2seq": "conditional", "text": "lm", "code": "infill_ar"}
-
 #: backbone keys of the experiment's ``model`` config (None = required) and their defaults
 BACKBONE_KEYS: dict[str, Any] = {
     "d_model": None,
@@ -55,14 +52,6 @@ class Autoregressive(Method):
     name: ClassVar[str] = "ar"
     samplers: ClassVar[tuple[str, ...]] = ("ancestral", "greedy")
 
-    def layout(self, task_kind: str) -> str:
-        try:
-            return LAYOUTS[task_kind]
-        except KeyError:
-            raise InputError(
-                f"method 'ar' has no layout for task kind {task_kind!r}; "
-                f"known kinds: {sorted(LAYOUTS)}"
-            ) from None
 
     def build_model(self, model_cfg: dict, vocab_size: int, seq_len: int) -> nn.Module:
         """Causal tokens→logits :class:`Transformer`; the special ids become model attributes.

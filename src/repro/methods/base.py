@@ -89,8 +89,22 @@ class Method:
     samplers: ClassVar[tuple[str, ...]]
 
     def layout(self, task_kind: str) -> str:
-        """Name of the token layout this method trains on for a dataset of ``task_kind``."""
-        raise NotImplementedError
+        """Name of the token layout this method trains on for a dataset of ``task_kind``.
+
+        Read from the method's registry entry (:data:`repro.methods.REGISTRY`), the one place the
+        workflow also reads it from, so the two cannot disagree.
+        """
+        from repro.io import InputError
+        from repro.methods import REGISTRY
+
+        layouts = REGISTRY[self.name].layouts
+        try:
+            return layouts[task_kind]
+        except KeyError:
+            raise InputError(
+                f"method {self.name!r} has no layout for task kind {task_kind!r}; "
+                f"known kinds: {sorted(layouts)}"
+            ) from None
 
     def build_model(self, model_cfg: dict, vocab_size: int, seq_len: int) -> nn.Module:
         raise NotImplementedError
@@ -98,6 +112,18 @@ class Method:
     def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
         """Scalar training loss, exactly as the paper (or its code) defines it."""
         raise NotImplementedError
+
+    def loss_at_t(self, model: nn.Module, batch: Batch, t: torch.Tensor) -> torch.Tensor:
+        """Per-example training loss (B,) at the given times ``t`` (B,) in [0, 1] (analysis only).
+
+        The same objective as :meth:`loss`, with the method's own time drawn as ``t`` instead of
+        sampled; other noise comes from the global torch RNG, as in :meth:`loss`. What exactly is
+        returned (which terms, which time axis) is documented by each implementation; the
+        ``loss-vs-t`` analysis (:mod:`repro.analysis`) plots it.
+        """
+        raise NotImplementedError(
+            f"method {self.name!r} has no loss_at_t; the loss_vs_t analysis needs it"
+        )
 
     def sample(
         self,
@@ -110,6 +136,18 @@ class Method:
     ) -> Samples:
         """Complete the non-given positions of ``cond`` with an exact NFE budget."""
         raise NotImplementedError
+
+    def word_embeddings(self, model: nn.Module) -> torch.Tensor:
+        """(V, emb_dim) word-embedding matrix of a trained model (stage ``export_embeddings``).
+
+        Only methods that diffuse in an embedding space have one (DiffuSeq, FM-seq2seq).
+        """
+        from repro.io import InputError
+
+        raise InputError(
+            f"method {self.name!r} has no word-embedding matrix to export; export_embeddings "
+            "takes a DiffuSeq (or embedding_fm) experiment"
+        )
 
     def check_sampler(self, sampler: str) -> None:
         if sampler not in self.samplers:

@@ -50,9 +50,6 @@ from ..models import Transformer, TransformerConfig
 from ..models.transformer import timestep_embedding
 from .base import Batch, Method, Samples, check_model_cfg
 
-#: task kind → token layout this method trains on
-LAYOUTS: dict[str, str] = {"seq2seq": "diffuseq"}
-
 #: keys of the experiment's ``model`` config (None = required) and their defaults (DiffuSeq code)
 MODEL_KEYS: dict[str, Any] = {
     "d_model": None,
@@ -308,14 +305,6 @@ class DiffuSeq(Method):
     name: ClassVar[str] = "diffuseq"
     samplers: ClassVar[tuple[str, ...]] = ("ddpm", "ddim_gap", "ddim_respaced")
 
-    def layout(self, task_kind: str) -> str:
-        try:
-            return LAYOUTS[task_kind]
-        except KeyError:
-            raise InputError(
-                f"method 'diffuseq' has no layout for task kind {task_kind!r}; it is a seq2seq "
-                f"method (known kinds: {sorted(LAYOUTS)})"
-            ) from None
 
     # -- model -----------------------------------------------------------------------------------
     def build_model(self, model_cfg: dict, vocab_size: int, seq_len: int) -> nn.Module:
@@ -351,6 +340,11 @@ class DiffuSeq(Method):
             setattr(model, key, value)
         return model
 
+    def word_embeddings(self, model: nn.Module) -> torch.Tensor:
+        """E (V, emb_dim): ``word_emb.weight``, tied to the lm_head (EMA weights in a model.ckpt
+        trained with ``ema``) — the matrix FM-seq2seq freezes (methods.md §2.2)."""
+        return model.word_emb.weight.detach()
+
     # -- training --------------------------------------------------------------------------------
     def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
         """§1.4 loss with t from the loss-aware sampler (§1.5): mean_i w(t_i)·loss_i.
@@ -363,6 +357,26 @@ class DiffuSeq(Method):
         if model.training:
             model.update_loss_history(t, terms["loss"].detach())
         return (terms["loss"] * weights).mean()
+
+    def loss_at_t(self, model: nn.Module, batch: Batch, t: torch.Tensor) -> torch.Tensor:
+        """Per-example MSE term (B,) of the §1.4 loss at times ``t`` (B,) in [0, 1].
+
+        ``t`` maps to the integer diffusion step round(t·(T−1)) (round half to even), so t = 0 is
+        step 0 (**data**: DiffuSeq's time runs data → noise, the reverse of flow matching's) and
+        t = 1 step T−1 (almost pure noise). Returned: :meth:`loss_terms`'s ``mse`` at that step
+        (same code path and noise order, ε₀ then ε from the global torch RNG): the mean over all
+        L×emb_dim entries of (x̂₀ − z₀)², z₀ = E[w] + σ₀ε₀, and at step 0 of (x̂₀ − E[w])². Not
+        included: the rounding CE ``decoder_nll``, the prior term ``tT`` and the loss-aware
+        importance weight of :meth:`loss`; the loss-aware history is never updated here.
+        """
+        ids, cond = self._check_batch(model, batch)
+        t = torch.as_tensor(t, dtype=torch.float64, device=ids.device)
+        if t.shape != ids.shape[:1]:
+            raise ValueError(f"t must have shape (B,) = ({ids.shape[0]},), got {tuple(t.shape)}")
+        if not bool(((t >= 0) & (t <= 1)).all()):
+            raise ValueError("t must lie in [0, 1]")
+        steps = torch.round(t * (model.T - 1)).long()  # (B,) in [0, T−1]
+        return self.loss_terms(model, ids, cond, steps)["mse"]
 
     def loss_terms(
         self, model: DiffuSeqModel, ids: torch.Tensor, cond: torch.Tensor, t: torch.Tensor

@@ -13,7 +13,10 @@ the paper is silent. Piece by piece:
   - ``"random"``: frozen N(0, 1) entries drawn from a torch generator seeded with ``emb_seed``
     (salted, so E is not the noise stream of sample seed ``emb_seed``): the paper's
     random-embedding ablation (Fig. 4–5);
-  - ``"trained"`` (ours, not in the paper): E is a parameter trained jointly. The velocity loss
+  - ``embeddings_trainable: true`` with a ``.npy``: E starts from that matrix and is trained
+    further (FMS Fig. 3, "freezing the embedding layer on continued training from a pre-trained
+    checkpoint"), with the rounding CE below;
+  - ``"trained"`` (ours, not in the paper): E starts random and is a parameter trained jointly. The velocity loss
     alone lets E collapse: with E → 0 the target half's velocity x₁ − x₀ = −z = −x_t / (1 − t)
     is exactly predictable, so the MSE falls to 0 while every token becomes indistinguishable.
     We therefore add ``emb_loss_weight`` × a rounding cross-entropy on the generated positions,
@@ -64,9 +67,6 @@ from ..models import Transformer, TransformerConfig
 from ..models.transformer import SelfAttention
 from .base import Batch, Method, Samples, check_model_cfg
 
-#: task kind → token layout this method trains on
-LAYOUTS: dict[str, str] = {"seq2seq": "halves"}
-
 #: model config keys (None = required) and their defaults
 MODEL_KEYS: dict[str, Any] = {
     "d_model": None,
@@ -77,6 +77,9 @@ MODEL_KEYS: dict[str, Any] = {
     "time_max_period": 100.0,  # FMS's final run ("tep100"); DiT / the ablation default: 10,000
     "emb_dim": 128,
     "embeddings": None,  # "random" | "trained" | path to a (V, emb_dim) .npy
+    # train E jointly, starting from the matrix above (FMS Fig. 3: DiffuSeq's E frozen vs trained
+    # further); "trained" is shorthand for random + embeddings_trainable: true
+    "embeddings_trainable": False,
     "emb_seed": 0,  # generator seed of the initial / random matrix
     "emb_loss_weight": 1.0,  # weight of the anti-collapse rounding CE ("trained" only)
 }
@@ -168,14 +171,6 @@ class EmbeddingFM(Method):
     name: ClassVar[str] = "embedding_fm"
     samplers: ClassVar[tuple[str, ...]] = ("euler",)
 
-    def layout(self, task_kind: str) -> str:
-        try:
-            return LAYOUTS[task_kind]
-        except KeyError:
-            raise InputError(
-                f"method 'embedding_fm' (FM-seq2seq) only handles seq2seq tasks (layout 'halves'); "
-                f"got task kind {task_kind!r}"
-            ) from None
 
     # --------------------------------------------------------------------------- model
 
@@ -197,10 +192,16 @@ class EmbeddingFM(Method):
         if isinstance(weight, bool) or not isinstance(weight, int | float) or weight < 0:
             raise InputError(f"{_WHERE}: emb_loss_weight must be a number >= 0, got {weight!r}")
         source = cfg["embeddings"]
-        if "emb_loss_weight" in model_cfg and source != "trained":
+        if not isinstance(cfg["embeddings_trainable"], bool):
             raise InputError(
-                f"{_WHERE}: emb_loss_weight only applies to embeddings: trained "
-                f"(got embeddings: {source!r}); remove it"
+                f"{_WHERE}: embeddings_trainable must be true or false, "
+                f"got {cfg['embeddings_trainable']!r}"
+            )
+        trainable = source == "trained" or cfg["embeddings_trainable"]
+        if "emb_loss_weight" in model_cfg and not trainable:
+            raise InputError(
+                f"{_WHERE}: emb_loss_weight only applies to trained embeddings (embeddings: "
+                f"trained, or embeddings_trainable: true); got embeddings: {source!r}; remove it"
             )
         embedding = _initial_embedding(source, vocab_size, emb_dim, seed)
         try:
@@ -232,11 +233,15 @@ class EmbeddingFM(Method):
             )
         except ValueError as err:
             raise InputError(f"{_WHERE}: {err}") from None
-        model = EmbeddingFMModel(net_cfg, embedding, trained=source == "trained")
-        model.emb_loss_weight = float(weight) if source == "trained" else 0.0
+        model = EmbeddingFMModel(net_cfg, embedding, trained=trainable)
+        model.emb_loss_weight = float(weight) if trainable else 0.0
         for key in SPECIAL_IDS:
             setattr(model, key, model_cfg.get(key))
         return model
+
+    def word_embeddings(self, model: nn.Module) -> torch.Tensor:
+        """E (V, emb_dim) the flow runs in (frozen or trained)."""
+        return model.embedding.detach()
 
     # --------------------------------------------------------------------------- training
 
@@ -247,15 +252,10 @@ class EmbeddingFM(Method):
         (weighted by ``emb_loss_weight``). Noise (t, then z) comes from the global torch RNG.
         """
         ids, given = batch.ids.long(), batch.cond.bool()  # (B, L), (B, L)
-        x1 = model.embed(ids)  # (B, L, d)
-        B = ids.shape[0]
-        t = torch.rand(B, device=x1.device)  # (B,) ~ U[0, 1)
-        z = torch.randn(x1.shape, device=x1.device)  # (B, L, d)
-        x0 = torch.where(given[..., None], x1, z)  # (B, L, d) source half: E[src]
+        t = torch.rand(ids.shape[0], device=model.embedding.device)  # (B,) ~ U[0, 1)
+        sq, xt, v = _velocity_error(model, ids, given, t)  # (B, L, d) ×3
+        loss = sq.mean()
         tt = t[:, None, None]  # (B, 1, 1)
-        xt = (1.0 - tt) * x0 + tt * x1  # (B, L, d)
-        v = model(xt, t).float()  # (B, L, d)
-        loss = (v - (x1 - x0)).square().mean()
         if model.trained_embeddings and model.emb_loss_weight > 0:
             x1_hat = xt + (1.0 - tt) * v  # (B, L, d) one-step endpoint prediction
             free = ~given  # (B, L)
@@ -264,6 +264,26 @@ class EmbeddingFM(Method):
             ce = F.cross_entropy(logits, ids[free]) if logits.shape[0] else logits.sum()
             loss = loss + model.emb_loss_weight * ce
         return loss
+
+    def loss_at_t(self, model: nn.Module, batch: Batch, t: torch.Tensor) -> torch.Tensor:
+        """Per-example velocity MSE (B,) of §2.4 at given times ``t`` (B,) in [0, 1].
+
+        Exactly :meth:`loss`'s first term (same code path) with t given instead of drawn: z from
+        the global torch RNG, x_t = (1 − t)·x₀ + t·x₁ with the source half fixed at E[src],
+        mean over all L×emb_dim entries of each example (both halves; the source half's target
+        velocity is 0). So ``loss_at_t(t).mean()`` equals :meth:`loss` for the same t and z
+        (without the ``embeddings: trained`` rounding CE, which is not included). FM time: t = 0 is
+        noise, t = 1 data.
+        """
+        device = model.embedding.device
+        ids, given = batch.ids.to(device).long(), batch.cond.to(device).bool()  # (B, L), (B, L)
+        t = torch.as_tensor(t, dtype=torch.float32, device=device)
+        if t.shape != ids.shape[:1]:
+            raise ValueError(f"t must have shape (B,) = ({ids.shape[0]},), got {tuple(t.shape)}")
+        if not bool(((t >= 0) & (t <= 1)).all()):
+            raise ValueError("t must lie in [0, 1]")
+        sq, _, _ = _velocity_error(model, ids, given, t)  # (B, L, d)
+        return sq.mean((1, 2))
 
     # --------------------------------------------------------------------------- sampling
 
@@ -333,6 +353,22 @@ class EmbeddingFM(Method):
         out = ids.clone()
         out[~given] = nearest_tokens(x[~given], model.embedding)  # (n_free,)
         return Samples(ids=out, nfe=nfe)
+
+
+def _velocity_error(
+    model: EmbeddingFMModel, ids: torch.Tensor, given: torch.Tensor, t: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(v_θ(x_t, t) − (x₁ − x₀))² (B, L, d), x_t and v at times ``t`` (B,); z from the global RNG.
+
+    The one implementation of §2.4's interpolation, shared by ``loss`` and ``loss_at_t``.
+    """
+    x1 = model.embed(ids)  # (B, L, d)
+    z = torch.randn(x1.shape, device=x1.device)  # (B, L, d)
+    x0 = torch.where(given[..., None], x1, z)  # (B, L, d) source half: E[src]
+    tt = t[:, None, None]  # (B, 1, 1)
+    xt = (1.0 - tt) * x0 + tt * x1  # (B, L, d)
+    v = model(xt, t).float()  # (B, L, d)
+    return (v - (x1 - x0)).square(), xt, v
 
 
 def _initial_embedding(source: Any, vocab_size: int, emb_dim: int, seed: int) -> torch.Tensor:

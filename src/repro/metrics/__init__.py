@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from repro.io import InputError
-from repro.metrics import code, diversity, judge, semantic, text
+from repro.metrics import code, diversity, judge, semantic, text, timing
 from repro.metrics.base import (
     MIN_GROUP_SIZE,
     GroupMetricFn,
@@ -70,6 +70,7 @@ _FUNCTIONS: list[Any] = [
     code.code_exec,
     judge.gen_ppl,
     judge.judge_entropy,
+    timing.wall_seconds,
 ]
 
 

@@ -115,6 +115,11 @@ FIELD_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "reference": (_is_str, "a string (the reference text)"),
     "source": (_is_str, "a string"),
     "hypothesis_ids": (_is_id_list, "a list of integer token ids"),
+    "wall_seconds": (
+        lambda v: not isinstance(v, bool) and isinstance(v, int | float) and math.isfinite(v)
+        and v >= 0,
+        "a number of seconds >= 0",
+    ),
 }
 
 

@@ -21,6 +21,23 @@ Kinds (:data:`FIGURE_KINDS`):
   method lands) are drawn too, so the paper's comparison stays visible. A point whose scores lack
   the metric is skipped with a warning.
 
+* ``loss_vs_t`` (FM-seq2seq Fig. 8: the l2 training loss on validation data across t ∈ [0, 1])
+  — spec::
+
+    {"name": "fig_qqp_loss_vs_t", "title": "...", "kind": "loss_vs_t", "source": "...",
+     "series": [{"label": "FM-seq2seq", "path": "results/analysis/D/EXP/loss_vs_t.json"}, ...],
+     "band": true}
+
+  One panel, t on x, the loss on a log y axis: one solid line with markers per series from the
+  ``python -m repro.analysis loss-vs-t`` JSON (``t``, ``loss``, optional ``loss_std``), with a
+  ± one-std band across examples unless ``"band": false`` (on the log axis its lower edge is
+  floored at a tenth of the smallest positive loss drawn). Paper values: the same CSV header
+  ``series,nfe,metric,value,source``, but only rows with ``metric`` = ``loss`` are read and the
+  ``nfe`` column holds **t** (a number in [0, 1]; rows of other metrics are skipped with a
+  warning); each series is drawn dashed with square markers, labelled "<series> (paper)", in the
+  colour of our series of the same label (paper-only series are drawn too). ``source`` is
+  provenance only (not drawn). A missing series file is an error naming it.
+
 Output is deterministic: the Agg backend, no pyplot state, PDF without creation date, PNG without
 timestamps (matplotlib writes none).
 """
@@ -28,13 +45,24 @@ timestamps (matplotlib writes none).
 from __future__ import annotations
 
 import argparse
+import csv
 import logging
+import math
 import os
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
-from repro.io import InputError, atomic_path
-from repro.report import PaperValue, load_cell, load_spec, read_paper_values, read_scores, require
+from repro.io import InputError, atomic_path, read_json
+from repro.report import (
+    PAPER_HEADERS,
+    PaperValue,
+    load_cell,
+    load_spec,
+    read_paper_values,
+    read_scores,
+    require,
+)
 
 log = logging.getLogger("repro.report.figures")
 
@@ -182,7 +210,175 @@ def nfe_curve(spec: dict, paper: list[PaperValue]):
     return fig
 
 
-FIGURE_KINDS = {"nfe_curve": nfe_curve}
+class CurvePoint(NamedTuple):
+    """One paper value of a curve over t (``loss_vs_t``)."""
+
+    series: str
+    t: float
+    value: float
+    source: str
+
+
+def read_paper_curve(path: str | os.PathLike | None, metric: str = "loss") -> list[CurvePoint]:
+    """Paper values of a curve over t: the figure CSV header with the ``nfe`` column holding t.
+
+    :func:`repro.report.read_paper_values` takes integer NFEs only, so ``loss_vs_t`` reads its
+    CSV here. Rows whose ``metric`` is not ``metric`` are skipped with a warning; a t outside
+    [0, 1] (or blank), a non-numeric value or a duplicate (series, t) is an :class:`InputError`
+    naming ``file:line``.
+    """
+    if path is None:
+        return []
+    path = Path(path)
+    header = PAPER_HEADERS["figure"]
+    if not path.exists():
+        raise InputError(f"{path}: paper-values file not found (header: {','.join(header)})")
+    out: list[CurvePoint] = []
+    seen: dict[tuple[str, float], int] = {}
+    skipped = 0
+    with open(path, encoding="utf-8", newline="") as fh:
+        reader = csv.reader(fh)
+        first = next(reader, None)
+        if first is None or tuple(c.strip() for c in first) != header:
+            raise InputError(f"{path}:1: header must be {','.join(header)}, got {first}")
+        for row in reader:
+            line = reader.line_num
+            if not row or not any(c.strip() for c in row):
+                continue
+            if len(row) != len(header):
+                raise InputError(f"{path}:{line}: expected {len(header)} fields, got {len(row)}")
+            label, t_s, column, value_s, source = (c.strip() for c in row)
+            if column != metric:
+                skipped += 1
+                continue
+            try:
+                t, value = float(t_s), float(value_s)
+            except ValueError:
+                t = value = math.nan
+            if not 0.0 <= t <= 1.0 or not math.isfinite(value):
+                raise InputError(
+                    f"{path}:{line}: a loss_vs_t figure's nfe column holds t in [0, 1] and its "
+                    f"value column a number, got nfe={t_s!r} value={value_s!r}"
+                )
+            if (label, t) in seen:
+                raise InputError(
+                    f"{path}:{line}: duplicate of line {seen[label, t]} for ({label!r}, t={t})"
+                )
+            seen[label, t] = line
+            out.append(CurvePoint(label, t, value, source))
+    if skipped:
+        log.warning("%s: %d row(s) whose metric is not %r skipped", path, skipped, metric)
+    return out
+
+
+def _read_curve(path: object, where: str) -> dict[str, list[float]]:
+    """One ``repro.analysis loss-vs-t`` JSON: its ``t``, ``loss`` and (optional) ``loss_std``."""
+    if not isinstance(path, str) or not path:
+        raise InputError(f"{where}: key 'path' must be the path of a loss_vs_t.json")
+    data = read_json(path)  # InputError "PATH: file not found" when missing
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: expected a JSON object (python -m repro.analysis loss-vs-t)")
+    columns: dict[str, list[float]] = {}
+    for key in ("t", "loss", "loss_std"):
+        if key == "loss_std" and key not in data:
+            continue
+        column = data.get(key)
+        if not isinstance(column, list) or not all(
+            isinstance(x, int | float) and not isinstance(x, bool) for x in column
+        ):
+            raise InputError(f"{path}: key {key!r} must be a list of numbers")
+        if key != "t" and len(column) != len(columns["t"]):
+            raise InputError(
+                f"{path}: {key!r} has {len(column)} values but 't' has {len(columns['t'])}"
+            )
+        columns[key] = [float(x) for x in column]
+    return columns
+
+
+def loss_vs_t(spec: dict, paper: list[CurvePoint]):
+    """Build the ``loss_vs_t`` figure; returns a matplotlib ``Figure``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import numpy as np
+    import seaborn as sns
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+
+    if "source" in spec and not isinstance(spec["source"], str):
+        raise InputError("figure spec: key 'source' must be a string")
+    band = spec.get("band", True)
+    if not isinstance(band, bool):
+        raise InputError(f"figure spec: key 'band' must be true or false, got {band!r}")
+    ours: list[tuple[str, dict[str, list[float]]]] = []
+    for i, series in enumerate(require(spec, "series", list, "figure spec")):
+        where = f"figure spec series[{i}]"
+        if not isinstance(series, dict):
+            raise InputError(f"{where}: expected an object")
+        label = require(series, "label", str, where)
+        ours.append((label, _read_curve(require(series, "path", str, where), where)))
+    ref: dict[str, list[tuple[float, float]]] = {}
+    for point in paper:
+        ref.setdefault(point.series, []).append((point.t, point.value))
+    series_order = list(dict.fromkeys(label for label, _ in ours))
+    series_order += [s for s in ref if s not in series_order]
+    colors = dict(zip(series_order, sns.color_palette("colorblind", max(len(series_order), 1))))
+
+    positive = [x for _, c in ours for x in c["loss"] if x > 0]
+    positive += [y for points in ref.values() for _, y in points if y > 0]
+    floor = min(positive) / 10.0 if positive else None  # lower edge of bands on the log axis
+
+    with sns.axes_style("whitegrid"), sns.plotting_context("paper"):
+        fig = Figure(figsize=(4.8, 3.6), layout="constrained")
+        ax = fig.subplots()
+        handles: dict[str, Line2D] = {}
+        for label, curve in ours:
+            t, loss = np.asarray(curve["t"]), np.asarray(curve["loss"])
+            color = colors[label]
+            if band and "loss_std" in curve and floor is not None:
+                std = np.asarray(curve["loss_std"])
+                lower = np.maximum(loss - std, floor)
+                ax.fill_between(t, lower, loss + std, color=color, alpha=0.2, linewidth=0)
+            ax.plot(t, loss, color=color, marker="o", markersize=3.5, linestyle="-")
+            handles[label] = Line2D([], [], color=color, marker="o", linestyle="-")
+        for label, points in ref.items():
+            points = sorted(points)
+            ax.plot(
+                [p[0] for p in points],
+                [p[1] for p in points],
+                color=colors[label],
+                marker="s",
+                markersize=3.5,
+                linestyle="--",
+            )
+            handles[f"{label} (paper)"] = Line2D(
+                [], [], color=colors[label], marker="s", linestyle="--"
+            )
+        if floor is None:
+            ax.text(0.5, 0.5, "no values yet", ha="center", va="center", transform=ax.transAxes)
+        else:
+            ax.set_yscale("log", nonpositive="mask")
+        ax.set_xlim(0.0, 1.0)
+        ax.set_xlabel("t")
+        ax.set_ylabel("loss")
+        if handles:
+            order = sorted(
+                handles, key=lambda h: (series_order.index(h.removesuffix(" (paper)")), h)
+            )
+            fig.legend(
+                [handles[h] for h in order],
+                order,
+                loc="outside lower center",
+                ncols=min(len(order), 3),
+                frameon=False,
+            )
+        fig.suptitle(spec.get("title", spec.get("name", "")))
+    return fig
+
+
+FIGURE_KINDS = {"nfe_curve": nfe_curve, "loss_vs_t": loss_vs_t}
+#: kinds whose paper values are not read by the shared integer-NFE reader
+_PAPER_READERS = {"loss_vs_t": read_paper_curve}
 
 
 def make_figure(
@@ -193,7 +389,10 @@ def make_figure(
     kind = spec.get("kind")
     if kind not in FIGURE_KINDS:
         raise InputError(f"figure spec: unknown kind {kind!r}; known: {', '.join(FIGURE_KINDS)}")
-    paper = read_paper_values(paper_values, "figure")
+    if kind in _PAPER_READERS:
+        paper = _PAPER_READERS[kind](paper_values)
+    else:
+        paper = read_paper_values(paper_values, "figure")
     fig = FIGURE_KINDS[kind]({"name": out.stem, **spec}, paper)
     written = []
     for path, fmt in ((out, "png"), (out.with_suffix(".pdf"), "pdf")):

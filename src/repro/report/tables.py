@@ -256,6 +256,10 @@ def make_table(
 ) -> list[dict]:
     """Write ``out`` (long CSV) and ``out`` with suffix ``.md``; return the CSV records."""
     out = Path(out)
+    if spec.get("kind", "scores") == "samples":  # generated texts, not scores
+        from repro.report.samples_table import make_samples_table
+
+        return make_samples_table(spec, out)
     spec = {"name": out.stem, **spec}
     paper = read_paper_values(paper_values, "table")
     records, notes = build_table(spec, paper)

@@ -1,0 +1,32 @@
+"""Model analyses: analyse_loss_vs_t (→ results/analysis/{dataset}/{experiment}/loss_vs_t.json),
+the training loss of a trained model on validation data at fixed t (FM-seq2seq Fig. 8)."""
+
+
+rule analyse_loss_vs_t:
+    input:
+        ckpt="results/train/{dataset}/{experiment}/model.ckpt",
+        data=lambda wc: C.tokenized_files(
+            wc.dataset, C.layout(wc.dataset, wc.experiment), ("validation",)
+        ),
+    output:
+        "results/analysis/{dataset}/{experiment}/loss_vs_t.json",
+    log:
+        "logs/analyse_loss_vs_t/{dataset}/{experiment}.log",
+    conda:
+        "../../envs/repro.yaml"
+    threads: C.resource("sample", "threads", 1)
+    resources:
+        mem_mb=C.resource("sample", "mem_mb", 8000),
+        runtime=C.resource("sample", "runtime", 60),
+        gpu=C.resource("sample", "gpu", 0),
+    params:
+        opts=lambda wc: C.analysis_options(wc.dataset),
+        code=lambda wc: C.method_digest(wc.experiment, "analysis"),
+        data_dir=lambda wc, input: input.data[-1].rsplit("/", 1)[0],
+        device="cpu" if config.get("accelerator") == "cpu" else "auto",
+    shell:
+        "python -m repro.analysis loss-vs-t --ckpt {input.ckpt} --data {params.data_dir}"
+        " --split validation --bins {params.opts[bins]} --max-examples {params.opts[max_examples]}"
+        " --t-max {params.opts[t_max]} --batch-size {params.opts[batch_size]} --seed {params.opts[seed]}"
+        " --threads {threads}"
+        " --device {params.device} --out {output} > {log} 2>&1"
