@@ -281,8 +281,8 @@ def test_fm_trains_on_the_exported_diffuseq_embeddings(smoke, paper):
         assert json.loads(c.train_params(d, fm))["model"]["embeddings"] == npy
         assert c.train_extra_inputs(d, src) == []  # DiffuSeq itself needs nothing extra
     c = Catalogue(smoke)
-    assert c.embedding_source("fm_random32") is None and c.train_extra_inputs(
-        "syn_paraphrase", "fm_random32") == []
+    assert c.embedding_source("fm_abl_random32") is None and c.train_extra_inputs(
+        "syn_paraphrase", "fm_abl_random32") == []
 
 
 @pytest.mark.parametrize(
@@ -291,17 +291,14 @@ def test_fm_trains_on_the_exported_diffuseq_embeddings(smoke, paper):
         ("from:nope", "must name another experiment"),
         ("from:fm", "must name another experiment"),  # itself
         ("from:ar", "has no word embeddings to export"),
-        ("from:fm_trainable", "itself takes exported embeddings"),
+        ("from:fm_abl_trainable", "itself takes exported embeddings"),
     ],
 )
 def test_bad_embedding_sources_name_the_key(smoke, embeddings, match):
     cfg = copy.deepcopy(smoke)
     cfg["experiments"]["fm"]["model"]["embeddings"] = embeddings
-    if embeddings == "from:fm_trainable":  # fm_trainable extends fm: make it a plain source
-        cfg["experiments"]["fm_trainable"] = {
-            **copy.deepcopy(smoke["experiments"]["fm"]), "extends": None}
-        cfg["experiments"]["fm_trainable"].pop("extends")
-        cfg["experiments"]["fm_trainable"]["model"]["embeddings"] = "from:diffuseq"
+    if embeddings == "from:fm_abl_trainable":  # it extends fm: make it a plain FM source
+        cfg["experiments"]["fm_abl_trainable"] = copy.deepcopy(smoke["experiments"]["fm"])
     with pytest.raises(ConfigError, match=rf"experiments\.fm\.model\.embeddings: .*{match}"):
         Catalogue(cfg)
 
@@ -322,9 +319,10 @@ def test_samples_table_reads_samples_files(smoke, paper):
     spec = json.loads(c.table_spec("qqp_samples"))
     assert spec["kind"] == "samples" and spec["examples"] == 2
     assert [(r["label"], r["nfe"]) for r in spec["rows"]][-3:] == [
-        ("Flow Matching", 1), ("Flow Matching", 10), ("Flow Matching", 200)]
+        ("Flow Matching", 1), ("Flow Matching", 16), ("Flow Matching", 200)]
     # a samples file asks for no score of its own
-    assert c.metrics_for("syn_paraphrase", "fm", "euler", 10, "seed0") == "{}"
+    assert c.metrics_for("syn_paraphrase", "fm", "euler", 16, "seed0") != "{}"  # also in qqp_nfe
+    assert c.metrics_for("syn_paraphrase", "diffuseq", "ddim_respaced", 7, "seed0") == "{}"
     assert len(Catalogue(paper).table_inputs("qqp_samples")) == 5
 
 
@@ -371,3 +369,17 @@ def test_schema_accepts_the_new_kinds_and_rejects_mixed_ones(smoke):
     del bad["figures"]["fig_qqp_nfe"]["metrics"]
     with pytest.raises(Exception, match="metrics"):
         validate(bad, schema)
+
+
+def test_sampler_weights_must_be_stored_by_the_run(smoke):
+    Catalogue(smoke)  # euler_raw / euler_ema_fast of `fm`, which keeps ema: [0.95, 0.99]
+    cfg = copy.deepcopy(smoke)
+    cfg["experiments"]["fm"]["samplers"]["euler_raw"]["weights"] = "ema0.9"
+    with pytest.raises(ConfigError, match=r"fm\.samplers\.euler_raw\.weights: 'ema0.9' is not "
+                                          r"stored; choose one of \['raw', 'ema0.95', 'ema0.99'\]"):
+        Catalogue(cfg)
+    cfg = copy.deepcopy(smoke)
+    cfg["experiments"]["fm"]["train"]["ema"] = 0.99
+    cfg["experiments"]["fm"]["train"].pop("ema_eval")
+    with pytest.raises(ConfigError, match="need train.ema as a list"):
+        Catalogue(cfg)

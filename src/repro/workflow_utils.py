@@ -265,6 +265,8 @@ class Catalogue:
                 )
             self._check_embedding_source(name, exp)
             for sname, scfg in exp.get("samplers", {}).items():
+                if "weights" in scfg:
+                    self._check_weights(f"{where}.samplers.{sname}.weights", scfg["weights"], exp)
                 if scfg["kind"] not in info.samplers:
                     raise ConfigError(
                         f"{where}.samplers.{sname}.kind: {scfg['kind']!r} is not a sampler of "
@@ -298,6 +300,19 @@ class Catalogue:
                     where = f"{kind}.{name}.{'rows' if kind == 'tables' else 'series'}[{i}]"
                     self._check_row(where, row)
                     self._check_draws(where, row, columns)
+
+    @staticmethod
+    def _check_weights(where: str, weights: object, exp: dict) -> None:
+        """A sampler's ``weights`` must name weights the training run stores (``ema`` a list)."""
+        ema = exp.get("train", {}).get("ema", 0.0)
+        if not isinstance(ema, list):
+            raise ConfigError(
+                f"{where}: alternate weights need train.ema as a list of decays (e.g. "
+                f"[0.999, 0.9999]); this experiment has ema: {ema!r}"
+            )
+        names = ["raw", *(f"ema{float(d)!r}" for d in ema)]
+        if weights not in names:
+            raise ConfigError(f"{where}: {weights!r} is not stored; choose one of {names}")
 
     def embedding_source(self, experiment: str) -> str | None:
         """The experiment whose word embeddings ``experiment`` flows in (``from:<name>``), if any."""

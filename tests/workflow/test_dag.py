@@ -45,7 +45,7 @@ def test_smoke_config_dag_builds(project):
     assert "download_dataset" not in jobs  # synthetic data: nothing to download
     trained = {(j.wildcards["dataset"], j.wildcards["experiment"]) for j in jobs["train_model"]}
     assert len([e for _, e in trained if e == "ar"]) == 5
-    assert {e for d, e in trained if d == "syn_paraphrase"} >= {"diffuseq", "fm", "fm_random32"}
+    assert {e for d, e in trained if d == "syn_paraphrase"} >= {"diffuseq", "fm", "fm_abl", "fm_abl_random32"}
     # FM-seq2seq's frozen embeddings are the trained DiffuSeq's (one export, read by FM runs)
     assert [j.wildcards["experiment"] for j in jobs["export_embeddings"]] == ["diffuseq"]
     assert [j.wildcards["experiment"] for j in jobs["analyse_loss_vs_t"]] == ["fm"]

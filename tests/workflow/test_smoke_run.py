@@ -106,3 +106,17 @@ def test_ar_learned_the_smoke_tasks(built):
 def test_noop_rerun_does_nothing(built):
     proc = built.snakemake("-n", "--cores", "2", "all", "--configfile", "config/smoke.yaml")
     assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+def test_fm_and_diffuseq_show_the_papers_nfe_story(built):
+    """FM-seq2seq Fig. 7 in miniature: FM at one step beats DiffuSeq's gap-DDIM at one step (which
+    collapses, as in the paper); DiffuSeq at its full T beats its own 5-step gap-DDIM."""
+    scores = built.root / "results/scores/syn_paraphrase"
+
+    def bleu(path: str) -> float:
+        return json.loads((scores / path).read_text())["metrics"]["bleu"]["value"]
+
+    fm1, gap1 = bleu("fm/euler/nfe1/seed0.json"), bleu("diffuseq/ddim_gap/nfe1/seed0.json")
+    ddpm, gap5 = bleu("diffuseq/ddpm/nfe200/seed0.json"), bleu("diffuseq/ddim_gap/nfe5/seed0.json")
+    assert fm1 > 3 * gap1 and fm1 > 0.08, (fm1, gap1)
+    assert ddpm > 3 * gap5 and ddpm > 0.08, (ddpm, gap5)
