@@ -1,20 +1,32 @@
 """Sampler overhead of DiffuSeq: wall time of a sample call per network call.
 
-    .venv/bin/python benchmarks/bench_diffuseq.py [--device cpu|cuda] [--batch 8] [--seq-len 64]
-        [--vocab 1000] [--d-model 256] [--layers 4] [--reps 3] [--json out.json]
+    .venv/bin/python benchmarks/bench_diffuseq.py [--device cpu|cuda] [--configs small,paper]
+        [--batch 8] [--seq-len 64] [--vocab 1000] [--d-model 256] [--layers 4] [--heads 4]
+        [--reps 3] [--paper-batch 2] [--paper-ks 16] [--paper-reps 1] [--json out.json]
 
-overhead = time(sample(nfe=k)) / (calls × time of one network call), for each sampler at
-k ∈ {16, 64}, where calls is the NFE the sampler reports (``ddim_gap`` makes ⌈T/(T//k)⌉ calls,
-65 for k = 64 at T = 2000). ``ddpm`` runs at nfe = T, so it is timed on a model with
-diffusion_steps = k (same network, same per-call cost); the DDIM samplers on T = 2000. Everything
-the sampler adds to the network — nearest-embedding clamping over the vocabulary, the update,
-anchoring, the final lm_head argmax — is in the numerator; the target is overhead ≤ 1.10 with
-clamping on. Times are medians over ``--reps`` after one warm-up call; randomly initialised
-weights (the cost does not depend on them).
+Two configurations: ``small`` (the flags above: d 256, 4 layers, 4 heads, emb 128, V 1000,
+L 64, batch 8; k ∈ {16, 64}; clamp on and off) and ``paper`` (DiffuSeq's model: d 768, 12 layers,
+12 heads, emb 128, V 30,522 (bert-base-uncased), L 128, at a small batch ``--paper-batch``; k
+``--paper-ks`` (16: the smallest k the target is about, where the fixed costs weigh most), clamp
+on only (``--paper-clamp both`` adds off) — the configuration the target is about).
+
+overhead = time(sample(nfe=k)) / (calls × time of one network call), for each sampler at each k,
+where calls is the NFE the sampler reports (``ddim_gap`` makes ⌈T/(T//k)⌉ calls, 65 for k = 64
+at T = 2000). ``ddpm`` runs at nfe = T, so it is timed on a model with diffusion_steps = k (same
+network, same per-call cost); the DDIM samplers on T = 2000. Everything the sampler adds to the
+network — nearest-embedding clamping over the vocabulary, the update, anchoring, the final
+lm_head argmax — is in the numerator; the target is overhead ≤ 1.10 with clamping on. Each of
+``--reps`` (``--paper-reps``) rounds times ``CALLS_PER_REP`` (3) bare network calls (their
+median) right before one sample run and divides by it; overhead and the printed times are
+medians over rounds. The small configuration has one untimed warm-up sample run first, the
+paper one only a warm-up network call. Randomly initialised weights (the cost does not depend
+on them).
 
 On a shared CPU the per-call time drifts between separate measurements, so the script also reports
 ``in_run`` = sample wall time / the wall time of its own network calls, timed by forward hooks
-inside the same sample call (robust to load changing between runs; on CUDA the hooks synchronise).
+inside the same sample calls (robust to load changing between runs; on CUDA the hooks
+synchronise). ``--threads 0`` uses the cores the load average leaves idle: more OpenMP threads
+than idle cores can make every call many times slower.
 """
 
 from __future__ import annotations
@@ -33,6 +45,9 @@ from repro.methods.diffuseq import DiffuSeq
 
 KS = (16, 64)
 SAMPLERS = ("ddpm", "ddim_gap", "ddim_respaced")
+#: bare network calls timed right before each sample run (their median divides that run)
+CALLS_PER_REP = 3
+PAPER = dict(d_model=768, layers=12, heads=12, emb_dim=128, vocab=30522, seq_len=128)
 
 
 def sync(device: torch.device) -> None:
@@ -40,20 +55,17 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def median_time(fn, reps: int, device: torch.device) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(reps):
-        sync(device)
-        t0 = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+def once(fn, device: torch.device) -> float:
+    """Wall seconds of one ``fn()``."""
+    sync(device)
+    t0 = time.perf_counter()
+    fn()
+    sync(device)
+    return time.perf_counter() - t0
 
 
-def in_run_ratio(run, model: torch.nn.Module, device: torch.device) -> float:
-    """Wall time of one ``run()`` / the wall time of the network calls made inside it."""
+def hooked_run(run, model: torch.nn.Module, device: torch.device) -> tuple[float, float]:
+    """(wall time of one ``run()``, wall time of the network calls made inside it)."""
     spent = [0.0]
     start = [0.0]
 
@@ -75,54 +87,40 @@ def in_run_ratio(run, model: torch.nn.Module, device: torch.device) -> float:
     finally:
         for h in handles:
             h.remove()
-    return total / spent[0]
+    return total, spent[0]
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--seq-len", type=int, default=64)
-    parser.add_argument("--vocab", type=int, default=1000)
-    parser.add_argument("--d-model", type=int, default=256)
-    parser.add_argument("--layers", type=int, default=4)
-    parser.add_argument("--emb-dim", type=int, default=128)
-    parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    parser.add_argument("--json", help="also write the numbers here")
-    args = parser.parse_args(argv)
-    device = torch.device(args.device)
-    torch.set_num_threads(args.threads)
-    print(f"command: {' '.join(sys.argv)}")
-    print(f"cpus: {os.cpu_count()}  torch {torch.__version__}  device {device}  "
-          f"threads {torch.get_num_threads()}")
-    print(f"model: d={args.d_model} layers={args.layers} emb={args.emb_dim} V={args.vocab} "
-          f"B={args.batch} L={args.seq_len}")
-
-    method = DiffuSeq()
-    half = args.seq_len // 2
-    ids = torch.randint(7, args.vocab, (args.batch, args.seq_len), device=device)
-    cond = torch.zeros(args.batch, args.seq_len, dtype=torch.bool, device=device)
+def bench(cfg: argparse.Namespace, method: DiffuSeq, device: torch.device) -> list[dict]:
+    """Rows of one configuration: every sampler × k × clamp."""
+    print(f"[{cfg.name}] model: d={cfg.d_model} layers={cfg.layers} heads={cfg.heads} "
+          f"emb={cfg.emb_dim} V={cfg.vocab} B={cfg.batch} L={cfg.seq_len}", flush=True)
+    half = cfg.seq_len // 2
+    ids = torch.randint(7, cfg.vocab, (cfg.batch, cfg.seq_len), device=device)
+    cond = torch.zeros(cfg.batch, cfg.seq_len, dtype=torch.bool, device=device)
     cond[:, :half] = True
     batch = Batch(torch.where(cond, ids, 0), cond)
 
     def build(steps: int):
         torch.manual_seed(0)
-        cfg = dict(d_model=args.d_model, n_layers=args.layers, n_heads=4, emb_dim=args.emb_dim,
-                   dropout=0.0, diffusion_steps=steps, pad_id=0)
-        return method.build_model(cfg, args.vocab, args.seq_len).to(device).eval()
+        model_cfg = dict(d_model=cfg.d_model, n_layers=cfg.layers, n_heads=cfg.heads,
+                         emb_dim=cfg.emb_dim, dropout=0.0, diffusion_steps=steps, pad_id=0)
+        return method.build_model(model_cfg, cfg.vocab, cfg.seq_len).to(device).eval()
 
     rows = []
     models = {}
     for sampler in SAMPLERS:
-        for k in KS:
+        for k in cfg.ks:
             steps = k if sampler == "ddpm" else 2000
             model = models.setdefault(steps, build(steps))
-            z = torch.randn(args.batch, args.seq_len, args.emb_dim, device=device)
-            t = torch.full((args.batch,), steps // 2, device=device)
-            with torch.inference_mode():
-                per_call = median_time(lambda m=model, z=z, t=t: m(z, t), 5 * args.reps, device)
-            for clamp in (True, False):
+            z = torch.randn(cfg.batch, cfg.seq_len, cfg.emb_dim, device=device)
+            t = torch.full((cfg.batch,), steps // 2, device=device)
+
+            def one_call(m=model, z=z, t=t) -> float:
+                with torch.inference_mode():
+                    return once(lambda: m(z, t), device)
+
+            one_call()  # warm-up
+            for clamp in cfg.clamps:
                 gen = torch.Generator(device).manual_seed(0)
                 result: dict = {}
 
@@ -130,16 +128,83 @@ def main(argv: list[str] | None = None) -> int:
                     with torch.inference_mode():
                         out["nfe"] = method.sample(m, batch, k, s, g, clamp=c).nfe
 
-                seconds = median_time(run, args.reps, device)
+                if cfg.warmup:
+                    run()
+                timings = []  # (sample wall, its network calls' wall, a bare call next to it)
+                for _ in range(cfg.reps):
+                    near = statistics.median(one_call() for _ in range(CALLS_PER_REP))
+                    timings.append((*hooked_run(run, model, device), near))
                 calls = result["nfe"]
-                in_run = statistics.median(in_run_ratio(run, model, device) for _ in range(args.reps))
-                row = {"sampler": sampler, "k": k, "T": steps, "clamp": clamp, "calls": calls,
-                       "sample_s": seconds, "call_s": per_call,
-                       "overhead": seconds / (calls * per_call), "in_run": in_run}
+                seconds = statistics.median(total for total, _, _ in timings)
+                per_call = statistics.median(near for _, _, near in timings)
+                overhead = statistics.median(total / (calls * near) for total, _, near in timings)
+                in_run = statistics.median(total / net for total, net, _ in timings)
+                row = {"config": cfg.name, "sampler": sampler, "k": k, "T": steps, "clamp": clamp,
+                       "calls": calls, "sample_s": seconds, "call_s": per_call,
+                       "overhead": overhead, "in_run": in_run}
                 rows.append(row)
                 print(f"{sampler:<14} k={k:<3} T={steps:<5} clamp={clamp!s:<5} calls={calls:<3} "
                       f"sample {seconds * 1e3:8.1f} ms  call {per_call * 1e3:6.2f} ms  "
                       f"overhead {row['overhead']:.3f}  in_run {in_run:.3f}", flush=True)
+    return rows
+
+
+def auto_threads(requested: int) -> int:
+    """``requested``, or for 0 the CPU cores the 1-minute load average leaves idle (at least 1):
+    on a shared machine more OpenMP threads than idle cores can make every call many times slower.
+    """
+    if requested > 0:
+        return requested
+    cores = os.cpu_count() or 1
+    return max(1, min(cores, cores - round(os.getloadavg()[0])))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--configs", default="small,paper", help="comma-separated: small, paper")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--seq-len", type=int, default=64)
+    parser.add_argument("--vocab", type=int, default=1000)
+    parser.add_argument("--d-model", type=int, default=256)
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--heads", type=int, default=4)
+    parser.add_argument("--emb-dim", type=int, default=128)
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--paper-batch", type=int, default=2)
+    parser.add_argument("--paper-ks", default="16", help="comma-separated k (paper config)")
+    parser.add_argument("--paper-reps", type=int, default=1)
+    parser.add_argument("--paper-clamp", choices=("on", "both"), default="on")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (0: the cores the load average leaves idle)")
+    parser.add_argument("--json", help="also write the numbers here")
+    args = parser.parse_args(argv)
+    configs = [c.strip() for c in args.configs.split(",") if c.strip()]
+    if set(configs) - {"small", "paper"}:
+        parser.error(f"unknown configs in {args.configs!r}; choose from small, paper")
+    device = torch.device(args.device)
+    torch.set_num_threads(auto_threads(args.threads))
+    print(f"command: {' '.join(sys.argv)}")
+    print(f"cpus: {os.cpu_count()}  load {os.getloadavg()[0]:.1f}  torch {torch.__version__}  "
+          f"device {device}  threads {torch.get_num_threads()}")
+
+    method = DiffuSeq()
+    rows = []
+    for name in configs:
+        if name == "small":
+            cfg = argparse.Namespace(
+                name=name, d_model=args.d_model, layers=args.layers, heads=args.heads,
+                emb_dim=args.emb_dim, vocab=args.vocab, seq_len=args.seq_len, batch=args.batch,
+                ks=KS, clamps=(True, False), reps=args.reps, warmup=True,
+            )
+        else:
+            cfg = argparse.Namespace(
+                name=name, **PAPER, batch=args.paper_batch,
+                ks=tuple(int(k) for k in args.paper_ks.split(",")),
+                clamps=(True,) if args.paper_clamp == "on" else (True, False),
+                reps=args.paper_reps, warmup=False,  # the per-call timing has warmed the model
+            )
+        rows += bench(cfg, method, device)
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:
             json.dump({"args": vars(args), "rows": rows}, fh, indent=1)

@@ -412,19 +412,39 @@ def test_clamping_feeds_embedding_rows_to_the_update():
     seen: list[torch.Tensor] = []
     orig = method._x0
 
-    def spy(m, z, step, clamp):
-        x0 = orig(m, z, step, clamp)
+    def spy(m, z, step, clamp, anchor):
+        x0 = orig(m, z, step, clamp, anchor)
         seen.append(x0)
         return x0
 
     method._x0 = spy
     out = method.sample(model, prompt_only(batch), 5, "ddim_respaced", torch.Generator())
     emb = model.word_emb.weight.detach()
+    free = ~batch.cond
     for x0 in seen:
         ids = model.nearest_ids(x0)
-        assert torch.equal(x0, emb[ids])  # every x̂₀ is a row of E
+        assert torch.equal(x0[free], emb[ids][free])  # every generated x̂₀ is a row of E
     logits_ids = (emb[model.nearest_ids(seen[-1])] @ emb.T + model.lm_bias.detach()).argmax(-1)
-    assert torch.equal(out.ids[~batch.cond], logits_ids[~batch.cond])
+    assert torch.equal(out.ids[free], logits_ids[free])
+
+
+@pytest.mark.parametrize("sampler,nfe", [("ddpm", T), ("ddim_gap", 4), ("ddim_respaced", 4)])
+def test_clamping_only_free_positions_equals_clamping_all(sampler, nfe):
+    """DiffuSeq clamps every position; anchoring overwrites the source half, so skipping it in the
+    V-wide search (our speed-up) gives the very same samples."""
+    model = build()
+    cond = prompt_only(diffuseq_batch())
+    ours = DiffuSeq().sample(model, cond, nfe, sampler, torch.Generator().manual_seed(5))
+    everywhere = DiffuSeq()
+
+    def clamp_all(m, z, step, clamp, anchor):
+        t = torch.full((z.shape[0],), step, dtype=torch.long, device=z.device)
+        x0 = m(z, t).float()
+        return m.word_emb(m.nearest_ids(x0)).float() if clamp else x0
+
+    everywhere._x0 = clamp_all
+    ref = everywhere.sample(model, cond, nfe, sampler, torch.Generator().manual_seed(5))
+    assert torch.equal(ours.ids, ref.ids) and ours.nfe == ref.nfe
 
 
 @pytest.mark.parametrize("sampler,nfe", [("ddpm", T), ("ddim_gap", 4), ("ddim_respaced", 4)])

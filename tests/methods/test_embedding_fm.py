@@ -426,3 +426,102 @@ def test_learns_a_token_mapping_in_the_halves_layout():
     for acc, acc_content in ((acc1, content1), (acc16, content16)):
         assert acc > copy + 0.3  # clearly above copying the source
         assert acc_content > 0.85  # the mapping itself was learned (copy gets 0 here)
+
+
+# ------------------------------------------------------------------------------------------------
+# nearest-neighbour rounding at the real vocabulary size
+# ------------------------------------------------------------------------------------------------
+
+BERT_V, BERT_D = 30522, 128  # bert-base-uncased vocabulary, FM-seq2seq's emb_dim
+
+
+def brute_force_nearest(x: torch.Tensor, emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(argmin, squared-distance gap to the runner-up) of the direct float64 distances ‖x − E_k‖."""
+    dist = torch.cdist(
+        x.double()[None], emb.double()[None], compute_mode="donot_use_mm_for_euclid_dist"
+    )[0]  # (N, V), differences taken element by element, no ‖E‖² − 2⟨E, x⟩ expansion
+    two = dist.topk(2, dim=-1, largest=False)  # sorted: nearest first
+    return two.indices[:, 0], two.values[:, 1].square() - two.values[:, 0].square()
+
+
+def test_rounding_equals_brute_force_at_bert_vocab(monkeypatch):
+    """V = 30,522, emb_dim 128, rows of varied norms; queries anywhere, near a row, on a row."""
+    g = torch.Generator().manual_seed(0)
+    emb = torch.randn(BERT_V, BERT_D, generator=g) * (0.5 + torch.rand(BERT_V, 1, generator=g))
+    pick = torch.randint(BERT_V, (200,), generator=g)
+    x = torch.cat([
+        torch.randn(200, BERT_D, generator=g) * 1.2,  # anywhere
+        emb[pick] + 0.3 * torch.randn(200, BERT_D, generator=g),  # near a row
+        emb[pick[:40]],  # exactly on a row
+    ])  # (440, 128)
+    brute, gap = brute_force_nearest(x, emb)
+    # no near-tie: the float32 search has a margin of ~30× its rounding error (~1e-4 at |E|² ~ 256)
+    assert gap.min().item() > 1e-3
+    assert torch.equal(brute[-40:], pick[:40])
+    assert torch.equal(nearest_tokens(x, emb), brute)
+    # the block size changes nothing: ragged blocks of 7 positions, and a single one
+    monkeypatch.setattr(embedding_fm, "ROUND_BLOCK", BERT_V * 7)
+    assert torch.equal(nearest_tokens(x, emb), brute)
+    monkeypatch.setattr(embedding_fm, "ROUND_BLOCK", 1)  # one position per block
+    assert torch.equal(nearest_tokens(x[:50], emb), brute[:50])
+    monkeypatch.setattr(embedding_fm, "ROUND_BLOCK", BERT_V * 10_000)  # everything at once
+    assert torch.equal(nearest_tokens(x, emb), brute)
+
+
+def test_rounding_ties_go_to_the_lowest_index(monkeypatch):
+    """Exact ties resolve to the lowest index, as torch.argmin, at V = 30,522.
+
+    Small-integer E and x make every product and partial sum exact in float32, so the computed
+    objective has exactly the ties of the true distances whatever order the matmul sums in (with
+    real-valued rows a BLAS may round the same dot product differently in different columns);
+    the reference is the exact squared distance, its argmin the first minimal index.
+    """
+    g = torch.Generator().manual_seed(1)
+    emb = torch.randint(-2, 3, (BERT_V, BERT_D), generator=g)  # (V, d) entries in {-2, …, 2}
+    firsts = torch.tensor([3, 100, 4097, 20000])
+    copies = torch.tensor([[17, 30521], [101, 15000], [4098, 30000], [20001, 30520]])
+    for i, js in zip(firsts, copies, strict=True):
+        emb[js] = emb[i].clone()  # the same row at several indices, incl. the last columns
+    emb[7] = 0
+    emb[7, :4] = torch.tensor([1, -1, 1, 1])  # the two smallest rows, E_29999 = −E_7
+    emb[29999] = -emb[7]
+    x = torch.cat([
+        emb[firsts],  # exactly on a duplicated row
+        emb[copies[:, 1]],  # on the later copy
+        emb[firsts] + torch.randint(-1, 2, (4, BERT_D), generator=g),  # near it
+        torch.zeros(1, BERT_D, dtype=torch.long),  # equidistant from E_7 and E_29999
+        torch.randint(-2, 3, (300, BERT_D), generator=g),  # anywhere: many exact ties
+    ])  # (313, d)
+    xd, ed = x.double(), emb.double()
+    # ‖x − E_k‖² of integers, exact in float64 (every partial sum is an integer far below 2⁵³)
+    exact = xd.square().sum(-1, keepdim=True) + ed.square().sum(-1) - 2.0 * (xd @ ed.T)
+    assert torch.equal(exact[:5], ((x[:5, None] - emb[None]) ** 2).sum(-1).double())
+    expected = exact.argmin(-1)  # first minimal index
+    assert torch.equal(expected[:8], torch.cat([firsts, firsts]))
+    assert expected[12] == 7
+    n_tied = ((exact == exact.min(-1, keepdim=True).values).sum(-1) > 1).sum().item()
+    assert n_tied > 20  # ties are the rule here, not the exception
+    xf, ef = x.float(), emb.float()
+    assert torch.equal(nearest_tokens(xf, ef), expected)
+    for rows in (1, 2, 3, 5, 7, 11, 64, 313):  # block sizes, ragged tails included
+        monkeypatch.setattr(embedding_fm, "ROUND_BLOCK", BERT_V * rows)
+        n = 313 if rows >= 64 else 40  # tiny matmuls are slow: the special rows and a few more
+        assert torch.equal(nearest_tokens(xf[:n], ef), expected[:n]), rows
+
+
+def test_rounding_edge_cases():
+    """No positions, float64 / bf16 inputs, and autocast (the search stays float32)."""
+    g = torch.Generator().manual_seed(2)
+    emb = torch.randn(1000, 16, generator=g)
+    x = torch.randn(300, 16, generator=g)
+    expected = (emb.square().sum(-1) - 2.0 * (x @ emb.T)).argmin(-1)
+    empty = nearest_tokens(torch.empty(0, 16), emb)
+    assert empty.shape == (0,) and empty.dtype == torch.int64
+    assert torch.equal(nearest_tokens(x.double(), emb.double()), expected)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.equal(nearest_tokens(x, emb), expected)
+    xb = x.bfloat16()
+    expected_b = (emb.square().sum(-1) - 2.0 * (xb.float() @ emb.T)).argmin(-1)
+    assert torch.equal(nearest_tokens(xb, emb), expected_b)
+    out = nearest_tokens(x[::2], emb)  # a strided view
+    assert torch.equal(out, expected[::2])

@@ -503,11 +503,23 @@ class DiffuSeq(Method):
             model.train(was_training)
         return Samples(ids=torch.where(given, ids, out), nfe=calls)
 
-    def _x0(self, model: DiffuSeqModel, z: torch.Tensor, step: int, clamp: bool) -> torch.Tensor:
-        """One network call: x̂₀ (B, L, e) at integer step ``step``, clamped to E if asked."""
+    def _x0(
+        self, model: DiffuSeqModel, z: torch.Tensor, step: int, clamp: bool, anchor: torch.Tensor
+    ) -> torch.Tensor:
+        """One network call: x̂₀ (B, L, e) at integer step ``step``, clamped to E if asked.
+
+        DiffuSeq clamps every position; only the free ones (``~anchor``) are clamped here: an
+        anchored position's x̂₀ only enters its own z, which anchoring then overwrites with E[src],
+        so the samples are identical and the V-wide search skips the source half.
+        """
         t = torch.full((z.shape[0],), step, dtype=torch.long, device=z.device)
         x0 = model(z, t).float()
-        return model.word_emb(model.nearest_ids(x0)).float() if clamp else x0
+        if not clamp:
+            return x0
+        free = ~anchor[..., 0]  # (B, L)
+        x0 = x0.clone()
+        x0[free] = model.word_emb(model.nearest_ids(x0[free])).float()  # (n_free, e)
+        return x0
 
     def _ddpm(
         self,
@@ -522,7 +534,7 @@ class DiffuSeq(Method):
         """Ancestral sampling i = T−1 … 0: posterior mean + √(fixed-large var)·n, then anchoring."""
         sch = model.schedule
         for i in range(sch.T - 1, -1, -1):
-            x0 = self._x0(model, z, i, clamp)
+            x0 = self._x0(model, z, i, clamp, anchor)
             z = float(sch.coef1[i]) * x0 + float(sch.coef2[i]) * z  # (B, L, e) posterior mean
             if i > 0:
                 n = _gaussian(z.shape, generator, z.device, top_p)
@@ -548,7 +560,7 @@ class DiffuSeq(Method):
         """
         ab, ab_prev = model.schedule.ab, model.schedule.ab_prev
         for k, i in enumerate(steps):
-            x0 = self._x0(model, z, i, clamp)
+            x0 = self._x0(model, z, i, clamp, anchor)
             eps = (z / math.sqrt(ab[i]) - x0) / math.sqrt(1.0 / ab[i] - 1.0)  # (B, L, e)
             if respaced:
                 target = float(ab[steps[k + 1]]) if k + 1 < len(steps) else 1.0
