@@ -168,7 +168,10 @@ def test_hostile_programs_are_scored_as_failures(tmp_path, monkeypatch):
     assert list(boxes.iterdir()) == []
     left = [p for p in psutil.process_iter(["cmdline"])
             if any(str(tmp_path) in a for a in p.info["cmdline"] or ())]  # fmt: skip
-    assert left == []
+    # A SIGKILLed process group can take a moment to be torn down on a loaded machine (seen once
+    # in a full-suite run at load ~3 on 2 cores); what matters is that nothing survives.
+    _, alive = psutil.wait_procs(left, timeout=10)
+    assert alive == []
 
 
 # --- MBPP ---------------------------------------------------------------------------------------
