@@ -25,7 +25,7 @@ import csv
 import math
 import os
 import statistics
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -244,16 +244,15 @@ PAPER_HEADERS = {
 }
 
 
-def read_paper_values(path: str | os.PathLike | None, kind: str) -> list[PaperValue]:
-    """Read ``config/paper_values/NAME.csv`` (header :data:`PAPER_HEADERS` ``[kind]``)."""
-    if path is None:
-        return []
+def iter_paper_rows(
+    path: str | os.PathLike, kind: str
+) -> Iterator[tuple[int, tuple[str, str, str, str, str]]]:
+    """``(line, stripped fields)`` of each non-blank row of a paper-values CSV; the header
+    (:data:`PAPER_HEADERS` ``[kind]``), the file's existence and the field count are checked."""
     path = Path(path)
     header = PAPER_HEADERS[kind]
     if not path.exists():
         raise InputError(f"{path}: paper-values file not found (header: {','.join(header)})")
-    out: list[PaperValue] = []
-    seen: dict[tuple, int] = {}
     with open(path, encoding="utf-8", newline="") as fh:
         reader = csv.reader(fh)
         first = next(reader, None)
@@ -266,19 +265,29 @@ def read_paper_values(path: str | os.PathLike | None, kind: str) -> list[PaperVa
             if len(row) != len(header):
                 raise InputError(f"{path}:{line}: expected {len(header)} fields, got {len(row)}")
             label, nfe_s, column, value_s, source = (c.strip() for c in row)
-            try:
-                nfe = int(nfe_s) if nfe_s else None
-                value = float(value_s)
-            except ValueError:
-                raise InputError(
-                    f"{path}:{line}: nfe must be an integer or blank and value a number, "
-                    f"got nfe={nfe_s!r} value={value_s!r}"
-                ) from None
-            key = (label, nfe, column)
-            if key in seen:
-                raise InputError(f"{path}:{line}: duplicate of line {seen[key]} for {key}")
-            seen[key] = line
-            out.append(PaperValue(label, nfe, column, value, source, value_s))
+            yield line, (label, nfe_s, column, value_s, source)
+
+
+def read_paper_values(path: str | os.PathLike | None, kind: str) -> list[PaperValue]:
+    """Read ``config/paper_values/NAME.csv`` (header :data:`PAPER_HEADERS` ``[kind]``)."""
+    if path is None:
+        return []
+    out: list[PaperValue] = []
+    seen: dict[tuple, int] = {}
+    for line, (label, nfe_s, column, value_s, source) in iter_paper_rows(path, kind):
+        try:
+            nfe = int(nfe_s) if nfe_s else None
+            value = float(value_s)
+        except ValueError:
+            raise InputError(
+                f"{path}:{line}: nfe must be an integer or blank and value a number, "
+                f"got nfe={nfe_s!r} value={value_s!r}"
+            ) from None
+        key = (label, nfe, column)
+        if key in seen:
+            raise InputError(f"{path}:{line}: duplicate of line {seen[key]} for {key}")
+        seen[key] = line
+        out.append(PaperValue(label, nfe, column, value, source, value_s))
     return out
 
 

@@ -45,7 +45,6 @@ timestamps (matplotlib writes none).
 from __future__ import annotations
 
 import argparse
-import csv
 import logging
 import math
 import os
@@ -55,8 +54,8 @@ from typing import NamedTuple
 
 from repro.io import InputError, atomic_path, read_json
 from repro.report import (
-    PAPER_HEADERS,
     PaperValue,
+    iter_paper_rows,
     load_cell,
     load_spec,
     read_paper_values,
@@ -229,43 +228,28 @@ def read_paper_curve(path: str | os.PathLike | None, metric: str = "loss") -> li
     """
     if path is None:
         return []
-    path = Path(path)
-    header = PAPER_HEADERS["figure"]
-    if not path.exists():
-        raise InputError(f"{path}: paper-values file not found (header: {','.join(header)})")
     out: list[CurvePoint] = []
     seen: dict[tuple[str, float], int] = {}
     skipped = 0
-    with open(path, encoding="utf-8", newline="") as fh:
-        reader = csv.reader(fh)
-        first = next(reader, None)
-        if first is None or tuple(c.strip() for c in first) != header:
-            raise InputError(f"{path}:1: header must be {','.join(header)}, got {first}")
-        for row in reader:
-            line = reader.line_num
-            if not row or not any(c.strip() for c in row):
-                continue
-            if len(row) != len(header):
-                raise InputError(f"{path}:{line}: expected {len(header)} fields, got {len(row)}")
-            label, t_s, column, value_s, source = (c.strip() for c in row)
-            if column != metric:
-                skipped += 1
-                continue
-            try:
-                t, value = float(t_s), float(value_s)
-            except ValueError:
-                t = value = math.nan
-            if not 0.0 <= t <= 1.0 or not math.isfinite(value):
-                raise InputError(
-                    f"{path}:{line}: a loss_vs_t figure's nfe column holds t in [0, 1] and its "
-                    f"value column a number, got nfe={t_s!r} value={value_s!r}"
-                )
-            if (label, t) in seen:
-                raise InputError(
-                    f"{path}:{line}: duplicate of line {seen[label, t]} for ({label!r}, t={t})"
-                )
-            seen[label, t] = line
-            out.append(CurvePoint(label, t, value, source))
+    for line, (label, t_s, column, value_s, source) in iter_paper_rows(path, "figure"):
+        if column != metric:
+            skipped += 1
+            continue
+        try:
+            t, value = float(t_s), float(value_s)
+        except ValueError:
+            t = value = math.nan
+        if not 0.0 <= t <= 1.0 or not math.isfinite(value):
+            raise InputError(
+                f"{path}:{line}: a loss_vs_t figure's nfe column holds t in [0, 1] and its "
+                f"value column a number, got nfe={t_s!r} value={value_s!r}"
+            )
+        if (label, t) in seen:
+            raise InputError(
+                f"{path}:{line}: duplicate of line {seen[label, t]} for ({label!r}, t={t})"
+            )
+        seen[label, t] = line
+        out.append(CurvePoint(label, t, value, source))
     if skipped:
         log.warning("%s: %d row(s) whose metric is not %r skipped", path, skipped, metric)
     return out
