@@ -76,6 +76,17 @@ def test_paraphrase_lengths_and_copy_is_not_the_answer():
         assert min(_lengths(rows, f)) >= 5 and max(_lengths(rows, f)) <= 14
     assert all(r["src"] != r["trg"] for r in rows)
     assert all(r["src"].endswith(" ?") and r["trg"].endswith(" ?") for r in rows)
+    # one right paraphrase per source: the target is a function of the source
+    targets: dict[str, set[str]] = {}
+    for r in rows:
+        targets.setdefault(r["src"], set()).add(r["trg"])
+    assert len(targets) < len(rows)  # some sources recur, so this checks something
+    assert all(len(t) == 1 for t in targets.values())
+    # the rotation is a bijection: each target also comes from exactly one source
+    sources_of: dict[str, set[str]] = {}
+    for r in rows:
+        sources_of.setdefault(r["trg"], set()).add(r["src"])
+    assert all(len(s) == 1 for s in sources_of.values())
 
 
 def test_translation_word_order_and_lexicon():
