@@ -383,3 +383,56 @@ def test_sampler_weights_must_be_stored_by_the_run(smoke):
     cfg["experiments"]["fm"]["train"].pop("ema_eval")
     with pytest.raises(ConfigError, match="need train.ema as a list"):
         Catalogue(cfg)
+
+
+def _with_sweep(smoke: dict, **overrides) -> dict:
+    cfg = copy.deepcopy(smoke)
+    cfg["figures"]["sweep"] = {
+        "title": "AR temperature sweep", "kind": "option_sweep", "option": "temperature",
+        "values": [0.5, 1.0, 2.0], "x_label": "temperature",
+        "metrics": [{"label": "Entropy", "metric": "entropy"}],
+        "series": [{"label": "AR", "dataset": "syn_stories", "experiment": "ar",
+                    "sampler": "ancestral", "nfe": 80}],
+        **overrides,
+    }
+    return cfg
+
+
+def test_option_sweep_derives_one_sampler_per_value(smoke):
+    from snakemake.utils import validate
+
+    cfg = _with_sweep(smoke)
+    validate(copy.deepcopy(cfg), str(REPO / "workflow" / "schemas" / "config.schema.yaml"))
+    c = Catalogue(cfg)
+    samplers = c.experiments["ar"]["samplers"]
+    assert samplers["ancestral.temperature0.5"] == {"kind": "ancestral", "temperature": 0.5,
+                                                    "top_k": 0}
+    assert "ancestral.temperature2.0" in samplers and "ancestral" in samplers
+    assert "temperature0.5" not in json.dumps(smoke)  # the loaded config is not mutated
+    assert c.figure_inputs("sweep") == [
+        f"results/scores/syn_stories/ar/ancestral.temperature{v}/nfe80/seed0.json"
+        for v in (0.5, 1.0, 2.0)]
+    spec = json.loads(c.figure_spec("sweep"))
+    assert spec["option"] == "temperature" and spec["x_label"] == "temperature"
+    (series,) = spec["series"]
+    assert series["sampler"] == "ancestral"
+    assert [p["x"] for p in series["points"]] == [0.5, 1.0, 2.0]
+    assert json.loads(c.sampler_params("ar", "ancestral.temperature2.0"))["temperature"] == 2.0
+    assert "ancestral\\.temperature0\\.5" in c.wildcard_pattern("sampler")
+
+
+@pytest.mark.parametrize("overrides, match", [
+    ({"values": []}, "needs 'option' and 'values'"),
+    ({"series": [{"label": "AR", "dataset": "syn_stories", "experiment": "ar",
+                  "sampler": "ancestral", "nfe": [40, 80]}]}, r"sweep\.series\[0\]\.nfe"),
+])
+def test_option_sweep_errors_name_the_key(smoke, overrides, match):
+    with pytest.raises(ConfigError, match=match):
+        Catalogue(_with_sweep(smoke, **overrides))
+
+
+def test_option_sweep_refuses_to_shadow_a_configured_sampler(smoke):
+    cfg = _with_sweep(smoke)
+    cfg["experiments"]["ar"]["samplers"]["ancestral.temperature0.5"] = {"kind": "greedy"}
+    with pytest.raises(ConfigError, match="already defines sampler 'ancestral.temperature0.5'"):
+        Catalogue(cfg)

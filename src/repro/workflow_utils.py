@@ -65,6 +65,17 @@ EMBEDDING_PREFIX = "from:"
 EMBEDDING_EXPORTERS = ("diffuseq", "embedding_fm")
 #: figure kinds drawn from ``results/analysis/`` files (rule analyse_loss_vs_t) -> file name
 ANALYSIS_FIGURES = {"loss_vs_t": "loss_vs_t.json"}
+#: figure kind whose x axis is the value of one sampler option (KL-flow's top-k and t* sweeps)
+OPTION_SWEEP = "option_sweep"
+
+
+def sweep_sampler(base: str, option: str, value: object) -> str:
+    """Name of the sampler an ``option_sweep`` figure derives from ``base``: ``base.<option><v>``.
+
+    It is a path component (``results/samples/…/hybrid.t_star0.1/…``) and an ordinary sampler of
+    the experiment from then on, so each swept value is its own sample and score job.
+    """
+    return f"{base}.{option}{value}"
 
 
 class ConfigError(ValueError):
@@ -175,7 +186,7 @@ def resolve_experiments(experiments: dict[str, dict]) -> dict[str, dict]:
             raise ConfigError(f"experiments.{chain[-1]}.extends: unknown experiment {name!r}")
         if name in chain:
             raise ConfigError(f"experiments: 'extends' cycle {' -> '.join((*chain, name))}")
-        exp = dict(experiments[name])
+        exp = copy.deepcopy(experiments[name])  # the catalogue adds sweep samplers to it
         parent = exp.pop("extends", None)
         if parent is not None:
             exp = deep_merge(resolve(parent, (*chain, name)), exp)
@@ -229,7 +240,43 @@ class Catalogue:
         self.figures: dict[str, dict] = config.get("figures", {})
         self.judges: dict[str, dict] = config.get("judges", {})
         self.skipped: list[str] = []
+        self._add_sweep_samplers()
         self._check()
+
+    def _add_sweep_samplers(self) -> None:
+        """Give each experiment of an ``option_sweep`` figure one sampler per swept value."""
+        for name, spec in self.figures.items():
+            if spec.get("kind") != OPTION_SWEEP:
+                continue
+            where = f"figures.{name}"
+            option, values = spec.get("option"), spec.get("values")
+            if not option or not values:
+                raise ConfigError(f"{where}: an option_sweep figure needs 'option' and 'values'")
+            for i, row in enumerate(spec["series"]):
+                swhere = f"{where}.series[{i}]"
+                if isinstance(row["nfe"], list):
+                    raise ConfigError(f"{swhere}.nfe: an option_sweep series takes one NFE "
+                                      f"(got {row['nfe']}); add a series per NFE")
+                exp = self.experiments.get(row["experiment"])
+                samplers = {} if exp is None else exp.get("samplers", {})
+                if row["sampler"] not in samplers:
+                    continue  # _check_row names the problem
+                base = samplers[row["sampler"]]
+                for value in values:
+                    derived = sweep_sampler(row["sampler"], option, value)
+                    cfg = {**base, option: value}
+                    if samplers.setdefault(derived, cfg) != cfg:
+                        raise ConfigError(
+                            f"{swhere}: experiment {row['experiment']!r} already defines sampler "
+                            f"{derived!r} with other options; rename it"
+                        )
+
+    def _sweep_rows(self, figure: str) -> list[dict]:
+        """An ``option_sweep`` figure's series expanded into one row per value (with its ``x``)."""
+        spec = self.figures[figure]
+        return [{**row, "sampler": sweep_sampler(row["sampler"], spec["option"], value),
+                 "x": value, "base_sampler": row["sampler"]}
+                for row in spec["series"] for value in spec["values"]]
 
     # ------------------------------------------------------------------ validation
     def _check(self) -> None:
@@ -427,7 +474,9 @@ class Catalogue:
     def figure_cells(self, figure: str) -> list[tuple[dict, Cell]]:
         if self.is_analysis("figures", figure):
             return []
-        return self._cells(self.figures[figure]["series"], f"figures.{figure}")
+        rows = (self._sweep_rows(figure) if self.figures[figure]["kind"] == OPTION_SWEEP
+                else self.figures[figure]["series"])
+        return self._cells(rows, f"figures.{figure}")
 
     def analysis_series(self, figure: str) -> list[dict]:
         """Series of an analysis figure with their input file (implemented methods only)."""
@@ -648,15 +697,17 @@ class Catalogue:
         for row, c in self.figure_cells(figure):
             s = series.setdefault(row["label"], {
                 "label": row["label"], "dataset": c.dataset, "experiment": c.experiment,
-                "method": self.experiments[c.experiment]["method"], "sampler": c.sampler,
-                "points": [],
+                "method": self.experiments[c.experiment]["method"],
+                "sampler": row.get("base_sampler", c.sampler), "points": [],
             })
             s["points"].append({"nfe": c.nfe, "seeds": None if c.mbr else list(c.seeds),
-                                "scores": [c.score_path(d) for d in self.default_draws(c)]})
+                                "scores": [c.score_path(d) for d in self.default_draws(c)],
+                                **({"x": row["x"]} if "x" in row else {})})
+        sweep = {key: spec[key] for key in ("option", "values", "x_label", "log_x") if key in spec}
         return canonical_json({
             "name": figure, "title": spec.get("title", figure), "kind": spec["kind"],
             "source": spec.get("source", ""), "metrics": spec["metrics"],
-            "series": list(series.values()),
+            "series": list(series.values()), **sweep,
         })
 
     def paper_values(self, kind: str, name: str) -> list[str]:

@@ -226,3 +226,23 @@ def test_nfe_curve_still_rejects_float_nfe(spec, tmp_path):
     path.write_text("series,nfe,metric,value,source\nFM-seq2seq,0.5,BLEU,0.1,x\n")
     with pytest.raises(InputError, match="nfe must be an integer"):
         make_figure(spec, path, tmp_path / "f.png")
+
+
+def test_option_sweep_draws_against_the_option(spec, tmp_path):
+    sweep = {**spec, "name": "sweep", "kind": "option_sweep", "option": "top_k",
+             "x_label": "top-k", "log_x": True}
+    for point, k in zip(sweep["series"][0]["points"], (1, 5, 50)):
+        point["x"] = k
+    df = _ours_frame(sweep)
+    assert sorted(df["x"].unique()) == [1, 5, 50]
+    paper = tmp_path / "paper.csv"
+    paper.write_text("series,nfe,metric,value,source\nFM-seq2seq,5,BLEU,0.2,Fig. 3\n"
+                     "FM-seq2seq,0.5,BLEU,0.1,Fig. 3\n")
+    png, _ = make_figure(sweep, paper, tmp_path / "sweep.png")
+    assert png.stat().st_size > 10_000
+    paper.write_text("series,nfe,metric,value,source\nFM-seq2seq,all,BLEU,0.2,Fig. 3\n")
+    with pytest.raises(InputError, match=r"paper\.csv:2: an option_sweep"):
+        make_figure(sweep, paper, tmp_path / "sweep2.png")
+    del sweep["series"][0]["points"][0]["x"]
+    with pytest.raises(InputError, match=r"points\[0\]: an option_sweep point needs a numeric 'x'"):
+        make_figure(sweep, None, tmp_path / "sweep3.png")

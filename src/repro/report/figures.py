@@ -21,6 +21,12 @@ Kinds (:data:`FIGURE_KINDS`):
   method lands) are drawn too, so the paper's comparison stays visible. A point whose scores lack
   the metric is skipped with a warning.
 
+* ``option_sweep`` (KL-flow App. B Fig. 3 top-k, Figs. 6-7 t*: metrics against the value of one
+  sampler option at a fixed NFE) — spec as ``nfe_curve`` plus ``option``, ``values``, optional
+  ``x_label`` and ``log_x``; each point carries ``x`` (the option's value). Paper values: the
+  figure CSV header with the ``nfe`` column holding the option's value (a number); ``metric`` =
+  the panel's label.
+
 * ``loss_vs_t`` (FM-seq2seq Fig. 8: the l2 training loss on validation data across t ∈ [0, 1])
   — spec::
 
@@ -90,6 +96,7 @@ def _ours_frame(spec: dict):
         for j, point in enumerate(require(series, "points", list, where)):
             pwhere = f"{where}.points[{j}]"
             nfe = require(point, "nfe", int, pwhere)
+            x = point.get("x", nfe)
             paths = require(point, "scores", list, pwhere)
             if not paths:
                 log.warning("%s (%s, nfe %s): no score files, skipped", pwhere, label, nfe)
@@ -113,13 +120,14 @@ def _ours_frame(spec: dict):
                             {
                                 "series": label,
                                 "nfe": nfe,
+                                "x": x,
                                 "metric": m["label"],
                                 "seed_file": path,
                                 "value": value * scale,
                             }
                         )
     return pd.DataFrame.from_records(
-        records, columns=["series", "nfe", "metric", "seed_file", "value"]
+        records, columns=["series", "nfe", "x", "metric", "seed_file", "value"]
     )
 
 
@@ -127,15 +135,75 @@ def _paper_frame(paper: list[PaperValue], metric_labels: list[str]):
     import pandas as pd
 
     records = [
-        {"series": v.label, "nfe": v.nfe, "metric": v.column, "value": v.value}
+        {"series": v.label, "x": v.nfe, "metric": v.column, "value": v.value}
         for v in paper
         if v.column in metric_labels and v.nfe is not None
     ]
-    return pd.DataFrame.from_records(records, columns=["series", "nfe", "metric", "value"])
+    return pd.DataFrame.from_records(records, columns=["series", "x", "metric", "value"])
 
 
 def nfe_curve(spec: dict, paper: list[PaperValue]):
     """Build the ``nfe_curve`` figure; returns a matplotlib ``Figure``."""
+    return _metric_curves(spec, _paper_frame(paper, _metric_labels(spec)), "NFE", log_x=True)
+
+
+def read_paper_sweep(path: str | os.PathLike | None) -> list[PaperValue]:
+    """Paper values of an ``option_sweep``: the figure CSV with a number (the option's value) in
+    the ``nfe`` column; a non-numeric value or a duplicate is an InputError naming ``file:line``."""
+    if path is None:
+        return []
+    out: list[PaperValue] = []
+    seen: dict[tuple[str, float, str], int] = {}
+    for line, (label, x_s, column, value_s, source) in iter_paper_rows(path, "figure"):
+        try:
+            x, value = float(x_s), float(value_s)
+        except ValueError:
+            x = value = math.nan
+        if not (math.isfinite(x) and math.isfinite(value)):
+            raise InputError(
+                f"{path}:{line}: an option_sweep figure's nfe column holds the option's value and "
+                f"its value column a number, got nfe={x_s!r} value={value_s!r}"
+            )
+        if (label, x, column) in seen:
+            raise InputError(
+                f"{path}:{line}: duplicate of line {seen[label, x, column]} for "
+                f"({label!r}, {x}, {column!r})"
+            )
+        seen[label, x, column] = line
+        # PaperValue.nfe holds the option's value here (a float): only the drawing reads it
+        out.append(PaperValue(label, x, column, value, source, value_s))  # type: ignore[arg-type]
+    return out
+
+
+def option_sweep(spec: dict, paper: list[PaperValue]):
+    """Build the ``option_sweep`` figure; returns a matplotlib ``Figure``."""
+    option = require(spec, "option", str, "figure spec")
+    x_label = spec.get("x_label", option)
+    log_x = spec.get("log_x", False)
+    if not isinstance(x_label, str) or not isinstance(log_x, bool):
+        raise InputError("figure spec: 'x_label' must be a string and 'log_x' true or false")
+    for i, series in enumerate(require(spec, "series", list, "figure spec")):
+        for j, point in enumerate(series.get("points", []) if isinstance(series, dict) else []):
+            x = point.get("x") if isinstance(point, dict) else None
+            if isinstance(x, bool) or not isinstance(x, int | float):
+                raise InputError(
+                    f"figure spec series[{i}].points[{j}]: an option_sweep point needs a "
+                    f"numeric 'x' (the value of {option!r}), got {x!r}"
+                )
+    frame = _paper_frame(paper, _metric_labels(spec))
+    return _metric_curves(spec, frame, x_label, log_x=log_x)
+
+
+def _metric_labels(spec: dict) -> list[str]:
+    return [
+        m["label"]
+        for m in require(spec, "metrics", list, "figure spec")
+        if isinstance(m, dict) and "label" in m
+    ]
+
+
+def _metric_curves(spec: dict, ref, x_label: str, log_x: bool):
+    """One panel per metric: ours solid (mean ± sd over seed files), the paper's dashed."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -145,7 +213,6 @@ def nfe_curve(spec: dict, paper: list[PaperValue]):
 
     ours = _ours_frame(spec)
     metric_labels = [m["label"] for m in spec["metrics"]]
-    ref = _paper_frame(paper, metric_labels)
     series_order = [s["label"] for s in spec["series"]]
     series_order += [s for s in dict.fromkeys(ref["series"]) if s not in series_order]
     colors = dict(zip(series_order, sns.color_palette("colorblind", max(len(series_order), 1))))
@@ -161,7 +228,7 @@ def nfe_curve(spec: dict, paper: list[PaperValue]):
             if not ours_m.empty:
                 sns.lineplot(
                     data=ours_m,
-                    x="nfe",
+                    x="x",
                     y="value",
                     hue="series",
                     palette=colors,
@@ -176,7 +243,7 @@ def nfe_curve(spec: dict, paper: list[PaperValue]):
             if not ref_m.empty:
                 sns.lineplot(
                     data=ref_m,
-                    x="nfe",
+                    x="x",
                     y="value",
                     hue="series",
                     palette=colors,
@@ -189,9 +256,9 @@ def nfe_curve(spec: dict, paper: list[PaperValue]):
                     handles[f"{s} (paper)"] = Line2D([], [], color=colors[s], linestyle="--")
             if ours_m.empty and ref_m.empty:
                 ax.text(0.5, 0.5, "no values yet", ha="center", va="center", transform=ax.transAxes)
-            else:
+            elif log_x:
                 ax.set_xscale("log")
-            ax.set_xlabel("NFE")
+            ax.set_xlabel(x_label)
             ax.set_ylabel(label)
             ax.set_title(label)
         if handles:
@@ -360,9 +427,9 @@ def loss_vs_t(spec: dict, paper: list[CurvePoint]):
     return fig
 
 
-FIGURE_KINDS = {"nfe_curve": nfe_curve, "loss_vs_t": loss_vs_t}
+FIGURE_KINDS = {"nfe_curve": nfe_curve, "option_sweep": option_sweep, "loss_vs_t": loss_vs_t}
 #: kinds whose paper values are not read by the shared integer-NFE reader
-_PAPER_READERS = {"loss_vs_t": read_paper_curve}
+_PAPER_READERS = {"loss_vs_t": read_paper_curve, "option_sweep": read_paper_sweep}
 
 
 def make_figure(
