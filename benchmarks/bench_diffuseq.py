@@ -34,76 +34,38 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
-import time
 
 import torch
+from _common import add_threads_arg, auto_threads, half_batch, overhead_rounds, overhead_summary
 
-from repro.methods.base import Batch
 from repro.methods.diffuseq import DiffuSeq
 
 KS = (16, 64)
 SAMPLERS = ("ddpm", "ddim_gap", "ddim_respaced")
-#: bare network calls timed right before each sample run (their median divides that run)
-CALLS_PER_REP = 3
 PAPER = dict(d_model=768, layers=12, heads=12, emb_dim=128, vocab=30522, seq_len=128)
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def once(fn, device: torch.device) -> float:
-    """Wall seconds of one ``fn()``."""
-    sync(device)
-    t0 = time.perf_counter()
-    fn()
-    sync(device)
-    return time.perf_counter() - t0
-
-
-def hooked_run(run, model: torch.nn.Module, device: torch.device) -> tuple[float, float]:
-    """(wall time of one ``run()``, wall time of the network calls made inside it)."""
-    spent = [0.0]
-    start = [0.0]
-
-    def pre(mod, args):
-        sync(device)
-        start[0] = time.perf_counter()
-
-    def post(mod, args, out):
-        sync(device)
-        spent[0] += time.perf_counter() - start[0]
-
-    handles = [model.register_forward_pre_hook(pre), model.register_forward_hook(post)]
-    try:
-        sync(device)
-        t0 = time.perf_counter()
-        run()
-        sync(device)
-        total = time.perf_counter() - t0
-    finally:
-        for h in handles:
-            h.remove()
-    return total, spent[0]
 
 
 def bench(cfg: argparse.Namespace, method: DiffuSeq, device: torch.device) -> list[dict]:
     """Rows of one configuration: every sampler × k × clamp."""
-    print(f"[{cfg.name}] model: d={cfg.d_model} layers={cfg.layers} heads={cfg.heads} "
-          f"emb={cfg.emb_dim} V={cfg.vocab} B={cfg.batch} L={cfg.seq_len}", flush=True)
-    half = cfg.seq_len // 2
-    ids = torch.randint(7, cfg.vocab, (cfg.batch, cfg.seq_len), device=device)
-    cond = torch.zeros(cfg.batch, cfg.seq_len, dtype=torch.bool, device=device)
-    cond[:, :half] = True
-    batch = Batch(torch.where(cond, ids, 0), cond)
+    print(
+        f"[{cfg.name}] model: d={cfg.d_model} layers={cfg.layers} heads={cfg.heads} "
+        f"emb={cfg.emb_dim} V={cfg.vocab} B={cfg.batch} L={cfg.seq_len}",
+        flush=True,
+    )
+    batch = half_batch(cfg.batch, cfg.seq_len, cfg.seq_len // 2, cfg.vocab, device, fill=0)
 
     def build(steps: int):
         torch.manual_seed(0)
-        model_cfg = dict(d_model=cfg.d_model, n_layers=cfg.layers, n_heads=cfg.heads,
-                         emb_dim=cfg.emb_dim, dropout=0.0, diffusion_steps=steps, pad_id=0)
+        model_cfg = dict(
+            d_model=cfg.d_model,
+            n_layers=cfg.layers,
+            n_heads=cfg.heads,
+            emb_dim=cfg.emb_dim,
+            dropout=0.0,
+            diffusion_steps=steps,
+            pad_id=0,
+        )
         return method.build_model(model_cfg, cfg.vocab, cfg.seq_len).to(device).eval()
 
     rows = []
@@ -115,11 +77,11 @@ def bench(cfg: argparse.Namespace, method: DiffuSeq, device: torch.device) -> li
             z = torch.randn(cfg.batch, cfg.seq_len, cfg.emb_dim, device=device)
             t = torch.full((cfg.batch,), steps // 2, device=device)
 
-            def one_call(m=model, z=z, t=t) -> float:
-                with torch.inference_mode():
-                    return once(lambda: m(z, t), device)
+            def one_call(m=model, z=z, t=t) -> None:
+                m(z, t)  # (under inference mode: the timed region is the bare call)
 
-            one_call()  # warm-up
+            with torch.inference_mode():
+                one_call()  # warm-up
             for clamp in cfg.clamps:
                 gen = torch.Generator(device).manual_seed(0)
                 result: dict = {}
@@ -128,35 +90,29 @@ def bench(cfg: argparse.Namespace, method: DiffuSeq, device: torch.device) -> li
                     with torch.inference_mode():
                         out["nfe"] = method.sample(m, batch, k, s, g, clamp=c).nfe
 
-                if cfg.warmup:
-                    run()
-                timings = []  # (sample wall, its network calls' wall, a bare call next to it)
-                for _ in range(cfg.reps):
-                    near = statistics.median(one_call() for _ in range(CALLS_PER_REP))
-                    timings.append((*hooked_run(run, model, device), near))
-                calls = result["nfe"]
-                seconds = statistics.median(total for total, _, _ in timings)
-                per_call = statistics.median(near for _, _, near in timings)
-                overhead = statistics.median(total / (calls * near) for total, _, near in timings)
-                in_run = statistics.median(total / net for total, net, _ in timings)
-                row = {"config": cfg.name, "sampler": sampler, "k": k, "T": steps, "clamp": clamp,
-                       "calls": calls, "sample_s": seconds, "call_s": per_call,
-                       "overhead": overhead, "in_run": in_run}
+                # an untimed warm-up run if cfg.warmup, then cfg.reps timed rounds
+                with torch.inference_mode():
+                    reps = overhead_rounds(
+                        one_call, {"run": run}, model, device, cfg.reps, warmup=cfg.warmup
+                    )["run"]
+                calls = result["nfe"]  # the NFE the sampler reports
+                row = {
+                    "config": cfg.name,
+                    "sampler": sampler,
+                    "k": k,
+                    "T": steps,
+                    "clamp": clamp,
+                    "calls": calls,
+                    **overhead_summary(reps, calls),
+                }
                 rows.append(row)
-                print(f"{sampler:<14} k={k:<3} T={steps:<5} clamp={clamp!s:<5} calls={calls:<3} "
-                      f"sample {seconds * 1e3:8.1f} ms  call {per_call * 1e3:6.2f} ms  "
-                      f"overhead {row['overhead']:.3f}  in_run {in_run:.3f}", flush=True)
+                print(
+                    f"{sampler:<14} k={k:<3} T={steps:<5} clamp={clamp!s:<5} calls={calls:<3} "
+                    f"sample {row['sample_s'] * 1e3:8.1f} ms  call {row['call_s'] * 1e3:6.2f} ms  "
+                    f"overhead {row['overhead']:.3f}  in_run {row['in_run']:.3f}",
+                    flush=True,
+                )
     return rows
-
-
-def auto_threads(requested: int) -> int:
-    """``requested``, or for 0 the CPU cores the 1-minute load average leaves idle (at least 1):
-    on a shared machine more OpenMP threads than idle cores can make every call many times slower.
-    """
-    if requested > 0:
-        return requested
-    cores = os.cpu_count() or 1
-    return max(1, min(cores, cores - round(os.getloadavg()[0])))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -175,8 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--paper-ks", default="16", help="comma-separated k (paper config)")
     parser.add_argument("--paper-reps", type=int, default=1)
     parser.add_argument("--paper-clamp", choices=("on", "both"), default="on")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch CPU threads (0: the cores the load average leaves idle)")
+    add_threads_arg(parser, default=1)
     parser.add_argument("--json", help="also write the numbers here")
     args = parser.parse_args(argv)
     configs = [c.strip() for c in args.configs.split(",") if c.strip()]
@@ -185,24 +140,38 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device(args.device)
     torch.set_num_threads(auto_threads(args.threads))
     print(f"command: {' '.join(sys.argv)}")
-    print(f"cpus: {os.cpu_count()}  load {os.getloadavg()[0]:.1f}  torch {torch.__version__}  "
-          f"device {device}  threads {torch.get_num_threads()}")
+    print(
+        f"cpus: {os.cpu_count()}  load {os.getloadavg()[0]:.1f}  torch {torch.__version__}  "
+        f"device {device}  threads {torch.get_num_threads()}"
+    )
 
     method = DiffuSeq()
     rows = []
     for name in configs:
         if name == "small":
             cfg = argparse.Namespace(
-                name=name, d_model=args.d_model, layers=args.layers, heads=args.heads,
-                emb_dim=args.emb_dim, vocab=args.vocab, seq_len=args.seq_len, batch=args.batch,
-                ks=KS, clamps=(True, False), reps=args.reps, warmup=True,
+                name=name,
+                d_model=args.d_model,
+                layers=args.layers,
+                heads=args.heads,
+                emb_dim=args.emb_dim,
+                vocab=args.vocab,
+                seq_len=args.seq_len,
+                batch=args.batch,
+                ks=KS,
+                clamps=(True, False),
+                reps=args.reps,
+                warmup=True,
             )
         else:
             cfg = argparse.Namespace(
-                name=name, **PAPER, batch=args.paper_batch,
+                name=name,
+                **PAPER,
+                batch=args.paper_batch,
                 ks=tuple(int(k) for k in args.paper_ks.split(",")),
                 clamps=(True,) if args.paper_clamp == "on" else (True, False),
-                reps=args.paper_reps, warmup=False,  # the per-call timing has warmed the model
+                reps=args.paper_reps,
+                warmup=False,  # the per-call timing has warmed the model
             )
         rows += bench(cfg, method, device)
     if args.json:

@@ -49,14 +49,21 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
-import os
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import torch
+from _common import (
+    add_threads_arg,
+    auto_threads,
+    half_batch,
+    machine_line,
+    median_time,
+    once,
+    timed,
+    write_json,
+)
 
 from repro.methods import get_method
 from repro.methods.base import Batch, Method
@@ -76,16 +83,7 @@ PRESETS = {
 }
 #: spread of the DDPM per-step costs above which the extrapolation is flagged
 CONSTANT_TOL = 0.10
-
-
-def auto_threads(requested: int) -> int:
-    """``requested``, or for 0 the CPU cores the 1-minute load average leaves idle (at least 1):
-    on a shared machine more OpenMP threads than idle cores can make every call many times slower.
-    """
-    if requested > 0:
-        return requested
-    cores = os.cpu_count() or 1
-    return max(1, min(cores, cores - round(os.getloadavg()[0])))
+CPU = torch.device("cpu")  # the only device this benchmark runs on
 
 
 def method_named(name: str) -> Method:
@@ -99,8 +97,13 @@ def method_named(name: str) -> Method:
 
 def model_cfg(name: str, args: argparse.Namespace, diffusion_steps: int | None = None) -> dict:
     """The method's ``model:`` block at the shared backbone size, plus the injected special ids."""
-    cfg = dict(d_model=args.d_model, n_layers=args.n_layers, n_heads=args.n_heads,
-               mlp_ratio=args.mlp_ratio, **SPECIALS)
+    cfg = dict(
+        d_model=args.d_model,
+        n_layers=args.n_layers,
+        n_heads=args.n_heads,
+        mlp_ratio=args.mlp_ratio,
+        **SPECIALS,
+    )
     if name == "diffuseq":
         cfg.update(emb_dim=args.emb_dim, diffusion_steps=diffusion_steps or args.T)
     elif name == "embedding_fm":
@@ -126,16 +129,13 @@ def n_params(model: torch.nn.Module) -> int:
 
 def batch_for(name: str, n: int, args: argparse.Namespace, seed: int = 0) -> Batch:
     """Random rows of ``args.seq_len`` ids; cond = the source half (AR: with [BOS] at 0)."""
-    g = torch.Generator().manual_seed(seed)
-    L, half = args.seq_len, args.seq_len // 2
-    ids = torch.randint(7, args.vocab, (n, L), generator=g)
-    cond = torch.zeros(n, L, dtype=torch.bool)
-    cond[:, :half] = True
+    half = args.seq_len // 2
+    batch = half_batch(n, args.seq_len, half, args.vocab, seed=seed)
     if name == "ar":
-        ids[:, 0] = BOS
-        ids[:, half - 1] = SEP
-        ids[:, -1] = EOS
-    return Batch(ids, cond)
+        batch.ids[:, 0] = BOS
+        batch.ids[:, half - 1] = SEP
+        batch.ids[:, -1] = EOS
+    return batch
 
 
 def prompt_only(batch: Batch) -> Batch:
@@ -143,22 +143,11 @@ def prompt_only(batch: Batch) -> Batch:
     return Batch(torch.where(batch.cond, batch.ids, PAD), batch.cond)
 
 
-def wall(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
-def median_wall(fn, reps: int) -> float:
-    return statistics.median(wall(fn) for _ in range(reps))
-
-
 def call_seconds(model: torch.nn.Module, t: torch.Tensor, args: argparse.Namespace) -> float:
     """Median wall time of one bare network call on a (batch, seq_len, emb_dim) state."""
     x = torch.randn(args.batch, args.seq_len, args.emb_dim)
     with torch.inference_mode():
-        model(x, t)  # warm-up
-        return median_wall(lambda: model(x, t), args.call_reps)
+        return timed(lambda: model(x, t), CPU, args.call_reps)  # after a warm-up call
 
 
 # ------------------------------------------------------------------------------------------------
@@ -177,11 +166,19 @@ def time_fm(args: argparse.Namespace) -> dict:
             return method.sample(model, cond, 1, "euler", gen).nfe
 
     calls = run()  # warm-up
-    seconds = median_wall(run, args.fm_reps)
+    seconds = median_time(run, CPU, args.fm_reps)
     call = call_seconds(model, torch.full((args.batch,), 0.5), args)
-    return {"method": "embedding_fm", "sampler": "euler", "steps": 1, "calls": calls,
-            "clamp": None, "seconds": seconds, "measured": "direct", "call_s": call,
-            "parameters": n_params(model)}
+    return {
+        "method": "embedding_fm",
+        "sampler": "euler",
+        "steps": 1,
+        "calls": calls,
+        "clamp": None,
+        "seconds": seconds,
+        "measured": "direct",
+        "call_s": call,
+        "parameters": n_params(model),
+    }
 
 
 def time_ddpm(args: argparse.Namespace, clamp: bool) -> dict:
@@ -203,22 +200,27 @@ def time_ddpm(args: argparse.Namespace, clamp: bool) -> dict:
                 out["nfe"] = method.sample(model, cond, steps, "ddpm", gen, clamp=clamp).nfe
 
         try:
-            total = wall(call)
+            total = once(call, CPU)
         finally:
             handle.remove()
         step_s = [b - a for a, b in zip(starts, starts[1:], strict=False)]  # one loop iteration
-        return {"steps": steps, "calls": out["nfe"], "total_s": total, "step_s": step_s,
-                "parameters": n_params(model)}
+        return {
+            "steps": steps,
+            "calls": out["nfe"],
+            "total_s": total,
+            "step_s": step_s,
+            "parameters": n_params(model),
+        }
 
     run(4)  # warm-up (allocator, kernels)
     _, model = build("diffuseq", args, diffusion_steps=args.T)
     call = call_seconds(model.eval(), torch.full((args.batch,), args.T // 2), args)
-    row = {"method": "diffuseq", "sampler": "ddpm", "steps": args.T, "clamp": clamp,
-           "call_s": call}
+    row = {"method": "diffuseq", "sampler": "ddpm", "steps": args.T, "clamp": clamp, "call_s": call}
     if args.full_ddpm:
         r = run(args.T)
-        row.update(calls=r["calls"], seconds=r["total_s"], measured="direct",
-                   parameters=r["parameters"])
+        row.update(
+            calls=r["calls"], seconds=r["total_s"], measured="direct", parameters=r["parameters"]
+        )
         return row
     short, long = (run(n) for n in args.ddpm_steps)
     assert (short["calls"], long["calls"]) == tuple(args.ddpm_steps)
@@ -232,12 +234,21 @@ def time_ddpm(args: argparse.Namespace, clamp: bool) -> dict:
     step = medians[f"run of {long['steps']}"]
     spread = (max(medians.values()) - min(medians.values())) / step
     fixed = long["total_s"] - long["steps"] * step  # setup, final lm_head argmax
-    row.update(calls=args.T, seconds=fixed + args.T * step, measured="extrapolated",
-               parameters=long["parameters"],
-               fit={"runs": {str(r["steps"]): r["total_s"] for r in (short, long)},
-                    "median_step_s": medians, "step_s": step, "fixed_s": fixed,
-                    "spread": spread, "constant": spread <= CONSTANT_TOL,
-                    "proportional_s": long["total_s"] * args.T / long["steps"]})
+    row.update(
+        calls=args.T,
+        seconds=fixed + args.T * step,
+        measured="extrapolated",
+        parameters=long["parameters"],
+        fit={
+            "runs": {str(r["steps"]): r["total_s"] for r in (short, long)},
+            "median_step_s": medians,
+            "step_s": step,
+            "fixed_s": fixed,
+            "spread": spread,
+            "constant": spread <= CONSTANT_TOL,
+            "proportional_s": long["total_s"] * args.T / long["steps"],
+        },
+    )
     return row
 
 
@@ -262,13 +273,15 @@ def time_training(name: str, args: argparse.Namespace) -> dict:
         loss.backward()
         opt.step()
 
-    for _ in range(args.warmup):
-        step()
-    seconds = median_wall(step, args.train_steps)
+    seconds = timed(step, CPU, args.train_steps, warmup=args.warmup)
     tokens = args.train_batch * args.seq_len
-    return {"method": name, "step_s": seconds, "tokens_per_step": tokens,
-            "tokens_per_s": tokens / seconds,
-            "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad)}
+    return {
+        "method": name,
+        "step_s": seconds,
+        "tokens_per_step": tokens,
+        "tokens_per_s": tokens / seconds,
+        "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+    }
 
 
 # ------------------------------------------------------------------------------------------------
@@ -276,8 +289,12 @@ def time_training(name: str, args: argparse.Namespace) -> dict:
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--preset", choices=sorted(PRESETS), default="ablation",
-                   help="shared backbone size (explicit --d-model/--n-layers/--n-heads override)")
+    p.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default="ablation",
+        help="shared backbone size (explicit --d-model/--n-layers/--n-heads override)",
+    )
     p.add_argument("--d-model", type=int)
     p.add_argument("--n-layers", type=int)
     p.add_argument("--n-heads", type=int)
@@ -287,18 +304,22 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seq-len", type=int, default=128, help="source half + target half")
     p.add_argument("--batch", type=int, default=16, help="sampling batch")
     p.add_argument("--T", type=int, default=2000, help="DiffuSeq diffusion steps")
-    p.add_argument("--ddpm-steps", default="25,50",
-                   help="two DDPM lengths n1,n2 timed and extrapolated to T")
+    p.add_argument(
+        "--ddpm-steps", default="25,50", help="two DDPM lengths n1,n2 timed and extrapolated to T"
+    )
     p.add_argument("--full-ddpm", action="store_true", help="time the real T-step DDPM run")
-    p.add_argument("--clamp", choices=("both", "on", "off"), default="both",
-                   help="DiffuSeq clamping (on = its decoding default)")
+    p.add_argument(
+        "--clamp",
+        choices=("both", "on", "off"),
+        default="both",
+        help="DiffuSeq clamping (on = its decoding default)",
+    )
     p.add_argument("--fm-reps", type=int, default=5, help="timed FM NFE-1 runs (median)")
     p.add_argument("--call-reps", type=int, default=5, help="timed bare network calls (median)")
     p.add_argument("--train-batch", type=int, help="training batch (default: --batch)")
     p.add_argument("--train-steps", type=int, default=4, help="timed steps (median)")
     p.add_argument("--warmup", type=int, default=2, help="untimed training steps first")
-    p.add_argument("--threads", type=int, default=0,
-                   help="torch CPU threads (0: the cores the load average leaves idle)")
+    add_threads_arg(p)
     p.add_argument("--json", help="also write the numbers here")
     args = p.parse_args(argv)
     for key, value in PRESETS[args.preset].items():
@@ -317,73 +338,90 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(auto_threads(args.threads))
     start = time.perf_counter()
     print(f"command: {' '.join(sys.argv)}")
-    print(f"cpus {os.cpu_count()}  load {os.getloadavg()[0]:.1f}  torch {torch.__version__}  "
-          f"threads {torch.get_num_threads()}  device cpu")
-    print(f"backbone (all methods): d_model {args.d_model}, {args.n_layers} layers, "
-          f"{args.n_heads} heads, mlp_ratio {args.mlp_ratio:g}; emb_dim {args.emb_dim}, "
-          f"V {args.vocab}, seq_len {args.seq_len} ({args.seq_len // 2} source + "
-          f"{args.seq_len - args.seq_len // 2} target); sampling batch {args.batch}, "
-          f"training batch {args.train_batch}")
+    print(f"{machine_line()}  device cpu")
+    print(
+        f"backbone (all methods): d_model {args.d_model}, {args.n_layers} layers, "
+        f"{args.n_heads} heads, mlp_ratio {args.mlp_ratio:g}; emb_dim {args.emb_dim}, "
+        f"V {args.vocab}, seq_len {args.seq_len} ({args.seq_len // 2} source + "
+        f"{args.seq_len - args.seq_len // 2} target); sampling batch {args.batch}, "
+        f"training batch {args.train_batch}"
+    )
 
     # (a) inference
     rows = [time_fm(args)]
     for clamp in {"both": (True, False), "on": (True,), "off": (False,)}[args.clamp]:
         rows.append(time_ddpm(args, clamp))
     print()
-    print(f"{'method':<13} {'sampler':<8} {'clamp':<5} {'steps':>5} {'calls':>5} "
-          f"{'params':>8} {'ms/call':>8} {'s/batch':>9} {'s/sample':>9}  measured")
+    print(
+        f"{'method':<13} {'sampler':<8} {'clamp':<5} {'steps':>5} {'calls':>5} "
+        f"{'params':>8} {'ms/call':>8} {'s/batch':>9} {'s/sample':>9}  measured"
+    )
     for r in rows:
         clamp = "-" if r["clamp"] is None else ("on" if r["clamp"] else "off")
         r["seconds_per_sample"] = r["seconds"] / args.batch
-        print(f"{r['method']:<13} {r['sampler']:<8} {clamp:<5} {r['steps']:>5} {r['calls']:>5} "
-              f"{r['parameters'] / 1e6:>7.2f}M {r['call_s'] * 1e3:>8.1f} {r['seconds']:>9.3f} "
-              f"{r['seconds_per_sample']:>9.4f}  {r['measured']}")
+        print(
+            f"{r['method']:<13} {r['sampler']:<8} {clamp:<5} {r['steps']:>5} {r['calls']:>5} "
+            f"{r['parameters'] / 1e6:>7.2f}M {r['call_s'] * 1e3:>8.1f} {r['seconds']:>9.3f} "
+            f"{r['seconds_per_sample']:>9.4f}  {r['measured']}"
+        )
     for r in rows:
         if r.get("fit"):
             f = r["fit"]
             flag = "constant" if f["constant"] else "NOT constant: extrapolation unreliable"
             runs = ", ".join(f"{n} steps {t:.2f} s" for n, t in f["runs"].items())
             meds = " | ".join(f"{k} {v * 1e3:.1f}" for k, v in f["median_step_s"].items())
-            print(f"  ddpm clamp={'on' if r['clamp'] else 'off'}: timed {runs}\n"
-                  f"    median ms/step: {meds}\n"
-                  f"    -> spread {f['spread'] * 100:.1f}%: {flag}; t({args.T}) = fixed "
-                  f"{f['fixed_s']:.2f} s + {args.T} x {f['step_s'] * 1e3:.1f} ms = "
-                  f"{r['seconds']:.1f} s (proportional t({args.T}) = {f['proportional_s']:.1f} s)")
+            print(
+                f"  ddpm clamp={'on' if r['clamp'] else 'off'}: timed {runs}\n"
+                f"    median ms/step: {meds}\n"
+                f"    -> spread {f['spread'] * 100:.1f}%: {flag}; t({args.T}) = fixed "
+                f"{f['fixed_s']:.2f} s + {args.T} x {f['step_s'] * 1e3:.1f} ms = "
+                f"{r['seconds']:.1f} s (proportional t({args.T}) = {f['proportional_s']:.1f} s)"
+            )
     fm = rows[0]
     ratios = {}
     for r in rows[1:]:
         key = f"ddpm_clamp_{'on' if r['clamp'] else 'off'}_over_fm_nfe1"
         ratios[key] = {"wall": r["seconds"] / fm["seconds"], "calls": r["calls"] / fm["calls"]}
-        print(f"ratio DiffuSeq ddpm T={args.T} (clamp {'on' if r['clamp'] else 'off'}, "
-              f"{r['measured']}) / FM-seq2seq euler NFE=1: wall-clock "
-              f"{ratios[key]['wall']:.0f}x, network calls {ratios[key]['calls']:.0f}x")
+        print(
+            f"ratio DiffuSeq ddpm T={args.T} (clamp {'on' if r['clamp'] else 'off'}, "
+            f"{r['measured']}) / FM-seq2seq euler NFE=1: wall-clock "
+            f"{ratios[key]['wall']:.0f}x, network calls {ratios[key]['calls']:.0f}x"
+        )
     call_ratio = rows[1]["call_s"] / fm["call_s"]
     ratios["call_diffuseq_over_fm"] = call_ratio
-    print(f"ratio one network call DiffuSeq / FM-seq2seq (bare forward, same backbone size): "
-          f"{call_ratio:.2f}; FM NFE=1 sample / its one call: {fm['seconds'] / fm['call_s']:.2f} "
-          f"(the rest is noise, source embedding and the nearest-neighbour rounding)")
+    print(
+        f"ratio one network call DiffuSeq / FM-seq2seq (bare forward, same backbone size): "
+        f"{call_ratio:.2f}; FM NFE=1 sample / its one call: {fm['seconds'] / fm['call_s']:.2f} "
+        f"(the rest is noise, source embedding and the nearest-neighbour rounding)"
+    )
 
     # (b) training throughput
     print()
     train = [time_training(name, args) for name in ("diffuseq", "embedding_fm", "ar")]
-    print(f"{'method':<13} {'trainable':>9} {'ms/step':>9} {'tokens/s':>9}   "
-          f"(batch {args.train_batch} x {args.seq_len} tokens, median of {args.train_steps} "
-          f"steps after {args.warmup})")
+    print(
+        f"{'method':<13} {'trainable':>9} {'ms/step':>9} {'tokens/s':>9}   "
+        f"(batch {args.train_batch} x {args.seq_len} tokens, median of {args.train_steps} "
+        f"steps after {args.warmup})"
+    )
     for r in train:
-        print(f"{r['method']:<13} {r['trainable_parameters'] / 1e6:>8.2f}M "
-              f"{r['step_s'] * 1e3:>9.1f} {r['tokens_per_s']:>9.0f}")
+        print(
+            f"{r['method']:<13} {r['trainable_parameters'] / 1e6:>8.2f}M "
+            f"{r['step_s'] * 1e3:>9.1f} {r['tokens_per_s']:>9.0f}"
+        )
     by = {r["method"]: r["tokens_per_s"] for r in train}
     for a, b in (("embedding_fm", "diffuseq"), ("embedding_fm", "ar"), ("diffuseq", "ar")):
         ratios[f"train_{a}_over_{b}"] = by[a] / by[b]
         print(f"ratio training tokens/s {a} / {b}: {by[a] / by[b]:.2f}")
     total = time.perf_counter() - start
     print(f"\ntotal {total:.0f} s")
-    if args.json:
-        Path(args.json).write_text(
-            json.dumps({"args": vars(args), "inference": rows, "training": train,
-                        "ratios": ratios, "total_s": total}, indent=2) + "\n",
-            encoding="utf-8",
-        )
+    results = {
+        "args": vars(args),
+        "inference": rows,
+        "training": train,
+        "ratios": ratios,
+        "total_s": total,
+    }
+    write_json(args.json, results)
     return 0
 
 

@@ -56,6 +56,24 @@ REGISTRY: dict[str, MethodInfo] = {
                     "emb_dim", "embeddings", "embeddings_trainable", "emb_seed",
                     "emb_loss_weight"),
     ),
+    # Discrete flow matching (Gat et al.), mask source, mixture Euler sampler: methods.md §4, §3.6
+    "dfm": MethodInfo(
+        module="dfm",
+        cls="DFM",
+        layouts={"text": "lm", "seq2seq": "conditional", "code": "infill"},
+        samplers=("mixture_euler",),
+        model_keys=("d_model", "n_layers", "n_heads", "mlp_ratio", "dropout", "pos_emb",
+                    "time_dim", "scheduler", "exponent", "loss"),
+    ),
+    # KL-flow (Sevriugov & Oseledets): logit-linear KL geodesics on the simplex: methods.md §3
+    "klflow": MethodInfo(
+        module="klflow",
+        cls="KLFlow",
+        layouts={"text": "lm", "seq2seq": "conditional", "code": "infill"},
+        samplers=("basic", "semi_sampling", "sampling", "hybrid"),
+        model_keys=("d_model", "n_layers", "n_heads", "mlp_ratio", "dropout", "pos_emb", "beta",
+                    "t_max", "time_param", "time_scale"),
+    ),
 }
 
 

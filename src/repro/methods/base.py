@@ -29,7 +29,9 @@ class Batch:
     cond: torch.Tensor  # (B, L) bool
 
     def to(self, device: torch.device | str) -> Batch:
-        return Batch(self.ids.to(device, non_blocking=True), self.cond.to(device, non_blocking=True))
+        return Batch(
+            self.ids.to(device, non_blocking=True), self.cond.to(device, non_blocking=True)
+        )
 
 
 @dataclass
@@ -79,6 +81,28 @@ def check_model_cfg(
                 f"{where}: {key} = {value!r} is not a token id in [0, vocab_size={vocab_size})"
             )
     return {key: model_cfg.get(key, default) for key, default in keys.items()}, ids
+
+
+def batch_on(batch: Batch, device: torch.device, seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(ids, cond)`` of ``batch`` on ``device`` (int64, bool), checked against the model.
+
+    Shapes must agree (B, L) — a programming error (``ValueError``) — and L must not exceed the
+    ``seq_len`` the model was built for: an :class:`~repro.io.InputError` telling the user to
+    tokenize with the layout the model was trained on.
+    """
+    from repro.io import InputError
+
+    ids, cond = batch.ids.to(device).long(), batch.cond.to(device).bool()  # (B, L) each
+    if ids.dim() != 2 or ids.shape != cond.shape:
+        raise ValueError(
+            f"batch ids {tuple(ids.shape)} and cond {tuple(cond.shape)} must be equal (B, L)"
+        )
+    if ids.shape[1] > seq_len:
+        raise InputError(
+            f"rows have length {ids.shape[1]} but the model was built for seq_len {seq_len}; "
+            "tokenize with the layout the model was trained on"
+        )
+    return ids, cond
 
 
 class Method:

@@ -48,7 +48,7 @@ from torch import nn
 from ..io import InputError
 from ..models import Transformer, TransformerConfig
 from ..models.transformer import timestep_embedding
-from .base import Batch, Method, Samples, check_model_cfg
+from .base import Batch, Method, Samples, batch_on, check_model_cfg
 
 #: keys of the experiment's ``model`` config (None = required) and their defaults (DiffuSeq code)
 MODEL_KEYS: dict[str, Any] = {
@@ -88,7 +88,10 @@ def sqrt_betas(steps: int, max_beta: float = 0.999) -> np.ndarray:
         return 1.0 - math.sqrt(s + 1e-4)
 
     return np.array(
-        [min(1.0 - alpha_bar((i + 1) / steps) / alpha_bar(i / steps), max_beta) for i in range(steps)],
+        [
+            min(1.0 - alpha_bar((i + 1) / steps) / alpha_bar(i / steps), max_beta)
+            for i in range(steps)
+        ],
         dtype=np.float64,
     )
 
@@ -144,9 +147,7 @@ class DiffuSeqModel(nn.Module):
         self.vocab_size, self.emb_dim = vocab_size, emb_dim
         self.word_emb = nn.Embedding(vocab_size, emb_dim)  # E, shared by input and lm_head
         self.lm_bias = nn.Parameter(torch.zeros(vocab_size))  # lm_head's own (untied) bias
-        self.up = nn.Sequential(
-            nn.Linear(emb_dim, d_model), nn.Tanh(), nn.Linear(d_model, d_model)
-        )
+        self.up = nn.Sequential(nn.Linear(emb_dim, d_model), nn.Tanh(), nn.Linear(d_model, d_model))
         self.time_mlp = nn.Sequential(
             nn.Linear(TIME_FREQ_DIM, 4 * TIME_FREQ_DIM),
             nn.SiLU(),
@@ -305,7 +306,6 @@ class DiffuSeq(Method):
     name: ClassVar[str] = "diffuseq"
     samplers: ClassVar[tuple[str, ...]] = ("ddpm", "ddim_gap", "ddim_respaced")
 
-
     # -- model -----------------------------------------------------------------------------------
     def build_model(self, model_cfg: dict, vocab_size: int, seq_len: int) -> nn.Module:
         """:class:`DiffuSeqModel` from the keys of :data:`MODEL_KEYS` plus the injected specials.
@@ -314,8 +314,12 @@ class DiffuSeq(Method):
         as plain int attributes, not buffers, so the checkpoint's ``model`` cfg rebuilds them.
         """
         cfg, ids = check_model_cfg(
-            "model config of method 'diffuseq'", model_cfg, MODEL_KEYS, vocab_size,
-            REQUIRED_IDS, OPTIONAL_IDS,
+            "model config of method 'diffuseq'",
+            model_cfg,
+            MODEL_KEYS,
+            vocab_size,
+            REQUIRED_IDS,
+            OPTIONAL_IDS,
         )
         if cfg["schedule"] not in SCHEDULES:
             raise InputError(
@@ -398,28 +402,18 @@ class DiffuSeq(Method):
         mse_t0 = (x_mean - x0_hat).square().mean((1, 2))  # t = 0: target is E[w]
         mse = torch.where(t == 0, mse_t0, mse)
         logits = model.logits(z0)  # (B, L, V)
-        decoder_nll = F.cross_entropy(
-            logits.flatten(0, 1), ids.flatten(), reduction="none"
-        ).view(ids.shape).mean(1)  # (B,) rounding loss on z₀, all positions
+        decoder_nll = (
+            F.cross_entropy(logits.flatten(0, 1), ids.flatten(), reduction="none")
+            .view(ids.shape)
+            .mean(1)
+        )  # (B,) rounding loss on z₀, all positions
         tT = (float(sch.sqrt_ab[-1]) * z0).square().mean((1, 2))  # (B,) prior term
         return {"mse": mse, "decoder_nll": decoder_nll, "tT": tT, "loss": mse + decoder_nll + tT}
 
     def _check_batch(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         if not isinstance(model, DiffuSeqModel):
             raise TypeError(f"method 'diffuseq' needs a DiffuSeqModel, got {type(model).__name__}")
-        device = model.word_emb.weight.device
-        ids = batch.ids.to(device).long()  # (B, L)
-        cond = batch.cond.to(device).bool()  # (B, L)
-        if ids.dim() != 2 or ids.shape != cond.shape:
-            raise ValueError(
-                f"batch ids {tuple(ids.shape)} and cond {tuple(cond.shape)} must be equal (B, L)"
-            )
-        if ids.shape[1] > model.seq_len:
-            raise InputError(
-                f"rows have length {ids.shape[1]} but the model was built for seq_len "
-                f"{model.seq_len}; tokenize with the layout the model was trained on"
-            )
-        return ids, cond
+        return batch_on(batch, model.word_emb.weight.device, model.seq_len)
 
     # -- sampling --------------------------------------------------------------------------------
     @torch.no_grad()
