@@ -75,7 +75,10 @@ class ScriptedMethod(Method):
         for i in range(b):  # non-given positions, left to right
             free = (~cond.cond[i]).nonzero().flatten()
             fill[i, free] = gen[i, : len(free)]
-        return Samples(torch.where(cond.cond, cond.ids, fill), nfe=nfe - 1)
+        extras = (
+            {"how": "scripted", "steps": torch.tensor(nfe - 1)} if sampler == "ancestral" else {}
+        )
+        return Samples(torch.where(cond.cond, cond.ids, fill), nfe=nfe - 1, extras=extras)
 
 
 class FakeLayout:
@@ -199,6 +202,12 @@ def test_writes_documented_records(env):
         c["opts"] == {"temperature": 0.7} and c["sampler"] == "greedy" for c in ScriptedMethod.calls
     )
     assert not any(c["grad"] for c in ScriptedMethod.calls)
+
+
+def test_sampler_info_records_the_methods_extras(env):
+    rows = run(env, env["tmp"] / "s" / "info.jsonl", kind="ancestral", max_examples=3)
+    assert all(r["sampler_info"] == {"how": "scripted", "steps": 7} for r in rows)
+    assert json.dumps(rows)  # tensors became numbers
 
 
 def test_method_never_sees_the_answer(env):

@@ -42,6 +42,19 @@ from repro.training import load_model, open_split, read_meta, setup_logging
 log = logging.getLogger("repro.sample")
 
 
+def _json_safe(extras: dict) -> dict:
+    """``Samples.extras`` as JSON values: tensors and numpy scalars become Python numbers/lists."""
+    out = {}
+    for key, value in extras.items():
+        if isinstance(value, torch.Tensor):
+            value = value.tolist()
+        elif isinstance(value, np.generic):
+            value = value.item()
+        out[str(key)] = value
+    json.dumps(out)  # fail here, naming nothing lost yet, rather than in write_jsonl
+    return out
+
+
 def _load_layout(data_dir: Path, tokenizer: Path) -> Any:
     """The :class:`repro.tokenization.Layout` of a tokenized directory (decode, source texts)."""
     from repro.tokenization import load_layout_from_meta
@@ -199,6 +212,9 @@ def sample(
                     "nfe": int(result.nfe),
                     "seed": seed,
                     "wall_seconds": per_row,
+                    # how the method produced it (e.g. KL-flow's time parametrisation, the
+                    # paper-convention NFE): Samples.extras, JSON-safe scalars
+                    **({"sampler_info": _json_safe(result.extras)} if result.extras else {}),
                     # code rows: what code_exec needs to run the completed program's tests
                     **{k: row[k] for k in CODE_FIELDS if k in row},
                 }
@@ -242,6 +258,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging()
+
     def body() -> None:
         try:
             sampler_cfg = json.loads(args.sampler_json)
@@ -265,6 +282,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
 
     return run_stage(body, log)
+
 
 if __name__ == "__main__":
     sys.exit(main())
