@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import random
 
 import pytest
 
@@ -128,3 +129,46 @@ def test_fm_and_diffuseq_show_the_papers_nfe_story(built):
         {"hypothesis": r["source"], "reference": r["reference"]} for r in rows], clean="diffuseq")
     assert fm1 > 3 * gap1 and fm1 > copy.value + 0.1, (fm1, gap1, copy.value)
     assert ddpm > 3 * gap5 and ddpm > copy.value + 0.1, (ddpm, gap5, copy.value)
+
+
+def _mean_value(built, paths: list[str], metric: str) -> float:
+    scores = built.root / "results" / "scores"
+    values = [json.loads((scores / p).read_text())["metrics"][metric]["value"] for p in paths]
+    return sum(values) / len(values)
+
+
+def test_klflow_and_dfm_learn_the_conditional_task(built):
+    """Issue 5's criterion: conditional BLEU on the toy translation clearly above copying the
+    source (KL-flow's BLEU of Table 3: per-pair 13a BLEU x 100, mean over the 5 sample seeds)."""
+    rows = read_jsonl(built.root / "results/samples/syn_translation/klflow/hybrid/nfe33/seed0.jsonl")
+    copy = compute_metric("bleu_klflow", [
+        {"hypothesis": r["source"], "reference": r["reference"]} for r in rows], empty="drop").value
+    for exp, sampler in (("klflow", "hybrid"), ("klflow", "sampling_k1"), ("dfm", "mixture_euler")):
+        paths = [f"syn_translation/{exp}/{sampler}/nfe33/seed{s}.json" for s in range(5)]
+        bleu = _mean_value(built, paths, "bleu_klflow")
+        # measured (smoke budgets, seed 0): KL-flow hybrid 8.7, sampling 8.9; copy 0.0
+        assert bleu > copy + 4, (exp, sampler, bleu, copy)
+
+
+def test_klflow_and_dfm_texts_beat_uniform_tokens_under_the_judge(built):
+    """Unconditional samples: judge perplexity far below that of uniform random tokens; and
+    KL-flow's sampling scheme beats its basic ODE scheme at equal NFE (the paper's Table 1)."""
+    from tokenizers import Tokenizer
+
+    res = built.root / "results"
+    vocab = Tokenizer.from_file(str(res / "tokenizer/syn_stories/tokenizer.json")).get_vocab()
+    words = sorted(w for w in vocab if not (w.startswith("[") and w.endswith("]")))
+    rng = random.Random(0)
+    # texts as long as the stories' samples (~36 tokens) of words drawn uniformly: ppl ≈ 21,000
+    uniform = [{"hypothesis": " ".join(rng.choice(words) for _ in range(40))} for _ in range(32)]
+    judge = str(res / "judges" / "smoke_judge")
+    ppl_uniform = compute_metric("gen_ppl", uniform, judge=judge, aggregation="klflow_padded",
+                                 max_length=96).value
+    ppl = {key: _mean_value(built, [f"syn_stories/{key}/nfe80/seed0.json"], "gen_ppl_judge")
+           for key in ("klflow/sampling_k1", "klflow/basic", "dfm/mixture_euler")}
+    for key, value in ppl.items():  # measured: KL-flow sampling 835, basic 1,579, DFM 72
+        assert value < ppl_uniform / 10, (key, value, ppl_uniform)
+    for nfe in (20, 80):
+        sampling, basic = (_mean_value(built, [f"syn_stories/klflow/{s}/nfe{nfe}/seed0.json"],
+                                       "gen_ppl_judge") for s in ("sampling_k1", "basic"))
+        assert sampling < basic, (nfe, sampling, basic)
