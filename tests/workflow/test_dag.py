@@ -36,7 +36,10 @@ def test_paper_config_dag_builds(project):
 def test_one_table_asks_only_for_its_jobs(project):
     jobs = jobs_by_rule(project.dry_run("results/tables/table3.csv"))
     assert {j.wildcards["dataset"] for j in jobs["train_model"]} == {"lamini", "wmt14"}
-    assert len(jobs["sample_text"]) == 10 and len(jobs["score_samples"]) == 10
+    # 8 rows (AR, DFM, KL-flow hybrid and sampling on two datasets) x 5 sample seeds
+    assert len(jobs["sample_text"]) == 40 and len(jobs["score_samples"]) == 40
+    assert {j.wildcards["experiment"] for j in jobs["train_model"]} == {
+        "ar_150m", "dfm_150m", "klflow_150m"}
     assert "make_figure" not in jobs
 
 
