@@ -50,12 +50,14 @@ def test_smoke_targets_and_cells(smoke):
         *(f"results/figures/{f}.png" for f in smoke["figures"]),
     }
     inputs = c.table_inputs("table3")
-    assert len(inputs) == 10  # 2 rows x 5 seeds
+    assert len(inputs) == 40  # 8 rows x 5 seeds
     assert "results/scores/syn_translation/ar/ancestral/nfe32/seed4.json" in inputs
+    assert "results/scores/syn_translation/klflow/hybrid/nfe33/seed4.json" in inputs
     spec = json.loads(c.table_spec("table3"))
     assert [r["label"] for r in spec["rows"]] == [
-        "Lamini Instruction / Autoregressive", "WMT14 De-En / Autoregressive"]
-    assert spec["rows"][0]["method"] == "ar"
+        f"{d} / {m}" for d in ("Lamini Instruction", "WMT14 De-En")
+        for m in ("Autoregressive", "DFM", "KL-flow (hybrid)", "KL-flow (sampling)")]
+    assert [r["method"] for r in spec["rows"][:4]] == ["ar", "dfm", "klflow", "klflow"]
 
 
 def test_paper_rows_of_unimplemented_methods_are_skipped(paper):
