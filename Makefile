@@ -11,7 +11,7 @@ SMK    := $(BIN)/snakemake --profile workflow/profiles/local --cores $(CORES)
 export PATH := $(abspath $(BIN)):$(PATH)
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup demo test lint bench dag clean lock
+.PHONY: setup demo test test-slurm lint bench dag clean lock
 
 setup: $(STAMP)
 
@@ -26,8 +26,12 @@ demo: setup  ## the whole DAG on config/smoke.yaml (CPU, offline): every smoke t
 	$(SMK) all --configfile config/smoke.yaml
 	@echo "tables: results/tables/  figures: results/figures/"
 
-test: setup  ## unit tests, workflow tests (dry runs, smoke DAG, staleness, profiles), lint
+test: setup  ## unit tests, workflow tests (dry runs, smoke DAG, staleness, profiles, live SLURM), lint
 	$(BIN)/python -m pytest
+
+test-slurm: setup  ## only the SLURM tests: profile/sbatch calls, cluster helpers, live one-node cluster (root)
+	$(BIN)/python -m pytest tests/test_cluster.py tests/test_train_cluster.py \
+		tests/workflow/test_slurm_profile.py tests/workflow/test_slurm_live.py
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks

@@ -24,6 +24,7 @@ report: "workflow/report/workflow.rst"
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
+include: "workflow/rules/hub.smk"
 include: "workflow/rules/tokenize.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/sample.smk"
@@ -39,6 +40,7 @@ localrules:
     paper,
     download_dataset,
     download_judge,
+    download_hub,
     make_table,
     make_figure,
     export_embeddings,

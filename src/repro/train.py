@@ -5,11 +5,14 @@ Usage (one Snakemake job)::
     python -m repro.train --data results/tokenized/D/LAYOUT \\
         --out results/train/D/EXP/model.ckpt --config-json '{"method": "ar", "model": {...},
         "train": {"steps": 1000, ...}}' --threads 8 [--max-minutes M] \\
-        [--accelerator auto|cpu|gpu] [--devices N] [--num-nodes N]
+        [--accelerator auto|cpu|gpu] [--devices N] [--num-nodes N] [--stop-margin-s S]
 
 Resumable state lives in ``results/train/D/EXP/_work/`` (Lightning ``last.ckpt`` + CSV logs) and is
-always resumed. When ``--max-minutes`` (minus a safety margin) runs out before ``train.steps``, the
-job saves ``_work/last.ckpt`` and exits with code 75; rerunning the same command continues it.
+always resumed. When ``--max-minutes`` (minus a safety margin, ``--stop-margin-s``) runs out before
+``train.steps``, the job saves ``_work/last.ckpt`` and exits with code 75; rerunning the same
+command continues it (under Snakemake: the rule's ``retries``, with more runtime per attempt).
+The distributed world (``--devices`` ranks on each of ``--num-nodes`` nodes) is checked and logged
+when training starts.
 ``model.ckpt`` is written atomically, only once training is complete. The machinery lives in
 :mod:`repro.training`.
 """
@@ -38,11 +41,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data", required=True, help="tokenized layout directory (meta.json, *.npy)")
     p.add_argument("--out", required=True, help="final checkpoint path (…/model.ckpt)")
     p.add_argument("--config-json", required=True, help='{"method": …, "model": {…}, "train": {…}}')
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument(
+        "--threads", type=int, default=1, help="CPUs of the job on this node (split among its ranks)"
+    )
     p.add_argument("--max-minutes", type=float, default=None, help="job time limit (SLURM runtime)")
     p.add_argument("--accelerator", default="auto", choices=["auto", "cpu", "gpu", "cuda"])
     p.add_argument("--devices", type=int, default=1)
     p.add_argument("--num-nodes", type=int, default=1)
+    p.add_argument(
+        "--stop-margin-s",
+        type=float,
+        default=None,
+        help="stop this many seconds before --max-minutes runs out (0 or unset: 10%% of the "
+        "job, 30 s to 10 min)",
+    )
     return p.parse_args(argv)
 
 
@@ -63,6 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             accelerator=args.accelerator,
             devices=args.devices,
             num_nodes=args.num_nodes,
+            stop_margin_s=args.stop_margin_s or None,
         )
     except InputError as err:
         log.error("%s", err)

@@ -345,14 +345,23 @@ def resolve_precision(precision: str, accelerator: str) -> str:
     return "bf16-mixed" if on_cuda else "32-true"
 
 
-def time_budget_seconds(max_minutes: float) -> float:
+def time_budget_seconds(max_minutes: float, margin_s: float | None = None) -> float:
     """Seconds of training allowed in a job of ``max_minutes``: keep a margin for startup and save.
 
-    The margin is 10% of the job, at least 30 s and at most 10 min.
+    The margin is ``margin_s`` when given (``resources.train.stop_margin_s``: big models take
+    longer to save), otherwise 10% of the job, at least 30 s and at most 10 min (and never more
+    than half the job).
     """
     if max_minutes <= 0:
         raise InputError(f"--max-minutes must be positive, got {max_minutes}")
     total = max_minutes * 60.0
+    if margin_s is not None:
+        if not 0 < margin_s < total:
+            raise InputError(
+                f"--stop-margin-s {margin_s} must lie between 0 and the job's {total:.0f} s "
+                f"(--max-minutes {max_minutes})"
+            )
+        return total - margin_s
     margin = min(600.0, max(30.0, 0.1 * total))
     return max(total - margin, 0.5 * total)
 
@@ -603,6 +612,68 @@ def cluster_plugins(devices: int, num_nodes: int) -> list:
     return [SLURMEnvironment(auto_requeue=False)] if ntasks else []
 
 
+def check_visible_gpus(accelerator: str, devices: int, cuda_count: int | None = None) -> None:
+    """Fail clearly when a GPU run is asked for more devices than this process can see."""
+    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    if not on_gpu:
+        return
+    seen = torch.cuda.device_count() if cuda_count is None else cuda_count
+    if seen < devices:
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>")
+        raise InputError(
+            f"--devices {devices} but this process sees {seen} GPU(s) "
+            f"(CUDA_VISIBLE_DEVICES={visible}): request gpu={devices} with nodes=1 for the job "
+            "(experiments.<name>.resources or resources.train) or lower the device count"
+        )
+
+
+def check_world(
+    *,
+    devices: int,
+    num_nodes: int,
+    world_size: int,
+    global_rank: int,
+    local_rank: int,
+    node_rank: int,
+    n_rows: int,
+    batch_size: int,
+    env: dict[str, str] | None = None,
+) -> str:
+    """Check the distributed world against the one asked for; return the line to log.
+
+    Raises :class:`InputError` when ``world_size`` is not ``devices x num_nodes`` — the silent
+    trap of a job that runs one rank on a shard of the data (pipeline.md §7.2) — or when SLURM
+    started a different number of tasks or nodes than that.
+    """
+    env = dict(os.environ) if env is None else env
+    expected = devices * num_nodes
+    if world_size != expected:
+        raise InputError(
+            f"distributed world mismatch: Lightning runs {world_size} rank(s) but --devices "
+            f"{devices} x --num-nodes {num_nodes} = {expected}; each rank would train on "
+            f"1/{world_size} of every global batch instead of 1/{expected}. Check the job's "
+            "resources (gpu, nodes) and that the rule does not wrap python in its own srun"
+        )
+    ntasks = env.get("SLURM_NTASKS")
+    if ntasks and int(ntasks) not in (1, expected):
+        raise InputError(
+            f"SLURM started {ntasks} tasks but the run expects {expected} rank(s) "
+            f"({devices} per node x {num_nodes} node(s))"
+        )
+    nnodes = env.get("SLURM_JOB_NUM_NODES") or env.get("SLURM_NNODES")
+    if nnodes and num_nodes > 1 and int(nnodes) != num_nodes:
+        raise InputError(f"SLURM allocated {nnodes} node(s) but --num-nodes is {num_nodes}")
+    global_batch = batch_size * world_size
+    batches = -(-n_rows // global_batch)
+    return (
+        f"world: world_size={world_size} global_rank={global_rank} local_rank={local_rank} "
+        f"node_rank={node_rank} devices={devices} num_nodes={num_nodes} "
+        f"slurm_job_id={env.get('SLURM_JOB_ID', '-')} slurm_ntasks={ntasks or '-'} "
+        f"train_rows={n_rows} global_batch={global_batch} batches_per_epoch={batches} "
+        f"rows_per_rank_per_epoch={batches * batch_size}"
+    )
+
+
 # --------------------------------------------------------------------------------------------
 # Lightning glue
 # --------------------------------------------------------------------------------------------
@@ -666,6 +737,8 @@ def build_module_classes() -> tuple[type, type, type]:
             self.emas = {d: EMA(model, d) for d in cfg.ema_decays}
             self.ema = self.emas[cfg.ema_eval] if self.emas else None
             self.start_step: int | None = None
+            #: (devices, num_nodes, train rows), checked against the world at train start
+            self.geometry: tuple[int, int, int] | None = None
             self._raw_weights: dict[str, torch.Tensor] | None = None  # during validation
             self.last_train_loss: torch.Tensor | float | None = None
             self.val_loss: float | None = None
@@ -676,6 +749,21 @@ def build_module_classes() -> tuple[type, type, type]:
         def on_train_start(self) -> None:
             t = self.trainer
             self.start_step = t.global_step
+            if self.geometry is not None:
+                devices, num_nodes, n_rows = self.geometry
+                log.info(
+                    "%s",
+                    check_world(
+                        devices=devices,
+                        num_nodes=num_nodes,
+                        world_size=t.world_size,
+                        global_rank=t.global_rank,
+                        local_rank=t.local_rank,
+                        node_rank=t.node_rank,
+                        n_rows=n_rows,
+                        batch_size=self.cfg.batch_size,
+                    ),
+                )
             n_params = sum(p.numel() for p in self.model.parameters())
             n_train = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
             log.info(
@@ -961,12 +1049,17 @@ def train(
     devices: int = 1,
     num_nodes: int = 1,
     *,
+    stop_margin_s: float | None = None,
     callbacks: Sequence[Any] = (),
 ) -> dict:
     """Train (or resume) one model and write ``out`` (``model.ckpt``) when ``steps`` are done.
 
     Resumable state lives in ``out.parent / "_work"``; an existing ``_work/last.ckpt`` is always
-    resumed. ``callbacks`` are extra Lightning callbacks (tests, benchmarks).
+    resumed. ``max_minutes`` is the job's time limit: training stops on the first optimizer-step
+    boundary past :func:`time_budget_seconds` (``stop_margin_s`` before the limit, or the default
+    margin), saves ``_work/last.ckpt`` and returns ``completed: False``. At train start the world
+    (``devices`` x ``num_nodes`` ranks) is checked and logged (:func:`check_world`).
+    ``callbacks`` are extra Lightning callbacks (tests, benchmarks).
 
     Returns:
         A summary dict: ``completed`` (False when the time budget stopped it early),
@@ -987,11 +1080,21 @@ def train(
     val_arrays = open_split(data_dir, "validation", meta) if tc.val_batches > 0 else None
     model_cfg = inject_specials(run.model, meta["specials"], str(data_dir / "meta.json"))
 
+    check_visible_gpus(accelerator, devices)
+    budget_s = math.inf
+    if max_minutes is not None:  # a bad margin fails here, before any work
+        budget_s = (
+            time_budget_seconds(max_minutes)
+            if stop_margin_s is None
+            else time_budget_seconds(max_minutes, stop_margin_s)
+        )
+
     pl = _lightning()  # after the cheap checks: bad input fails without the import's seconds
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
 
-    torch.set_num_threads(max(int(threads), 1))
+    # ``threads`` are the job's CPUs on this node, shared by its ranks there
+    torch.set_num_threads(max(int(threads) // max(devices, 1), 1))
     work = out.parent / "_work"
     identity = _run_digest(run, model_cfg, meta, devices * num_nodes)
     digest = _prepare_work_dir(work, identity)
@@ -1005,6 +1108,7 @@ def train(
     precision = resolve_precision(tc.precision, accelerator)
     TokenDataModule, TrainModule, TimeBudget = build_module_classes()
     module = TrainModule(method, model, tc, digest)
+    module.geometry = (devices, num_nodes, len(train_arrays))
     pin = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
     dm = TokenDataModule(train_arrays, val_arrays, tc, pin_memory=pin)
 
@@ -1016,7 +1120,6 @@ def train(
         every_n_train_steps=tc.ckpt_every,
         enable_version_counter=False,
     )
-    budget_s = time_budget_seconds(max_minutes) if max_minutes is not None else math.inf
     budget = TimeBudget(budget_s, started, last, tc.ckpt_every)
     trainer = pl.Trainer(
         accelerator=accelerator,

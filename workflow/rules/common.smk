@@ -6,13 +6,22 @@ one Catalogue object the rules ask for their inputs and params.
 
 from snakemake.utils import validate
 
+from repro import cluster
 from repro.workflow_utils import SPLITS, Catalogue, lock_digest, stage_digest
 
 
 validate(config, schema="../schemas/config.schema.yaml")
 C = Catalogue(config)
 C.warn_skipped()
+cluster.check_train_resources(config["resources"], C.experiments)  # errors at parse time
+# resources of every job (memory/time growing with the attempt, GPUs, partitions): repro.cluster
+R = cluster.Jobs(config["resources"], C.experiments, C.resource, C.metrics_for)
 LOCK = lock_digest()
+
+# Every job runs with the Hugging Face hub offline and reads hub files from the project cache
+# (compute nodes have no network); the local download rules (login node) start their command
+# with `env HF_HUB_OFFLINE=0 …` (repro.cluster.ONLINE). See repro.cluster, pipeline.md §5.5.
+shell.prefix(cluster.OFFLINE_PREFIX)
 
 
 wildcard_constraints:
@@ -28,4 +37,5 @@ wildcard_constraints:
     split="train|validation|test",
     nfe=r"\d+",
     seed=r"\d+",
+    hub=cluster.hub_pattern(config),
 

@@ -12,7 +12,7 @@ rule download_dataset:
     params:
         cfg=lambda wc: C.data_params(wc.dataset),
     shell:
-        "python -m repro.data.download --dataset {wildcards.dataset} --config-json {params.cfg:q}"
+        "env HF_HUB_OFFLINE=0 HF_DATASETS_OFFLINE=0 TRANSFORMERS_OFFLINE=0 python -m repro.data.download --dataset {wildcards.dataset} --config-json {params.cfg:q}"
         " --out {output} > {log} 2>&1"
 
 
@@ -28,6 +28,9 @@ rule prepare_dataset:
         "logs/prepare_dataset/{dataset}.log",
     conda:
         "../../envs/repro.yaml"
+    resources:
+        mem_mb=R.mem("default", 4000),
+        runtime=R.runtime("default", 60),
     params:
         cfg=lambda wc: C.data_params(wc.dataset),
         code=stage_digest("prepare"),

@@ -15,8 +15,8 @@ rule train_judge:
         "../../envs/repro.yaml"
     threads: C.resource("train", "threads", 1)
     resources:
-        mem_mb=C.resource("train", "mem_mb", 8000),
-        runtime=C.resource("train", "runtime", 60),
+        mem_mb=R.mem("train", 8000),
+        runtime=R.runtime("train", 60),
     params:
         cfg=lambda wc: C.judge_train_params(wc.judge),
         kind=lambda wc: C.datasets[C.judges[wc.judge]["train"]["dataset"]]["kind"],
@@ -36,5 +36,5 @@ rule download_judge:
     params:
         hub=lambda wc: C.judges[wc.judge]["hub"],
     shell:
-        "python -m repro.judge download --id {params.hub[id]} --revision {params.hub[revision]}"
+        "env HF_HUB_OFFLINE=0 HF_DATASETS_OFFLINE=0 TRANSFORMERS_OFFLINE=0 python -m repro.judge download --id {params.hub[id]} --revision {params.hub[revision]}"
         " --out {output} > {log} 2>&1"

@@ -18,6 +18,9 @@ rule mbr_select:
         "logs/mbr_select/{dataset}/{experiment}/{sampler}/nfe{nfe}/mbr{k}.log",
     conda:
         "../../envs/repro.yaml"
+    resources:
+        mem_mb=R.mem("score", 4000),
+        runtime=R.runtime("score", 30),
     params:
         code=stage_digest("mbr"),
     shell:

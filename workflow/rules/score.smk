@@ -7,9 +7,8 @@ Every value is tagged with its variant. Judges of generative perplexity are inpu
 rule score_samples:
     input:
         samples="results/samples/{dataset}/{experiment}/{sampler}/nfe{nfe}/{draw}.jsonl",
-        judges=lambda wc: C.judge_inputs(
-            C.metrics_for(wc.dataset, wc.experiment, wc.sampler, int(wc.nfe), wc.draw)
-        ),
+        judges=lambda wc: C.judge_inputs(R.score_metrics(wc)),
+        hub=R.score_hub_inputs,
     output:
         ensure(
             "results/scores/{dataset}/{experiment}/{sampler}/nfe{nfe}/{draw}.json",
@@ -23,9 +22,11 @@ rule score_samples:
         "../../envs/repro.yaml"
     threads: C.resource("score", "threads", 1)
     resources:
-        mem_mb=C.resource("score", "mem_mb", 4000),
-        runtime=C.resource("score", "runtime", 30),
-        gpu=C.resource("score", "gpu", 0),
+        mem_mb=R.mem("score", 4000),
+        runtime=R.runtime("score", 30),
+        # resources.score.gpu only for jobs whose metrics run a model (BERTScore, judges)
+        gpu=R.score_gpu,
+        **R.score_site(),
     params:
         metrics=lambda wc: C.metrics_for(
             wc.dataset, wc.experiment, wc.sampler, int(wc.nfe), wc.draw
@@ -53,6 +54,9 @@ rule score_group:
     conda:
         "../../envs/repro.yaml"
     threads: 1
+    resources:
+        mem_mb=R.mem("score", 4000),
+        runtime=R.runtime("score", 30),
     params:
         metrics=lambda wc: C.metrics_for(
             wc.dataset, wc.experiment, wc.sampler, int(wc.nfe), f"group{wc.k}"

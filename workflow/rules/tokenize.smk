@@ -5,13 +5,17 @@ fixed-length memory-mapped arrays + meta.json)."""
 
 rule train_tokenizer:
     input:
-        "results/data/{dataset}/train.jsonl",
+        data="results/data/{dataset}/train.jsonl",
+        hub=lambda wc: cluster.tokenizer_hub_inputs(config, wc.dataset),
     output:
         "results/tokenizer/{dataset}/tokenizer.json",
     log:
         "logs/train_tokenizer/{dataset}.log",
     conda:
         "../../envs/repro.yaml"
+    resources:
+        mem_mb=R.mem("default", 4000),
+        runtime=R.runtime("default", 60),
     params:
         cfg=lambda wc: C.tokenizer_params(wc.dataset),
         kind=lambda wc: C.datasets[wc.dataset]["kind"],
@@ -37,6 +41,9 @@ rule tokenize:
         "logs/tokenize/{dataset}/{layout}.log",
     conda:
         "../../envs/repro.yaml"
+    resources:
+        mem_mb=R.mem("default", 4000),
+        runtime=R.runtime("default", 60),
     params:
         options=lambda wc: C.layout_options(wc.dataset, wc.layout),
         seq_len=lambda wc: C.datasets[wc.dataset]["seq_len"],

@@ -1,6 +1,7 @@
 """Training: train_model (→ results/train/{dataset}/{experiment}/model.ckpt). Resumable state
 (Lightning last.ckpt, CSV logs) lives in the undeclared _work/ beside it, which Snakemake never
-deletes; a job stopped by its time limit exits 75 and the retry resumes (pipeline.md §7.3)."""
+deletes; a job stopped by its time limit exits 75 and the retry resumes (pipeline.md §7.3).
+Resources per experiment (GPUs, nodes, memory, time): repro.cluster.train_resources."""
 
 
 rule train_model:
@@ -15,25 +16,44 @@ rule train_model:
         "logs/train_model/{dataset}/{experiment}.log",
     benchmark:
         "benchmarks/train_model/{dataset}/{experiment}.tsv"
-    retries: C.resource("train", "retries", 0)
+    # Retries belong to the main Snakemake process (each one a new SLURM job with more runtime).
+    # Inside a SLURM job the jobstep honours a rule's `retries` too and would restart the job in
+    # the same, almost used-up allocation: none there (workflow.remote_exec).
+    retries: 0 if workflow.remote_exec else C.resource("train", "retries", 0)
     conda:
         "../../envs/repro.yaml"
-    threads: C.resource("train", "threads", 1)
+    threads: R.train_threads
     resources:
-        mem_mb=C.resource("train", "mem_mb", 8000),
-        runtime=lambda wc, attempt: C.resource("train", "runtime", 60) * min(attempt, 2),
-        gpu=C.resource("train", "gpu", 0),
-        nodes=1,
+        # resources.train overridden by experiments.<name>.resources (repro.cluster). One node:
+        # gpu=G, nodes=1 (the jobstep's srun -n1 holds the G GPUs, Lightning spawns G ranks);
+        # several nodes: the MPI path (mpi, tasks_per_node, gres, cpus_per_task) and the
+        # `launcher` srun below (pipeline.md §7.4). None leaves a resource out.
+        mem_mb=R.train_mem,
+        runtime=R.train_runtime,
+        gpu=R.train_slurm("gpu"),
+        nodes=R.train_slurm("nodes"),
+        mpi=R.train_slurm("mpi"),
+        tasks_per_node=R.train_slurm("tasks_per_node"),
+        gres=R.train_slurm("gres"),
+        cpus_per_task=R.train_slurm("cpus_per_task"),
+        # not SLURM flags: read by the shell below; resources (not params) so that changing
+        # them never makes a trained model stale
+        launcher=R.train_launcher,
+        stop_margin_s=R.train_stop_margin,
+        **R.train_site(),
     params:
         cfg=lambda wc: C.train_params(wc.dataset, wc.experiment),
         code=lambda wc: C.method_digest(wc.experiment, "train"),
         data_dir=lambda wc, input: input.data[-1].rsplit("/", 1)[0],
         accelerator=config.get("accelerator", "auto"),
-        devices=max(C.resource("train", "gpu", 0), 1),
+        # ranks per node and nodes: the global batch is batch_size x devices x nodes
+        devices=lambda wc: R.train(wc)["devices"],
+        nodes=lambda wc: R.train(wc)["nodes"],
     shell:
-        "python -m repro.train --data {params.data_dir} --out {output.ckpt}"
+        "{resources.launcher}python -m repro.train --data {params.data_dir} --out {output.ckpt}"
         " --config-json {params.cfg:q} --threads {threads} --max-minutes {resources.runtime}"
-        " --accelerator {params.accelerator} --devices {params.devices} > {log} 2>&1"
+        " --stop-margin-s {resources.stop_margin_s} --accelerator {params.accelerator}"
+        " --devices {params.devices} --num-nodes {params.nodes} > {log} 2>&1"
 
 
 rule export_embeddings:

@@ -1,0 +1,22 @@
+"""Hub files for offline compute nodes: download_hub (→ resources/hf/{hub}.json, a manifest; the
+files go to the project cache resources/hf/hub). A local rule (login node): pretrained tokenizers
+(train_tokenizer's input) and BERTScore models (score_samples' input); every job then reads them
+with the hub offline (repro.cluster.OFFLINE_PREFIX). Datasets and judges have their own download
+rules (data.smk, judge.smk)."""
+
+HUB = cluster.hub_repos(config)
+
+
+rule download_hub:
+    output:
+        "resources/hf/{hub}.json",
+    log:
+        "logs/download_hub/{hub}.log",
+    conda:
+        "../../envs/repro.yaml"
+    params:
+        repo=lambda wc: HUB[wc.hub],
+    shell:
+        "env HF_HUB_OFFLINE=0 HF_DATASETS_OFFLINE=0 TRANSFORMERS_OFFLINE=0 python -m repro.cluster fetch --id {params.repo[id]}"
+        " --revision {params.repo[revision]} --kind {params.repo[kind]}"
+        " --out {output} > {log} 2>&1"
