@@ -199,6 +199,8 @@ def sample(
                 f"method {ck['method']!r} changed given (cond) positions while sampling"
             )
         done_np, cond_np = done.numpy(), cond.numpy()
+        # how the method produced the batch (Samples.extras), converted once for all its rows
+        info = {"sampler_info": _json_safe(result.extras)} if result.extras else {}
         for j in range(hi - lo):
             row = rows[wanted[lo + j]]
             records.append(
@@ -212,9 +214,7 @@ def sample(
                     "nfe": int(result.nfe),
                     "seed": seed,
                     "wall_seconds": per_row,
-                    # how the method produced it (e.g. KL-flow's time parametrisation, the
-                    # paper-convention NFE): Samples.extras, JSON-safe scalars
-                    **({"sampler_info": _json_safe(result.extras)} if result.extras else {}),
+                    **info,
                     # code rows: what code_exec needs to run the completed program's tests
                     **{k: row[k] for k in CODE_FIELDS if k in row},
                 }

@@ -212,7 +212,7 @@ def _metric_curves(spec: dict, ref, x_label: str, log_x: bool):
     from matplotlib.lines import Line2D
 
     ours = _ours_frame(spec)
-    metric_labels = [m["label"] for m in spec["metrics"]]
+    metric_labels = _metric_labels(spec)
     series_order = [s["label"] for s in spec["series"]]
     series_order += [s for s in dict.fromkeys(ref["series"]) if s not in series_order]
     colors = dict(zip(series_order, sns.color_palette("colorblind", max(len(series_order), 1))))
