@@ -267,7 +267,7 @@ def test_group_metric_needs_a_group_and_mbr_needs_its_seeds(smoke, kinds):
 
 def test_judges_resolve_to_local_directories(smoke, paper, kinds):
     c = Catalogue(smoke)
-    m = json.loads(c.metrics_for("syn_stories", "ar", "ancestral", 80, "seed0"))
+    m = json.loads(c.metrics_for("syn_stories", "ar", "ancestral", 64, "seed0"))
     assert m["gen_ppl_judge"]["judge"] == "results/judges/smoke_judge"
     assert c.judge_inputs(json.dumps(m)) == ["results/judges/smoke_judge"]
     p = Catalogue(paper)
@@ -439,6 +439,52 @@ def test_option_sweep_derives_one_sampler_per_value(smoke):
 def test_option_sweep_errors_name_the_key(smoke, overrides, match):
     with pytest.raises(ConfigError, match=match):
         Catalogue(_with_sweep(smoke, **overrides))
+
+
+def test_layout_sweep_derives_one_evaluation_dataset_per_value(smoke):
+    """KL-flow App. A Fig. 2: models trained once (syn_code_prompted), evaluated on one derived
+    evaluation-only dataset per masked proportion p."""
+    c = Catalogue(copy.deepcopy(smoke))
+    spec = smoke["figures"]["fig_a2_infilling_vs_p"]
+    assert spec["sweep"] == "layout" and spec["option"] == "mask_fraction"
+    for p in spec["values"]:
+        name = f"syn_code_infill_eval.mask_fraction{p}"
+        d = c.datasets[name]
+        assert d["train_on"] == "syn_code_prompted" and c.source(name) == "syn_code_prompted"
+        assert d["layouts"]["infill"]["mask_fraction"] == p
+        assert d["layouts"]["infill"]["mask_unit"] == "tokens"
+        assert json.loads(c.layout_options(name, "infill"))["mask_fraction"] == p
+        assert "mask_fraction" not in smoke["datasets"]["syn_code_infill_eval"]["layouts"]["infill"]
+        assert name not in smoke["datasets"]  # the loaded config is not mutated
+    inputs = c.figure_inputs("fig_a2_infilling_vs_p")
+    assert inputs == [
+        f"results/scores/syn_code_infill_eval.mask_fraction{p}/{exp}/{s}/nfe33/seed0.json"
+        for exp, s in (("dfm", "mixture_euler"), ("klflow", "hybrid")) for p in spec["values"]]
+    fig = json.loads(c.figure_spec("fig_a2_infilling_vs_p"))
+    assert fig["sweep"] == "layout"
+    assert [s["dataset"] for s in fig["series"]] == ["syn_code_infill_eval"] * 2
+    assert [p["x"] for p in fig["series"][0]["points"]] == spec["values"]
+    assert "syn_code_infill_eval\\.mask_fraction0\\.2" in c.wildcard_pattern("dataset")
+
+
+def test_evaluation_dataset_may_change_only_the_masking_options(smoke):
+    cfg = copy.deepcopy(smoke)
+    cfg["datasets"]["syn_code_infill_eval"]["layouts"]["infill"].update(mask_fraction=0.3, seed=4)
+    Catalogue(cfg)  # masking options: allowed
+    cfg["datasets"]["syn_code_infill_eval"]["layouts"]["infill"]["line_budget"] = 16
+    with pytest.raises(ConfigError, match="differs in \\['layouts'\\]"):
+        Catalogue(cfg)
+
+
+@pytest.mark.parametrize("overrides, match", [
+    ({"option": "line_budget"}, "cannot be swept on layout 'infill'"),
+    ({"sweep": "tokenizer"}, "sweep: 'tokenizer' is not one of"),
+])
+def test_layout_sweep_errors_name_the_key(smoke, overrides, match):
+    cfg = copy.deepcopy(smoke)
+    cfg["figures"]["fig_a2_infilling_vs_p"].update(overrides)
+    with pytest.raises(ConfigError, match=match):
+        Catalogue(cfg)
 
 
 def test_option_sweep_refuses_to_shadow_a_configured_sampler(smoke):

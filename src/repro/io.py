@@ -8,6 +8,7 @@ never leaves a truncated file behind that Snakemake (or a user) could mistake fo
 from __future__ import annotations
 
 import contextlib
+import gzip
 import json
 import logging
 import os
@@ -72,7 +73,8 @@ def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: file not found")
-    with open(path, encoding="utf-8") as fh:
+    opener = gzip.open if path.name.endswith(".gz") else open  # HumanEval.jsonl.gz
+    with opener(path, "rt", encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, start=1):
             if not line.strip():
                 continue

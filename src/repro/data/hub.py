@@ -100,6 +100,8 @@ def _read_local_file(path: Path, where: str) -> Any:
     if not path.is_file():
         raise InputError(f"{where}: file not found: {path} (paths are relative to {Path.cwd()})")
     suffix = path.suffix.lower()
+    if path.name.lower().endswith(".jsonl.gz"):
+        suffix = ".jsonl"
     if suffix == ".jsonl":
         return _LinesPart(_read_json_lines(path))
     if suffix == ".json":
@@ -129,8 +131,8 @@ def _read_local_file(path: Path, where: str) -> Any:
             raise InputError(f"{path}: could not be read as {suffix[1:]} ({err})") from err
         return _ArrowPart(ds, str(path))
     raise InputError(
-        f"{where}: {path}: unsupported file type {suffix!r}; use .jsonl, .json, .parquet, .csv, "
-        ".tsv or .txt"
+        f"{where}: {path}: unsupported file type {suffix!r}; use .jsonl(.gz), .json, .parquet, "
+        ".csv, .tsv or .txt"
     )
 
 

