@@ -9,7 +9,6 @@ SMK    := $(BIN)/snakemake --profile workflow/profiles/local --cores $(CORES)
 
 # Jobs call `python -m repro.…`: the venv's python must come first on PATH.
 export PATH := $(abspath $(BIN)):$(PATH)
-export PYTHONDONTWRITEBYTECODE := 1
 
 .PHONY: setup demo test test-slurm lint bench dag clean lock
 

@@ -95,7 +95,6 @@ def env_for(project: Path) -> dict[str, str]:
         PATH=BIN + os.pathsep + env.get("PATH", ""),
         HF_HUB_OFFLINE="1",
         HF_DATASETS_OFFLINE="1",
-        PYTHONDONTWRITEBYTECODE="1",
     )
     return env
 

@@ -246,8 +246,19 @@ def main(argv: list[str] | None = None) -> int:
         help='metrics config as JSON: {"name": {"kind": KIND, <options>}, ...}',
     )
     parser.add_argument("--out", required=True, help="scores JSON to write (atomically)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="CPU threads of model-based metrics (torch, Rust tokenizers); 0 = their defaults",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.threads > 0:  # the job's share of the cores: two 1-thread jobs must not each take all
+        os.environ["RAYON_NUM_THREADS"] = str(args.threads)
+        import torch
+
+        torch.set_num_threads(args.threads)
     try:
         score(args.samples, json_object_arg(args.metrics_json, "--metrics-json"), args.out)
     except InputError as err:

@@ -57,7 +57,6 @@ class Project:
         env = dict(os.environ)
         env["PYTHONPATH"] = str(self.root / "src")
         env["PATH"] = VENV_BIN + os.pathsep + env.get("PATH", "")
-        env["PYTHONDONTWRITEBYTECODE"] = "1"
         env.setdefault("HF_HUB_OFFLINE", "1")
         env.setdefault("HF_DATASETS_OFFLINE", "1")
         return env

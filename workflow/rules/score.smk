@@ -35,7 +35,7 @@ rule score_samples:
         env=LOCK,
     shell:
         "python -m repro.score --samples {input.samples} --metrics-json {params.metrics:q}"
-        " --out {output} > {log} 2>&1"
+        " --out {output} --threads {threads} > {log} 2>&1"
 
 
 rule score_group:
