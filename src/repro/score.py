@@ -255,10 +255,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.threads > 0:  # the job's share of the cores: two 1-thread jobs must not each take all
-        os.environ["RAYON_NUM_THREADS"] = str(args.threads)
-        import torch
-
-        torch.set_num_threads(args.threads)
+        # Environment, read when torch / the Rust tokenizers start their pools: importing torch
+        # here would cost every scoring job its memory, also those with no model-based metric
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "RAYON_NUM_THREADS"):
+            os.environ[var] = str(args.threads)
     try:
         score(args.samples, json_object_arg(args.metrics_json, "--metrics-json"), args.out)
     except InputError as err:
