@@ -71,13 +71,20 @@ OPTION_SWEEP = "option_sweep"
 SWEEP_TARGETS = ("sampler", "layout")
 
 
-def sweep_sampler(base: str, option: str, value: object) -> str:
-    """Name of the sampler an ``option_sweep`` figure derives from ``base``: ``base.<option><v>``.
+def sweep_name(base: str, option: str, value: object) -> str:
+    """Name of the sampler (``sweep: sampler``) or evaluation-only dataset (``sweep: layout``) an
+    ``option_sweep`` figure derives from ``base``: ``base.<option><v>``.
 
-    It is a path component (``results/samples/…/hybrid.t_star0.1/…``) and an ordinary sampler of
-    the experiment from then on, so each swept value is its own sample and score job.
+    It is a path component (``results/samples/…/hybrid.t_star0.1/…``,
+    ``results/samples/humaneval.mask_fraction0.3/…``) and an ordinary sampler or dataset from then
+    on, so each swept value is its own sample and score job.
     """
     return f"{base}.{option}{value}"
+
+
+def sweep_target(spec: dict) -> str:
+    """What an ``option_sweep`` figure sweeps: ``sampler`` (default) or ``layout``."""
+    return spec.get("sweep", "sampler")
 
 
 def _format_options(dataset: dict) -> dict:
@@ -90,12 +97,6 @@ def _format_options(dataset: dict) -> dict:
         free = LAYOUTS[name].eval_options if name in LAYOUTS else ()
         out[name] = {k: v for k, v in (opts or {}).items() if k not in free}
     return out
-
-
-def sweep_dataset(base: str, option: str, value: object) -> str:
-    """Name of the evaluation-only dataset a ``sweep: layout`` figure derives from ``base``:
-    ``base.<option><v>`` (``humaneval.mask_fraction0.3``), a path component like any dataset."""
-    return f"{base}.{option}{value}"
 
 
 class ConfigError(ValueError):
@@ -260,36 +261,43 @@ class Catalogue:
         self.figures: dict[str, dict] = config.get("figures", {})
         self.judges: dict[str, dict] = config.get("judges", {})
         self.skipped: list[str] = []
+        self._check_sweeps()
         self._add_sweep_samplers()
         self._add_sweep_datasets()
         self._check()
 
-    def _add_sweep_samplers(self) -> None:
-        """Give each experiment of an ``option_sweep`` figure one sampler per swept value."""
+    def _check_sweeps(self) -> None:
+        """What every ``option_sweep`` figure needs, whatever it sweeps."""
         for name, spec in self.figures.items():
             if spec.get("kind") != OPTION_SWEEP:
                 continue
             where = f"figures.{name}"
-            option, values = spec.get("option"), spec.get("values")
-            if not option or not values:
+            if not spec.get("option") or not spec.get("values"):
                 raise ConfigError(f"{where}: an option_sweep figure needs 'option' and 'values'")
-            if spec.get("sweep", "sampler") not in SWEEP_TARGETS:
+            if sweep_target(spec) not in SWEEP_TARGETS:
                 raise ConfigError(f"{where}.sweep: {spec['sweep']!r} is not one of "
                                   f"{list(SWEEP_TARGETS)}")
-            if spec.get("sweep", "sampler") != "sampler":
+            for i, row in enumerate(spec["series"]):
+                if isinstance(row["nfe"], list):
+                    raise ConfigError(f"{where}.series[{i}].nfe: an option_sweep series takes one "
+                                      f"NFE (got {row['nfe']}); add a series per NFE")
+
+    def _add_sweep_samplers(self) -> None:
+        """Give each experiment of a ``sweep: sampler`` figure one sampler per swept value."""
+        for name, spec in self.figures.items():
+            if spec.get("kind") != OPTION_SWEEP or sweep_target(spec) != "sampler":
                 continue
+            where = f"figures.{name}"
+            option, values = spec["option"], spec["values"]
             for i, row in enumerate(spec["series"]):
                 swhere = f"{where}.series[{i}]"
-                if isinstance(row["nfe"], list):
-                    raise ConfigError(f"{swhere}.nfe: an option_sweep series takes one NFE "
-                                      f"(got {row['nfe']}); add a series per NFE")
                 exp = self.experiments.get(row["experiment"])
                 samplers = {} if exp is None else exp.get("samplers", {})
                 if row["sampler"] not in samplers:
                     continue  # _check_row names the problem
                 base = samplers[row["sampler"]]
                 for value in values:
-                    derived = sweep_sampler(row["sampler"], option, value)
+                    derived = sweep_name(row["sampler"], option, value)
                     cfg = {**base, option: value}
                     if samplers.setdefault(derived, cfg) != cfg:
                         raise ConfigError(
@@ -304,7 +312,7 @@ class Catalogue:
         from repro.tokenization.layouts import LAYOUTS
 
         for name, spec in self.figures.items():
-            if spec.get("kind") != OPTION_SWEEP or spec.get("sweep", "sampler") != "layout":
+            if spec.get("kind") != OPTION_SWEEP or sweep_target(spec) != "layout":
                 continue
             option = spec["option"]
             for i, row in enumerate(spec["series"]):
@@ -313,9 +321,6 @@ class Catalogue:
                 exp = self.experiments.get(row["experiment"])
                 if base is None or exp is None or exp.get("method") not in REGISTRY:
                     continue  # _check_row / _cells name the problem
-                if isinstance(row["nfe"], list):
-                    raise ConfigError(f"{swhere}.nfe: an option_sweep series takes one NFE "
-                                      f"(got {row['nfe']}); add a series per NFE")
                 layout = self.layout(row["dataset"], row["experiment"])
                 if option not in LAYOUTS[layout].eval_options:
                     raise ConfigError(
@@ -324,7 +329,7 @@ class Catalogue:
                         f"masked positions: {list(LAYOUTS[layout].eval_options)}"
                     )
                 for value in spec["values"]:
-                    derived = sweep_dataset(row["dataset"], option, value)
+                    derived = sweep_name(row["dataset"], option, value)
                     cfg = copy.deepcopy(base)
                     cfg["train_on"] = base.get("train_on", row["dataset"])
                     layouts = cfg.setdefault("layouts", {})
@@ -339,11 +344,11 @@ class Catalogue:
     def _sweep_rows(self, figure: str) -> list[dict]:
         """An ``option_sweep`` figure's series expanded into one row per value (with its ``x``)."""
         spec = self.figures[figure]
-        if spec.get("sweep", "sampler") == "layout":
-            return [{**row, "dataset": sweep_dataset(row["dataset"], spec["option"], value),
+        if sweep_target(spec) == "layout":
+            return [{**row, "dataset": sweep_name(row["dataset"], spec["option"], value),
                      "x": value, "base_dataset": row["dataset"]}
                     for row in spec["series"] for value in spec["values"]]
-        return [{**row, "sampler": sweep_sampler(row["sampler"], spec["option"], value),
+        return [{**row, "sampler": sweep_name(row["sampler"], spec["option"], value),
                  "x": value, "base_sampler": row["sampler"]}
                 for row in spec["series"] for value in spec["values"]]
 

@@ -638,9 +638,9 @@ class Infill(Layout):
         if not any(line.strip() for line in lines):
             return "no non-blank code line"
         o = self.options
+        lo, hi = self._mask_range()
         if choose_mask_unit(row["id"], o["mask_unit"], o["seed"]) == "tokens":
             n_code = sum(len(t) for t in toks)
-            lo, hi = self._mask_range()
             masked = choose_masked_tokens(row["id"], n_code, mask_min=lo, mask_max=hi,
                                           seed=o["seed"])
             if not masked:
@@ -652,7 +652,7 @@ class Infill(Layout):
         # both layouts apply the same rule, so they mask the same lines of the same row.
         masked = choose_masked_lines(
             row["id"], lines, [len(t) for t in toks], line_budget=o["line_budget"] - 1,
-            mask_min=self._mask_range()[0], mask_max=self._mask_range()[1], seed=o["seed"],
+            mask_min=lo, mask_max=hi, seed=o["seed"],
         )
         if not masked:
             return f"no non-blank line of at most line_budget-1={o['line_budget'] - 1} tokens"
