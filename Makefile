@@ -10,7 +10,7 @@ SMK    := $(BIN)/snakemake --profile workflow/profiles/local --cores $(CORES)
 # Jobs call `python -m repro.…`: the venv's python must come first on PATH.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup demo test test-slurm lint bench dag clean lock
+.PHONY: setup demo test test-fast test-slurm lint bench dag clean lock
 
 setup: $(STAMP)
 
@@ -27,6 +27,9 @@ demo: setup  ## the whole DAG on config/smoke.yaml (CPU, offline): every smoke t
 
 test: setup  ## unit tests, workflow tests (dry runs, smoke DAG, staleness, profiles, live SLURM), lint
 	$(BIN)/python -m pytest
+
+test-fast: setup  ## the edit-test loop: every test but the smoke DAG build and SLURM (<= 3 min)
+	$(BIN)/python -m pytest -m "not slow and not slurm"
 
 test-slurm: setup  ## only the SLURM tests: profile/sbatch calls, cluster helpers, live one-node cluster (root)
 	$(BIN)/python -m pytest tests/test_cluster.py tests/test_train_cluster.py \

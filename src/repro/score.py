@@ -259,6 +259,8 @@ def main(argv: list[str] | None = None) -> int:
         # here would cost every scoring job its memory, also those with no model-based metric
         for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "RAYON_NUM_THREADS"):
             os.environ[var] = str(args.threads)
+        if "torch" in sys.modules:  # a warm worker (repro.warm) imported torch already
+            sys.modules["torch"].set_num_threads(args.threads)
     try:
         score(args.samples, json_object_arg(args.metrics_json, "--metrics-json"), args.out)
     except InputError as err:

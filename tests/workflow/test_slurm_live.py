@@ -50,7 +50,7 @@ from .slurm_support import (
     train_log,
 )
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.slurm]
 
 CONFIG = "slurm-test.yaml"
 PROFILE_ARGS = ("--profile", "slurm", "--profile", "workflow/profiles/slurm-test")

@@ -30,6 +30,8 @@ SITE = {
     "REPRO_GPU_MODEL": "a100",
 }
 
+pytestmark = pytest.mark.slurm  # sbatch calls of the profile (a fake sbatch): not in test-fast
+
 
 def test_profile_settings():
     p = yaml.safe_load(PROFILE.read_text())

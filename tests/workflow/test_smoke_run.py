@@ -17,13 +17,9 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory) -> Project:
-    project = Project.copy(tmp_path_factory.mktemp("smoke"))
-    # ~340 jobs, about 20 min on an idle 2-core machine (README "Budgets"); the limit leaves
-    # room for a slower CI runner within its 90 min
-    project.snakemake("--profile", "workflow/profiles/local", "--cores", "2",
-                      "all", "--configfile", "config/smoke.yaml", timeout=3600)
-    return project
+def built(smoke_dag) -> Project:
+    """The smoke DAG of the session (tests/conftest.py), built once for every test that reads it."""
+    return smoke_dag
 
 
 def test_every_deliverable_exists_and_is_non_empty(built):

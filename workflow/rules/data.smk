@@ -36,5 +36,5 @@ rule prepare_dataset:
         code=stage_digest("prepare"),
         raw=lambda wc, input: f"--raw {input.raw[0]}" if input.raw else "",
     shell:
-        "python -m repro.data.prepare --dataset {wildcards.dataset} --config-json {params.cfg:q}"
+        "python -m repro.job repro.data.prepare --dataset {wildcards.dataset} --config-json {params.cfg:q}"
         " {params.raw} --out-dir results/data/{wildcards.dataset} > {log} 2>&1"

@@ -22,7 +22,7 @@ rule train_judge:
         kind=lambda wc: C.datasets[C.judges[wc.judge]["train"]["dataset"]]["kind"],
         code=stage_digest("judge"),
     shell:
-        "python -m repro.judge train --data {input} --kind {params.kind}"
+        "python -m repro.job repro.judge train --data {input} --kind {params.kind}"
         " --config-json {params.cfg:q} --threads {threads} --out {output} > {log} 2>&1"
 
 
@@ -36,5 +36,5 @@ rule download_judge:
     params:
         hub=lambda wc: C.judges[wc.judge]["hub"],
     shell:
-        "env HF_HUB_OFFLINE=0 HF_DATASETS_OFFLINE=0 TRANSFORMERS_OFFLINE=0 python -m repro.judge download --id {params.hub[id]} --revision {params.hub[revision]}"
+        "env HF_HUB_OFFLINE=0 HF_DATASETS_OFFLINE=0 TRANSFORMERS_OFFLINE=0 python -m repro.job repro.judge download --id {params.hub[id]} --revision {params.hub[revision]}"
         " --out {output} > {log} 2>&1"

@@ -24,4 +24,4 @@ rule mbr_select:
     params:
         code=stage_digest("mbr"),
     shell:
-        "python -m repro.mbr --samples {input} --out {output} > {log} 2>&1"
+        "python -m repro.job repro.mbr --samples {input} --out {output} > {log} 2>&1"

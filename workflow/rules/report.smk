@@ -24,7 +24,7 @@ rule make_table:
         paper=lambda wc, input: f"--paper-values {input.paper}" if input.paper else "",
         code=stage_digest("table"),
     shell:
-        "python -m repro.report.tables --spec-json {params.spec:q} {params.paper}"
+        "python -m repro.job repro.report.tables --spec-json {params.spec:q} {params.paper}"
         " --out {output.csv} > {log} 2>&1"
 
 
@@ -49,5 +49,5 @@ rule make_figure:
         paper=lambda wc, input: f"--paper-values {input.paper}" if input.paper else "",
         code=stage_digest("figure"),
     shell:
-        "python -m repro.report.figures --spec-json {params.spec:q} {params.paper}"
+        "python -m repro.job repro.report.figures --spec-json {params.spec:q} {params.paper}"
         " --out {output.png} > {log} 2>&1"

@@ -34,7 +34,7 @@ rule score_samples:
         code=stage_digest("score"),
         env=LOCK,
     shell:
-        "python -m repro.score --samples {input.samples} --metrics-json {params.metrics:q}"
+        "python -m repro.job repro.score --samples {input.samples} --metrics-json {params.metrics:q}"
         " --out {output} --threads {threads} > {log} 2>&1"
 
 
@@ -64,5 +64,5 @@ rule score_group:
         code=stage_digest("score"),
         env=LOCK,
     shell:
-        "python -m repro.score --samples {input} --metrics-json {params.metrics:q}"
+        "python -m repro.job repro.score --samples {input} --metrics-json {params.metrics:q}"
         " --out {output} > {log} 2>&1"

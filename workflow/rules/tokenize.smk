@@ -22,7 +22,7 @@ rule train_tokenizer:
         code=stage_digest("tokenizer"),
         env=LOCK,
     shell:
-        "python -m repro.tokenization train --data-dir results/data/{wildcards.dataset}"
+        "python -m repro.job repro.tokenization train --data-dir results/data/{wildcards.dataset}"
         " --kind {params.kind} --config-json {params.cfg:q} --out {output} > {log} 2>&1"
 
 
@@ -50,7 +50,7 @@ rule tokenize:
         code=stage_digest("tokenize"),
         env=LOCK,
     shell:
-        "python -m repro.tokenization encode --data-dir results/data/{wildcards.dataset}"
+        "python -m repro.job repro.tokenization encode --data-dir results/data/{wildcards.dataset}"
         " --tokenizer {input.tokenizer} --layout {wildcards.layout} --seq-len {params.seq_len}"
         " --options-json {params.options:q}"
         " --out-dir results/tokenized/{wildcards.dataset}/{wildcards.layout} > {log} 2>&1"

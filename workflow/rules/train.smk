@@ -50,7 +50,7 @@ rule train_model:
         devices=lambda wc: R.train(wc)["devices"],
         nodes=lambda wc: R.train(wc)["nodes"],
     shell:
-        "{resources.launcher}python -m repro.train --data {params.data_dir} --out {output.ckpt}"
+        "{resources.launcher}python -m repro.job repro.train --data {params.data_dir} --out {output.ckpt}"
         " --config-json {params.cfg:q} --threads {threads} --max-minutes {resources.runtime}"
         " --stop-margin-s {resources.stop_margin_s} --accelerator {params.accelerator}"
         " --devices {params.devices} --num-nodes {params.nodes} > {log} 2>&1"
@@ -70,4 +70,4 @@ rule export_embeddings:
     params:
         code=lambda wc: C.method_digest(wc.experiment, "export_embeddings"),
     shell:
-        "python -m repro.export_embeddings --ckpt {input.ckpt} --out {output.npy} > {log} 2>&1"
+        "python -m repro.job repro.export_embeddings --ckpt {input.ckpt} --out {output.npy} > {log} 2>&1"
