@@ -7,6 +7,7 @@ one Catalogue object the rules ask for their inputs and params.
 from snakemake.utils import validate
 
 from repro import cluster
+from repro.priorities import Priorities
 from repro.workflow_utils import SPLITS, Catalogue, lock_digest, stage_digest
 
 
@@ -17,6 +18,8 @@ cluster.check_train_resources(config["resources"], C.experiments)  # errors at p
 # resources of every job (memory/time growing with the attempt, GPUs, partitions): repro.cluster
 R = cluster.Jobs(config["resources"], C.experiments, C.resource, C.metrics_for)
 LOCK = lock_digest()
+# the order in which ready jobs start: critical path first, then longest first (repro.priorities)
+P = Priorities(C)
 
 # Every job runs with the Hugging Face hub offline and reads hub files from the project cache
 # (compute nodes have no network); the local download rules (login node) start their command

@@ -26,6 +26,7 @@ rule prepare_dataset:
         expand("results/data/{{dataset}}/{split}.jsonl", split=SPLITS),
     log:
         "logs/prepare_dataset/{dataset}.log",
+    priority: lambda wc: P.data(wc.dataset)
     conda:
         "../../envs/repro.yaml"
     resources:

@@ -11,6 +11,7 @@ rule train_judge:
         directory("results/judges/{judge}"),
     log:
         "logs/train_judge/{judge}.log",
+    priority: lambda wc: P.judge(wc.judge)
     conda:
         "../../envs/repro.yaml"
     threads: C.resource("train", "threads", 1)

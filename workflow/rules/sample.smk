@@ -19,6 +19,7 @@ rule sample_text:
         "logs/sample_text/{dataset}/{experiment}/{sampler}/nfe{nfe}/seed{seed}.log",
     benchmark:
         "benchmarks/sample_text/{dataset}/{experiment}/{sampler}/nfe{nfe}/seed{seed}.tsv"
+    priority: lambda wc: P.sample(wc.dataset, wc.experiment, wc.nfe)
     conda:
         "../../envs/repro.yaml"
     threads: C.resource("sample", "threads", 1)

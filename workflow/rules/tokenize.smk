@@ -11,6 +11,7 @@ rule train_tokenizer:
         "results/tokenizer/{dataset}/tokenizer.json",
     log:
         "logs/train_tokenizer/{dataset}.log",
+    priority: lambda wc: P.data(wc.dataset)
     conda:
         "../../envs/repro.yaml"
     resources:
@@ -39,6 +40,7 @@ rule tokenize:
         meta="results/tokenized/{dataset}/{layout}/meta.json",
     log:
         "logs/tokenize/{dataset}/{layout}.log",
+    priority: lambda wc: P.data(wc.dataset)
     conda:
         "../../envs/repro.yaml"
     resources:

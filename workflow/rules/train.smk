@@ -20,6 +20,8 @@ rule train_model:
     # Inside a SLURM job the jobstep honours a rule's `retries` too and would restart the job in
     # the same, almost used-up allocation: none there (workflow.remote_exec).
     retries: 0 if workflow.remote_exec else C.resource("train", "retries", 0)
+    # critical path (DiffuSeq before the FM runs reading its embeddings), then longest first
+    priority: lambda wc: P.train(wc.dataset, wc.experiment)
     conda:
         "../../envs/repro.yaml"
     threads: R.train_threads
@@ -65,6 +67,7 @@ rule export_embeddings:
         info="results/embeddings/{dataset}/{experiment}/embeddings.json",
     log:
         "logs/export_embeddings/{dataset}/{experiment}.log",
+    priority: lambda wc: P.export(wc.dataset, wc.experiment)
     conda:
         "../../envs/repro.yaml"
     params:
