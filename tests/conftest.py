@@ -25,7 +25,8 @@ def smoke_dag(tmp_path_factory) -> Project:
 
 
 def pytest_sessionfinish(session, exitstatus) -> None:
-    """Stop the warm workers the tests' Snakemake runs started (repro.warm), none outlives them."""
+    """Stop the warm workers the tests' Snakemake runs started (repro.warm), none outlives them;
+    workers of projects outside the session's temporary directory (a `make demo` beside) stay."""
     from repro import warm
 
-    warm.stop_workers()
+    warm.stop_workers(under=session.config._tmp_path_factory.getbasetemp())

@@ -53,7 +53,7 @@ def workdir(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     yield run
-    _stop(run)
+    warm.stop_workers(under=run)
 
 
 def _env(run: Path, **extra: str) -> dict[str, str]:
@@ -81,24 +81,26 @@ def _wait_worker(run: Path, env: dict) -> None:
         time.sleep(0.1)
 
 
-def _stop(run: Path) -> None:
-    rdir = warm.runtime_dir()
-    for pid_file in rdir.glob("*.pid") if rdir else ():
-        try:
-            pid = int(pid_file.read_text())
-            cwd = os.readlink(f"/proc/{pid}/cwd")
-        except (OSError, ValueError):
-            continue
-        if cwd == str(run):
-            os.kill(pid, signal.SIGTERM)
-
-
 def _warm_run(run: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     env = env or _env(run)
     first = _launch(run, "exit", "0", env=env)
     assert first.returncode == 0 and "direct)" in first.stderr  # the starter runs it itself
     _wait_worker(run, env)
     return _launch(run, *args, env=env)
+
+
+def test_stop_workers_stops_only_the_workers_under_a_directory(workdir, tmp_path_factory):
+    """The test session stops its own projects' workers, never those of a `make demo` beside."""
+    env = _env(workdir)
+    assert _warm_run(workdir, "exit", "0", env=env).returncode == 0
+    sock = warm.runtime_dir() / f"{_key(workdir, env)}.sock"
+    assert warm.stop_workers(under=tmp_path_factory.mktemp("elsewhere")) == 0
+    assert sock.exists()
+    assert warm.stop_workers(under=workdir.parent) == 1
+    deadline = time.monotonic() + 10
+    while sock.exists():
+        assert time.monotonic() < deadline, "the worker did not stop"
+        time.sleep(0.05)
 
 
 def test_warm_job_is_what_python_m_would_run(workdir):

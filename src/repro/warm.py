@@ -338,20 +338,29 @@ def serve(rdir: Path, key: str) -> int:
         server.close()
 
 
-def stop_workers() -> int:
-    """SIGTERM every warm worker of this user (each exits after its running jobs' handlers are
-    detached; running stages finish). Returns how many were signalled."""
+def stop_workers(under: str | os.PathLike | None = None) -> int:
+    """SIGTERM the warm workers of this user (each exits after its running jobs' handlers are
+    detached; running stages finish). Returns how many were signalled.
+
+    ``under``: only the workers whose project directory (working directory) lies inside it — the
+    test suite stops the workers of its own temporary projects and leaves a ``make demo`` that runs
+    beside it alone.
+    """
     rdir = runtime_dir()
     if rdir is None:
         return 0
+    root = None if under is None else os.path.realpath(under)
     stopped = 0
     for pid_file in rdir.glob("*.pid"):
         try:
             pid = int(pid_file.read_text().strip())
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            cwd = os.readlink(f"/proc/{pid}/cwd") if root is not None else ""
         except (OSError, ValueError):
             continue
         if b"repro.warm" not in cmdline:
+            continue
+        if root is not None and os.path.commonpath([root, os.path.realpath(cwd)]) != root:
             continue
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGTERM)
