@@ -55,10 +55,25 @@ def env_for(project: Path) -> dict[str, str]:
     return env
 
 
+#: runs Snakemake in this interpreter and prints the CPU seconds of its own process (scheduler,
+#: job bookkeeping, benchmark timers: every thread, none of the jobs) when it exits
+_SNAKEMAKE = (
+    "import atexit, resource, sys\n"
+    "def _cpu():\n"
+    "    r = resource.getrusage(resource.RUSAGE_SELF)\n"
+    "    print(f'repro.bench: snakemake process cpu {r.ru_utime + r.ru_stime:.2f} s', file=sys.stderr)\n"
+    "atexit.register(_cpu)\n"
+    "sys.argv[0] = 'snakemake'\n"
+    "from snakemake.cli import main\n"
+    "main()\n"
+)
+_SMK_CPU = re.compile(r"^repro\.bench: snakemake process cpu ([\d.]+) s", re.M)
+
+
 def snakemake(project: Path, *args: str) -> tuple[float, str]:
     t0 = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, "-m", "snakemake", *args],
+        [sys.executable, "-c", _SNAKEMAKE, *args],
         cwd=project,
         env=env_for(project),
         capture_output=True,
@@ -143,6 +158,11 @@ def main() -> None:
                 "jobs": job_count(out),
                 "budget": 300.0,
             }
+            smk_cpu = _SMK_CPU.findall(out)
+            if smk_cpu:
+                print(f"Snakemake's own process: {float(smk_cpu[-1]):.1f} CPU s "
+                      f"({float(smk_cpu[-1]) / wall:.0%} of one core over the run)")
+                results["smoke_snakemake_cpu_s"] = float(smk_cpu[-1])
             rules = per_rule(project)
             print("smoke DAG, per rule (wall: benchmark files; stage: the repro.job line of each log)")
             share = print_rules(rules)
