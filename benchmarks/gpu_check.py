@@ -920,7 +920,9 @@ def part_fits(ctx: argparse.Namespace, report: Report) -> None:
             measured[key] = guarded(report, "fits", "one step", f"{experiment} @ {dataset}", False,
                                     lambda s=shape, t=train, p=precision: one_step(ctx, s, t, p))
         m = measured[key]
-        if m is None:  # an error, not an OOM: its FAIL row is written
+        if m is None:  # an error, not an OOM: the first job of this shape has its FAIL row
+            report.add("fits", "one step", f"{experiment} @ {dataset}", "error", "no OOM", False,
+                       hard=False, note="the same step as an earlier job failed (its row)")
             continue
         steps = int(exp["train"]["steps"])
         hours = None if m["seconds_per_step"] is None else m["seconds_per_step"] * steps / 3600
@@ -962,7 +964,9 @@ def one_step(ctx: argparse.Namespace, shape: Shape, train: dict, precision: str)
         warm, timed = (1, 1) if dev.type == "cuda" else (0, 1)
         secs = plain_steps(shape.method, model, train, batch, dev, precision, warm, timed)
         out.update(fits=True, seconds_per_step=statistics.median(secs))
-    except torch.cuda.OutOfMemoryError as err:
+    except RuntimeError as err:  # torch.cuda.OutOfMemoryError, or a library's "out of memory"
+        if not isinstance(err, torch.cuda.OutOfMemoryError) and "out of memory" not in str(err):
+            raise
         out["error"] = str(err).split("\n")[0][:120]
     finally:
         model = batch = None
