@@ -916,13 +916,15 @@ def part_fits(ctx: argparse.Namespace, report: Report) -> None:
         train = short_train(train, 10, precision, val_batches=0)
         train["batch_size"] = shape.batch
         key = job_signature(shape, train, precision)
-        if key not in measured:
+        first = key not in measured
+        if first:
             measured[key] = guarded(report, "fits", "one step", f"{experiment} @ {dataset}", False,
                                     lambda s=shape, t=train, p=precision: one_step(ctx, s, t, p))
         m = measured[key]
         if m is None:  # an error, not an OOM: the first job of this shape has its FAIL row
-            report.add("fits", "one step", f"{experiment} @ {dataset}", "error", "no OOM", False,
-                       hard=False, note="the same step as an earlier job failed (its row)")
+            if not first:
+                report.add("fits", "one step", f"{experiment} @ {dataset}", "error", "no OOM",
+                           False, hard=False, note="the same step failed for an earlier job")
             continue
         steps = int(exp["train"]["steps"])
         hours = None if m["seconds_per_step"] is None else m["seconds_per_step"] * steps / 3600
