@@ -761,7 +761,7 @@ def throughput(ctx: argparse.Namespace, name: str, report: Report) -> None:
     mfu = {k: tokens / s * flops / peak for k, s in (("lightning", lightning_s), ("plain", plain_s))
            } if peak else None
     overhead = lightning_s / plain_s - 1.0
-    what = (f"{n_params / 1e6:.0f}M, V {shape.vocab}, L {shape.seq_len}, batch {shape.batch}, "
+    what = (f"{n_params / 1e6:.2f}M params, V {shape.vocab}, L {shape.seq_len}, batch {shape.batch}, "
             f"{ctx.precision}")
     report.add("fast", "train tokens/s Lightning | plain", name,
                f"{tokens / lightning_s:,.0f} | {tokens / plain_s:,.0f}", "measured", None,
