@@ -10,7 +10,7 @@ SMK    := $(BIN)/snakemake --profile workflow/profiles/local --cores $(CORES)
 # Jobs call `python -m repro.…`: the venv's python must come first on PATH.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup demo test test-fast test-slurm lint bench dag clean lock
+.PHONY: setup demo test test-fast test-slurm lint bench gpu-check dag clean lock
 
 setup: $(STAMP)
 
@@ -41,6 +41,9 @@ lint: setup
 
 bench: setup  ## budgets of the spine: smoke DAG wall time, DAG build and no-op rerun times
 	$(BIN)/python benchmarks/bench_workflow.py
+
+gpu-check: setup  ## on one CUDA GPU (<= 8 min on an H100): runs, CPU agreement, speed, paper-scale fit
+	$(BIN)/python benchmarks/gpu_check.py --device cuda
 
 dag:
 	$(BIN)/snakemake paper --rulegraph dot | dot -Tsvg > docs/rulegraph.svg
