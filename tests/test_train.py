@@ -12,6 +12,7 @@ import csv
 import hashlib
 import json
 import math
+import multiprocessing
 import os
 import signal
 import stat
@@ -263,13 +264,16 @@ def make_signaller(step: int, signum: int):
     import lightning.pytorch as pl
 
     class Signaller(pl.Callback):
-        """Send ``signum`` to this process once, at the end of optimizer step ``step``."""
+        """Send ``signum`` once, at the end of optimizer step ``step``, to this process and its
+        DataLoader workers (as SLURM and the warm worker signal the whole process group)."""
 
         sent = False
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             if trainer.global_step == step and not self.sent:
                 self.sent = True
+                for child in multiprocessing.active_children():
+                    os.kill(child.pid, signum)
                 os.kill(os.getpid(), signum)
 
     return Signaller()
@@ -290,16 +294,16 @@ def signal_net():
         signal.signal(sig, handler)
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1])
+@pytest.mark.parametrize(("signum", "workers"), [(signal.SIGTERM, 1), (signal.SIGUSR1, 0)])
 def test_stop_signal_saves_exits_75_then_resume_is_exact(
-    reference, data_dir, tmp_path, monkeypatch, caplog, signal_net, signum
+    reference, data_dir, tmp_path, monkeypatch, caplog, signal_net, signum, workers
 ):
     """scancel / preemption (SIGTERM) or SLURM's warning signal (SIGUSR1): like the time budget,
     save last.ckpt on the next optimizer step and exit 75 (Lightning alone exits 0, no save)."""
     ref, _ = reference
     out = tmp_path / "signalled" / "model.ckpt"
     args = f"--data {data_dir} --out {out} --threads 1".split()
-    args += ["--config-json", json.dumps(run_cfg())]
+    args += ["--config-json", json.dumps(run_cfg(num_workers=workers))]
     seen, fallback = signal_net
     real_train = training.train
 

@@ -714,7 +714,11 @@ def build_module_classes() -> tuple[type, type, type]:
                 t.global_step * self.cfg.accumulate,
             )
             return torch.utils.data.DataLoader(
-                stream, batch_size=None, num_workers=self.cfg.num_workers, pin_memory=self.pin
+                stream,
+                batch_size=None,
+                num_workers=self.cfg.num_workers,
+                pin_memory=self.pin,
+                worker_init_fn=ignore_stop_signals if self.cfg.num_workers else None,
             )
 
         def val_dataloader(self) -> torch.utils.data.DataLoader:
@@ -1007,6 +1011,14 @@ def atomic_checkpoint_io() -> Any:
 #: the warm worker too) and SIGUSR1 (the warning SLURM sends before the time limit when the job
 #: asks for one, ``--signal=USR1@<seconds>``)
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+
+def ignore_stop_signals(_worker_id: int = 0) -> None:
+    """In a DataLoader worker: ignore :data:`STOP_SIGNALS`. SLURM and the warm worker signal the
+    whole process group; a worker killed by SIGTERM would end the training with an error ("DataLoader
+    worker exited unexpectedly") before it saves. Workers still exit with their loader."""
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
 
 
 class StopSignals:
