@@ -37,7 +37,11 @@ class OutputError(OSError):
     """Writing an output failed (disk full, quota, read-only filesystem …).
 
     The message names the path being written; the previous file at that path (if any) is kept.
+    ``errno`` and ``filename`` (the output) are those of an :class:`OSError`.
     """
+
+    def __str__(self) -> str:
+        return self.strerror or super().__str__()
 
 
 #: a temporary of another host, or of the older name without ``<host>~<pid>``, that has not been
