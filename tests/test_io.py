@@ -94,18 +94,20 @@ def test_stale_temporaries_of_an_output_are_removed(tmp_path, monkeypatch):
     other_host_old = tmp_path / ".model.ckpt.node7~13.mn34op56.tmp"
     legacy_old = tmp_path / ".model.ckpt.qr78st90.tmp"  # the older name, no host~pid
     other_output = tmp_path / f".model.ckpt.old.{host}~{dead.pid}.uv12wx34.tmp"
+    other_output2 = tmp_path / f".model.ckpt.abcdefgh.{host}~{dead.pid}.uv12wx34.tmp"
     killed_dir = tmp_path / f".model.ckpt.{host}~{dead.pid}.yz56ab78.tmp"
-    for p in (killed, live, other_host_new, other_host_old, legacy_old, other_output):
+    for p in (killed, live, other_host_new, other_host_old, legacy_old, other_output,
+              other_output2):
         p.write_bytes(b"partial")
     killed_dir.mkdir()
     (killed_dir / "f").write_text("x")
     old = time.time() - io.STALE_TEMP_AGE_S - 60
-    for p in (other_host_old, legacy_old):
+    for p in (other_host_old, legacy_old, other_output2):
         os.utime(p, (old, old))
     assert sorted(io.stale_temps(out)) == sorted([killed, other_host_old, legacy_old, killed_dir])
     atomic_write_json(out, {"a": 1})
     left = sorted(p.name for p in tmp_path.iterdir())
-    assert left == sorted(p.name for p in (out, live, other_host_new, other_output))
+    assert left == sorted(p.name for p in (out, live, other_host_new, other_output, other_output2))
 
 
 def test_invalid_utf8_and_lone_surrogates_name_file_and_line(tmp_path):

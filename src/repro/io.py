@@ -51,7 +51,7 @@ STALE_TEMP_AGE_S = 3600.0
 _HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname()) or "host"
 #: after ``.<name>.``: ``<host>~<pid>.<random>…`` (this format) or ``<random>…`` (the older one,
 #: tempfile's 8 random characters)
-_TEMP_TAIL = re.compile(r"(?:(?P<host>[A-Za-z0-9-]+)~(?P<pid>\d+)\.)?[a-z0-9_]{8}(?:\.[^/]*)?\.tmp")
+_TEMP_TAIL = re.compile(r"(?:(?P<host>[A-Za-z0-9-]+)~(?P<pid>\d+)\.)?[a-z0-9_]{8}(?:\.[^/~]*)?\.tmp")
 
 
 def current_umask() -> int:
@@ -140,7 +140,8 @@ def make_temp_dir(out: str | os.PathLike) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(out)
     tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(out), suffix=".tmp", dir=out.parent))
-    tmp.chmod(0o777 & ~current_umask())
+    with contextlib.suppress(OSError):  # a filesystem without modes keeps its own
+        tmp.chmod(0o777 & ~current_umask())
     return tmp
 
 
@@ -174,7 +175,8 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=suffix + ".tmp", dir=path.parent)
     tmp_path = Path(tmp)
     try:
-        os.fchmod(fd, 0o666 & ~current_umask())
+        with contextlib.suppress(OSError):  # a filesystem without modes keeps its own
+            os.fchmod(fd, 0o666 & ~current_umask())
     finally:
         os.close(fd)
     try:
