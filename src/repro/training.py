@@ -989,9 +989,9 @@ def atomic_checkpoint_io() -> Any:
 
     Lightning's own saves (the periodic ``last.ckpt`` of ``ModelCheckpoint`` included) go through
     fsspec, which writes a temporary in the system temp directory and *copies* it over the target
-    when that is another filesystem: a kill during the copy leaves a truncated ``last.ckpt``, and
-    the copy keeps the temporary's 0600 mode. Here the previous file stays until the new one is
-    complete, beside it.
+    when that is another filesystem (the usual case on a cluster): a kill during the copy leaves a
+    truncated ``last.ckpt``. Here the new file is written beside the target and renamed over it
+    once complete, so the previous one stays until then.
     """
     from lightning.pytorch.plugins.io import TorchCheckpointIO
 
@@ -1007,9 +1007,9 @@ def atomic_checkpoint_io() -> Any:
 
 
 #: signals that stop a training like its time budget (save ``_work/last.ckpt``, exit 75):
-#: SIGTERM (``scancel``, preemption, node drain; a local run's Ctrl-C of Snakemake, forwarded by
-#: the warm worker too) and SIGUSR1 (the warning SLURM sends before the time limit when the job
-#: asks for one, ``--signal=USR1@<seconds>``)
+#: SIGTERM (``scancel``, preemption, node drain, ``kill``; the warm worker forwards it to the
+#: stage) and SIGUSR1 (the warning SLURM sends before the time limit when the job asks for one,
+#: ``--signal=USR1@<seconds>``)
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 
 
