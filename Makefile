@@ -10,7 +10,7 @@ SMK    := $(BIN)/snakemake --profile workflow/profiles/local --cores $(CORES)
 # Jobs call `python -m repro.…`: the venv's python must come first on PATH.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup demo test test-fast test-slurm lint bench gpu-check dag clean lock
+.PHONY: setup demo test test-fast test-slurm lint bench gpu-check dag clean lock unlock
 
 setup: $(STAMP)
 
@@ -24,6 +24,9 @@ $(STAMP): envs/requirements.lock pyproject.toml
 demo: setup  ## the whole DAG on config/smoke.yaml (CPU, offline): every smoke table and figure
 	$(SMK) all --configfile config/smoke.yaml
 	@echo "tables: results/tables/  figures: results/figures/"
+
+unlock: setup  ## after Snakemake itself was killed: remove its stale lock if no Snakemake runs here
+	$(BIN)/python -m repro.unlock
 
 test: setup  ## unit tests, workflow tests (dry runs, smoke DAG, staleness, profiles, live SLURM), lint
 	$(BIN)/python -m pytest

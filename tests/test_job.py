@@ -39,6 +39,7 @@ if mode == "wait":
         open("got_signal", "w").write(str(signum))
         sys.exit(75)
     signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGUSR1, on_term)
     open("ready", "w").close()
     time.sleep(60)
 if mode == "selfkill":
@@ -142,16 +143,19 @@ def test_disabled_and_inside_slurm_it_runs_directly(workdir):
         assert proc.returncode == 0 and "direct)" in proc.stderr
 
 
-def test_sigterm_to_the_launcher_reaches_the_stage(workdir):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1])
+def test_sigterm_to_the_launcher_reaches_the_stage(workdir, signum):
+    """What a training relies on (repro.training.StopSignals): the stop signal reaches it, its
+    exit status 75 comes back."""
     _warm_run(workdir, "exit", "0")
     proc = subprocess.Popen([sys.executable, "-m", "repro.job", "probe", "wait"], cwd=workdir,
                             env=_env(workdir), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     _wait_for(workdir / "ready")
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signum)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 75, err
-    assert (workdir / "got_signal").read_text() == str(int(signal.SIGTERM))
+    assert (workdir / "got_signal").read_text() == str(int(signum))
     assert "warm)" in err
 
 

@@ -7,7 +7,9 @@ format keep these tests independent of the real methods, tokenizers and of train
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import sys
 import types
 from pathlib import Path
@@ -232,7 +234,7 @@ def test_same_seed_same_file_other_seed_differs(env):
     assert [r["hypothesis_ids"] for r in a] != [r["hypothesis_ids"] for r in c]
 
 
-def test_cli(env):
+def test_cli(env, monkeypatch, caplog):
     out = env["tmp"] / "cli" / "seed1.jsonl"
     args = [
         "--ckpt",
@@ -269,6 +271,18 @@ def test_cli(env):
     bad = list(args)
     bad[bad.index("--sampler-json") + 1] = "{"
     assert sample.main(bad) == 2  # bad input: logged, exit status 2
+    # disk full while writing: the message names the samples file, the old one is kept, status 1
+    before = out.read_bytes()
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with monkeypatch.context() as mp, caplog.at_level("ERROR"):
+        mp.setattr(os, "fsync", full)
+        assert sample.main(args) == 1
+    assert f"cannot write {out}: No space left on device" in caplog.text
+    assert "the previous file is kept" in caplog.text
+    assert out.read_bytes() == before and sorted(out.parent.iterdir()) == [out]
 
 
 def test_bad_inputs_are_reported(env):

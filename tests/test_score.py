@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import re
 import subprocess
 import sys
@@ -65,6 +67,25 @@ def test_cli_writes_the_scores_contract(tmp_path):
     assert prov["repro"]
     assert set(prov["packages"]) >= {"nltk", "sacrebleu", "rouge-score", "torchmetrics", "torch"}
     assert prov["packages"]["nltk"][0].isdigit()
+
+
+def test_disk_full_names_the_scores_file_and_keeps_the_old_one(tmp_path, monkeypatch, capsys):
+    samples = _write(tmp_path / "seed0.jsonl", ROWS)
+    out = tmp_path / "scores" / "seed0.json"
+    args = ["--samples", str(samples), "--metrics-json", '{"e": {"kind": "unigram_entropy"}}',
+            "--out", str(out)]
+    assert main(args) == 0
+    before = out.read_bytes()
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert f"error: cannot write {out}: No space left on device" in err
+    assert "the previous file is kept" in err and "Traceback" not in err
+    assert out.read_bytes() == before and sorted(out.parent.iterdir()) == [out]
 
 
 def test_python_m_entry_point_and_lazy_imports(tmp_path):

@@ -9,8 +9,13 @@ format, exact resume (kill and time-budget paths), EMA, config validation, clust
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import math
+import multiprocessing
+import os
+import signal
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -253,6 +258,127 @@ def test_time_budget_exit_75_then_resume_is_exact(
     assert "steps=6/6 (from 1)" in caplog.text
     a, b = final_weights(ref), final_weights(out)
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def make_signaller(step: int, signum: int):
+    import lightning.pytorch as pl
+
+    class Signaller(pl.Callback):
+        """Send ``signum`` once, at the end of optimizer step ``step``, to this process and its
+        DataLoader workers (as SLURM and the warm worker signal the whole process group)."""
+
+        sent = False
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            if trainer.global_step == step and not self.sent:
+                self.sent = True
+                for child in multiprocessing.active_children():
+                    os.kill(child.pid, signum)
+                os.kill(os.getpid(), signum)
+
+    return Signaller()
+
+
+@pytest.fixture
+def signal_net():
+    """Recording handlers for SIGTERM / SIGUSR1 during the test (had training not handled a
+    signal, pytest would die of it); the original handlers are restored afterwards."""
+    seen: list[int] = []
+
+    def fallback(sig, frame):
+        seen.append(sig)
+
+    old = {sig: signal.signal(sig, fallback) for sig in (signal.SIGTERM, signal.SIGUSR1)}
+    yield seen, fallback
+    for sig, handler in old.items():
+        signal.signal(sig, handler)
+
+
+@pytest.mark.parametrize(("signum", "workers"), [(signal.SIGTERM, 1), (signal.SIGUSR1, 0)])
+def test_stop_signal_saves_exits_75_then_resume_is_exact(
+    reference, data_dir, tmp_path, monkeypatch, caplog, signal_net, signum, workers
+):
+    """scancel / preemption (SIGTERM) or SLURM's warning signal (SIGUSR1): like the time budget,
+    save last.ckpt on the next optimizer step and exit 75 (Lightning alone exits 0, no save)."""
+    ref, _ = reference
+    out = tmp_path / "signalled" / "model.ckpt"
+    args = f"--data {data_dir} --out {out} --threads 1".split()
+    args += ["--config-json", json.dumps(run_cfg(num_workers=workers))]
+    seen, fallback = signal_net
+    real_train = training.train
+
+    def train_with_signal(*a, **kw):
+        return real_train(*a, **kw, callbacks=[make_signaller(2, signum)])
+
+    with monkeypatch.context() as mp, caplog.at_level("WARNING", logger="repro.train"):
+        mp.setattr(train, "train", train_with_signal)
+        assert train.main(args) == 75
+    assert seen == []
+    assert signal.getsignal(signum) is fallback  # the previous handlers are back
+    name = signal.Signals(signum).name
+    assert f"stopped at step 3 of 6 ({name})" in caplog.text
+    assert not out.exists()
+    # step 3 is not a ckpt_every=2 multiple: saved by the stop itself, on the optimizer step after
+    # the signal
+    last = torch.load(out.parent / "_work" / "last.ckpt", weights_only=False)
+    assert last["global_step"] == 3
+    with caplog.at_level("INFO", logger="repro.train"):
+        assert train.main(args) == 0
+    assert "steps=6/6 (from 3)" in caplog.text
+    a, b = final_weights(ref), final_weights(out)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+class Killed(BaseException):
+    """A kill -9 in the middle of a checkpoint write, as far as the process can tell."""
+
+
+def test_periodic_last_ckpt_is_atomic_and_kept_until_the_new_one_is_complete(
+    reference, data_dir, tmp_path, monkeypatch
+):
+    ref, _ = reference
+    out = tmp_path / "torn" / "model.ckpt"
+    real_save = torch.save
+    written = []
+
+    def dies_mid_write(obj, f, *a, **kw):
+        if isinstance(obj, dict) and obj.get("global_step") == 4:  # the second periodic save
+            written.append(Path(f.name))
+            real_save(obj, f, *a, **kw)
+            f.truncate(f.tell() // 2)
+            raise Killed
+        return real_save(obj, f, *a, **kw)
+
+    old_umask = os.umask(0o002)
+    try:
+        with monkeypatch.context() as mp, pytest.raises(Killed):
+            mp.setattr(torch, "save", dies_mid_write)
+            train.train(data_dir, out, run_cfg())
+    finally:
+        os.umask(old_umask)
+    work = out.parent / "_work"
+    (tmp,) = written  # the new one was written beside it, under a temporary name
+    assert tmp.parent == work and tmp.name.startswith(".last.ckpt.") and tmp.name.endswith(".tmp")
+    last = torch.load(work / "last.ckpt", weights_only=False)  # whole, the previous one
+    assert last["global_step"] == 2
+    assert stat.S_IMODE((work / "last.ckpt").stat().st_mode) == 0o664  # not a 0600 temporary
+    assert not list(work.glob(".*.tmp"))
+    summary = train.train(data_dir, out, run_cfg())
+    assert summary["completed"] and summary["resumed_from"] == 2
+    a, b = final_weights(ref), final_weights(out)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_model_ckpt_is_byte_reproducible(reference, data_dir, tmp_path):
+    """Identical training gives an identical model.ckpt: users compare checkpoints by sha256."""
+    ref, _ = reference
+    again = tmp_path / "elsewhere" / "model.ckpt"
+    train.train(data_dir, again, run_cfg())
+
+    def sha(path):
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+
+    assert sha(again) == sha(ref)
 
 
 def test_changed_config_discards_stale_resume_state(fake_method, data_dir, tmp_path, monkeypatch):

@@ -53,7 +53,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from repro.io import InputError, iter_jsonl, json_object_arg
+from repro.io import InputError, iter_jsonl, json_object_arg, make_temp_dir
 
 log = logging.getLogger("repro.judge")
 
@@ -107,11 +107,7 @@ def atomic_dir(out: str | os.PathLike) -> Iterator[Path]:
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out}: exists and is not a directory; remove it or choose another")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    tmp.chmod(0o777 & ~umask)  # mkdtemp makes it 0700; the judge is an ordinary output
+    tmp = make_temp_dir(out)  # stale temporaries removed; not mkdtemp's 0700
     try:
         yield tmp
         if out.exists():

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from repro import __version__
-from repro.io import InputError, atomic_write_json, json_object_arg, read_jsonl
+from repro.io import InputError, OutputError, atomic_write_json, json_object_arg, read_jsonl
 from repro.metrics import (
     GROUP_METRICS,
     METRICS,
@@ -266,6 +266,9 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except OutputError as err:  # disk full …: names the scores file; the old one is kept
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     return 0
 
 

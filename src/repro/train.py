@@ -9,7 +9,8 @@ Usage (one Snakemake job)::
 
 Resumable state lives in ``results/train/D/EXP/_work/`` (Lightning ``last.ckpt`` + CSV logs) and is
 always resumed. When ``--max-minutes`` (minus a safety margin, ``--stop-margin-s``) runs out before
-``train.steps``, the job saves ``_work/last.ckpt`` and exits with code 75; rerunning the same
+``train.steps``, or on SIGTERM / SIGUSR1 (``scancel``, preemption, SLURM's warning signal), the job
+saves ``_work/last.ckpt`` on the next optimizer step and exits with code 75; rerunning the same
 command continues it (under Snakemake: the rule's ``retries``, with more runtime per attempt).
 The distributed world (``--devices`` ranks on each of ``--num-nodes`` nodes) is checked and logged
 when training starts.
@@ -30,7 +31,8 @@ from repro.training import load_model, setup_logging, train
 
 __all__ = ["EXIT_INCOMPLETE", "load_model", "main", "setup_logging", "train"]
 
-#: exit status of a run stopped by its time budget (EX_TEMPFAIL): rerun to continue
+#: exit status of a run stopped by its time budget or by SIGTERM / SIGUSR1 (EX_TEMPFAIL): rerun to
+#: continue
 EXIT_INCOMPLETE = 75
 
 log = logging.getLogger("repro.train")
@@ -82,10 +84,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if not summary["completed"]:
         log.warning(
-            "stopped at step %d of %d (time budget): resumable state saved in the _work/ folder "
+            "stopped at step %d of %d (%s): resumable state saved in the _work/ folder "
             "beside %s; rerun the same command to continue",
             summary["steps"],
             summary["target_steps"],
+            summary["stopped_by"],
             args.out,
         )
         return EXIT_INCOMPLETE

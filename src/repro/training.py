@@ -27,6 +27,8 @@ import json
 import logging
 import math
 import os
+import signal
+import threading
 import time
 import warnings
 from collections.abc import Iterator, Sequence
@@ -712,7 +714,11 @@ def build_module_classes() -> tuple[type, type, type]:
                 t.global_step * self.cfg.accumulate,
             )
             return torch.utils.data.DataLoader(
-                stream, batch_size=None, num_workers=self.cfg.num_workers, pin_memory=self.pin
+                stream,
+                batch_size=None,
+                num_workers=self.cfg.num_workers,
+                pin_memory=self.pin,
+                worker_init_fn=ignore_stop_signals if self.cfg.num_workers else None,
             )
 
         def val_dataloader(self) -> torch.utils.data.DataLoader:
@@ -909,18 +915,29 @@ def build_module_classes() -> tuple[type, type, type]:
             return out
 
     class TimeBudget(pl.Callback):
-        """Stop on the first optimizer-step boundary past the budget and save ``last.ckpt``."""
+        """Stop on the first optimizer-step boundary past the budget, or after a stop signal
+        (:class:`StopSignals`), and save ``last.ckpt``."""
 
         def __init__(
-            self, seconds: float, started: float, last_ckpt: Path, ckpt_every: int
+            self,
+            seconds: float,
+            started: float,
+            last_ckpt: Path,
+            ckpt_every: int,
+            stop: StopSignals | None = None,
         ) -> None:
             self.seconds, self.started = seconds, started
             self.last_ckpt, self.ckpt_every = last_ckpt, ckpt_every
+            self.stop = stop
             self.stopped_at: int | None = None
             self._last_step = -1
 
         def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
             self._last_step = trainer.global_step
+            if self.stop is not None:
+                # Lightning installed its own SIGTERM handler when fit started (it would end the
+                # run mid-accumulation, exit status 0, nothing saved): take the signals back
+                self.stop.reclaim(already=trainer.received_sigterm)
 
         def on_train_batch_end(
             self,
@@ -935,6 +952,8 @@ def build_module_classes() -> tuple[type, type, type]:
                 return  # mid-accumulation (no optimizer step yet) or finished anyway
             self._last_step = step
             out_of_time = time.monotonic() - self.started > self.seconds
+            if self.stop is not None and self.stop.received is not None:
+                out_of_time = True
             if trainer.world_size > 1:
                 out_of_time = trainer.strategy.broadcast(out_of_time)
             if not out_of_time:
@@ -948,12 +967,98 @@ def build_module_classes() -> tuple[type, type, type]:
 
 
 def save_trainer_checkpoint(trainer: pl.Trainer, path: Path) -> None:
-    """``trainer.save_checkpoint`` to a temporary name, renamed by rank 0 (never a torn file)."""
-    tmp = path.with_name(path.name + ".partial")
-    trainer.save_checkpoint(tmp)
-    if trainer.is_global_zero:
-        os.replace(tmp, path)
-    trainer.strategy.barrier("repro.save_trainer_checkpoint")
+    """``trainer.save_checkpoint``: rank 0 writes it through :func:`atomic_checkpoint_io` (never a
+    torn file; the previous one stays until the new one is complete); every rank waits."""
+    trainer.save_checkpoint(path)
+
+
+def save_torch(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save`` to ``path`` atomically (:func:`repro.io.atomic_path`).
+
+    Saved through a file object, not the temporary's name: ``torch.save`` names the zip's records
+    after the file it is given, so a random temporary name would make identical checkpoints differ
+    byte for byte. The records are named ``archive/…`` instead, and identical contents give an
+    identical file (users can compare checkpoints by sha256).
+    """
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        torch.save(obj, fh)
+
+
+def atomic_checkpoint_io() -> Any:
+    """A Lightning ``CheckpointIO`` whose saves are atomic, with :func:`save_torch`.
+
+    Lightning's own saves (the periodic ``last.ckpt`` of ``ModelCheckpoint`` included) go through
+    fsspec, which writes a temporary in the system temp directory and *copies* it over the target
+    when that is another filesystem (the usual case on a cluster): a kill during the copy leaves a
+    truncated ``last.ckpt``. Here the new file is written beside the target and renamed over it
+    once complete, so the previous one stays until then.
+    """
+    from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+    class AtomicCheckpointIO(TorchCheckpointIO):
+        def save_checkpoint(
+            self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
+        ) -> None:
+            if storage_options is not None:
+                raise TypeError("AtomicCheckpointIO.save_checkpoint takes no storage_options")
+            save_torch(checkpoint, path)
+
+    return AtomicCheckpointIO()
+
+
+#: signals that stop a training like its time budget (save ``_work/last.ckpt``, exit 75):
+#: SIGTERM (``scancel``, preemption, node drain, ``kill``; the warm worker forwards it to the
+#: stage) and SIGUSR1 (the warning SLURM sends before the time limit when the job asks for one,
+#: ``--signal=USR1@<seconds>``)
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+
+def ignore_stop_signals(_worker_id: int = 0) -> None:
+    """In a DataLoader worker: ignore :data:`STOP_SIGNALS`. SLURM and the warm worker signal the
+    whole process group; a worker killed by SIGTERM would end the training with an error ("DataLoader
+    worker exited unexpectedly") before it saves. Workers still exit with their loader."""
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+
+
+class StopSignals:
+    """Record the first :data:`STOP_SIGNALS` received while training (a context manager).
+
+    The handler only sets :attr:`received`; :class:`TimeBudget` stops on the next optimizer-step
+    boundary and saves ``last.ckpt``, exactly as when the time budget runs out. Previous handlers
+    are restored on exit. Outside the main thread (no handlers can be set there) it does nothing.
+    """
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handler(self, signum: int, _frame: Any) -> None:
+        if self.received is None:
+            self.received = signum
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in STOP_SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def reclaim(self, already: bool = False) -> None:
+        """Handle the signals again (after Lightning replaced the SIGTERM handler); ``already``:
+        Lightning's handler saw a SIGTERM meanwhile."""
+        if already and self.received is None:
+            self.received = signal.SIGTERM
+        for sig in self._previous:
+            signal.signal(sig, self._handler)
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous = {}
+
+    @property
+    def name(self) -> str | None:
+        return None if self.received is None else signal.Signals(self.received).name
 
 
 # --------------------------------------------------------------------------------------------
@@ -1057,12 +1162,14 @@ def train(
     Resumable state lives in ``out.parent / "_work"``; an existing ``_work/last.ckpt`` is always
     resumed. ``max_minutes`` is the job's time limit: training stops on the first optimizer-step
     boundary past :func:`time_budget_seconds` (``stop_margin_s`` before the limit, or the default
-    margin), saves ``_work/last.ckpt`` and returns ``completed: False``. At train start the world
+    margin), saves ``_work/last.ckpt`` and returns ``completed: False``; so does SIGTERM or
+    SIGUSR1 (:class:`StopSignals`) on the next optimizer-step boundary. At train start the world
     (``devices`` x ``num_nodes`` ranks) is checked and logged (:func:`check_world`).
     ``callbacks`` are extra Lightning callbacks (tests, benchmarks).
 
     Returns:
-        A summary dict: ``completed`` (False when the time budget stopped it early),
+        A summary dict: ``completed`` (False when the time budget or a :data:`STOP_SIGNALS`
+        signal stopped it early; ``stopped_by`` says which),
         ``resumed_from`` (the step this run started at), ``steps``, ``target_steps``,
         ``train_loss``, ``val_loss``, ``seconds``, ``tokens_per_second``, ``world_size``,
         ``parameters``.
@@ -1092,6 +1199,7 @@ def train(
     pl = _lightning()  # after the cheap checks: bad input fails without the import's seconds
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     # ``threads`` are the job's CPUs on this node, shared by its ranks there
     torch.set_num_threads(max(int(threads) // max(devices, 1), 1))
@@ -1120,12 +1228,13 @@ def train(
         every_n_train_steps=tc.ckpt_every,
         enable_version_counter=False,
     )
-    budget = TimeBudget(budget_s, started, last, tc.ckpt_every)
+    stop = StopSignals()
+    budget = TimeBudget(budget_s, started, last, tc.ckpt_every, stop)
     trainer = pl.Trainer(
         accelerator=accelerator,
         devices=devices,
         num_nodes=num_nodes,
-        plugins=cluster_plugins(devices, num_nodes) or None,
+        plugins=[*cluster_plugins(devices, num_nodes), atomic_checkpoint_io()],
         precision=precision,
         max_steps=tc.steps,
         max_epochs=-1,
@@ -1147,10 +1256,13 @@ def train(
     resume = last if last.exists() else None
     if resume:
         log.info("resuming from %s", resume)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), stop:  # SIGTERM / SIGUSR1: save last.ckpt, stop (exit 75)
         warnings.filterwarnings("ignore", ".*does not have many workers.*")
         fit_start = time.monotonic()
-        trainer.fit(module, datamodule=dm, ckpt_path=str(resume) if resume else None)
+        try:
+            trainer.fit(module, datamodule=dm, ckpt_path=str(resume) if resume else None)
+        except SIGTERMException:  # seen by Lightning's handler before TimeBudget took over: the
+            stop.reclaim(already=True)  # run stopped before its first step; last.ckpt is current
         fit_seconds = time.monotonic() - fit_start
         step = trainer.global_step
         completed = step >= tc.steps
@@ -1173,6 +1285,7 @@ def train(
         "tokens_per_second": round(tokens / fit_seconds, 1) if fit_seconds > 0 else 0.0,
         "world_size": world,
         "parameters": n_params,
+        "stopped_by": None if completed else (stop.name or "time budget"),
     }
     if completed and trainer.is_global_zero:
         weights = module.weights_name()
@@ -1197,8 +1310,7 @@ def train(
         }
         if alt is not None:
             ckpt["alt_state_dicts"] = alt
-        with atomic_path(out) as tmp:
-            torch.save(ckpt, tmp)
+        save_torch(ckpt, out)  # byte-reproducible
     log.info(
         "summary: steps=%d/%d (from %d) train_loss=%s val_loss=%s seconds=%.1f tokens/s=%.0f%s",
         step,

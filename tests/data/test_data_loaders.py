@@ -287,6 +287,26 @@ def test_invalid_json_line(tmp_path):
         load_split("q", {"loader": "qqp", "local": {"test": str(path)}, **TEST_IS_TEST}, "test")
 
 
+@pytest.mark.parametrize(
+    ("name", "data", "pattern"),
+    [
+        ("bad.jsonl", b'{"src": "a", "trg": "b"}\n{"src": "\xff", "trg": "b"}\n',
+         r"bad\.jsonl:2: not valid UTF-8 \(byte 0xff at character 10\)"),
+        ("bad.jsonl", b'{"src": "a", "trg": "b"}\n{"src": "a\\udc00", "trg": "b"}\n',
+         r"bad\.jsonl:2: JSON escape of a lone surrogate \(U\+DC00"),
+        ("bad.json", b'[{"src": "a", "trg": "b"},\n {"src": "\xc3(", "trg": "b"}]\n',
+         r"bad\.json:2: not valid UTF-8 \(byte 0xc3"),
+        ("bad.json", b'[{"src": "a", "trg": "b"},\n {"src": "\\ud800", "trg": "b"}]\n',
+         r"bad\.json item 2: JSON escape of a lone surrogate \(U\+D800"),
+    ],
+)
+def test_invalid_utf8_or_lone_surrogate_names_file_and_line(tmp_path, name, data, pattern):
+    path = tmp_path / name
+    path.write_bytes(data)
+    with pytest.raises(InputError, match=pattern):
+        load_split("q", {"loader": "qqp", "local": {"test": str(path)}, **TEST_IS_TEST}, "test")
+
+
 def test_mbpp_wrong_tests_type(tmp_path):
     row = {"text": "t", "code": "x = 1", "task_id": 1, "test_setup_code": "", "test_list": "assert x"}
     path = _jsonl(tmp_path / "m.jsonl", [row])

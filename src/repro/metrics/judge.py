@@ -38,7 +38,10 @@ judges' tokenisations. Only the tokenizer (and the model config, for the default
 loaded.
 
 Samples whose hypothesis is empty or yields no scored token are ``None`` (left out of means; KL-flow
-drops empty generations before scoring). ``precision`` "bf16_autocast" runs the judge under
+drops empty generations before scoring). *Empty* is the one rule of every text metric
+(:func:`repro.metrics.text.is_empty`): no non-whitespace character, so a whitespace-only hypothesis
+is ``None`` here too, as it is empty for BLEU, ROUGE-L and BERTScore (bert-score, KL-flow's
+BERTScore, scores a blank candidate as empty; the judge would otherwise score bare spaces). ``precision`` "bf16_autocast" runs the judge under
 ``torch.autocast(bfloat16)`` (meant for CUDA: faster, numbers differ in the ~3rd digit); the default
 "fp32" keeps numbers reproducible across devices up to float rounding.
 """
@@ -64,6 +67,7 @@ from repro.metrics.base import (
     metric,
     package_version,
 )
+from repro.metrics.text import is_empty
 
 __all__ = [
     "AGGREGATIONS",
@@ -387,7 +391,7 @@ def gen_ppl(
             nll_sum += math.fsum(nll * w)
             weight += float(w.sum())
         tokens.append(int(weight))
-        if not text or weight == 0:
+        if is_empty(text) or weight == 0:
             per_example.append(None)
         elif aggregation == "corpus_exp_mean_nll":
             per_example.append(nll_sum)
@@ -494,7 +498,9 @@ def judge_entropy(
         ids = encode(tokenizer, texts, add_bos=add_bos, name=name)
         per_judge.append(padded_entropy(ids, L, int(tokenizer.eos_token_id), base))
     mean = np.mean(np.stack(per_judge), axis=0) if texts else np.zeros(0)
-    per_example: list[float | None] = [float(v) if text else None for v, text in zip(mean, texts)]
+    per_example: list[float | None] = [
+        None if is_empty(text) else float(v) for v, text in zip(mean, texts)
+    ]
     unit = "nats" if base == "e" else "bits"
     variant = (
         f"judge_entropy: unigram entropy ({unit}) of the judge tokens truncated + EOS-padded to "
@@ -511,7 +517,8 @@ def judge_entropy(
         "n_samples": len(texts),
         "n_undefined": sum(v is None for v in per_example),
         "per_judge_value": [
-            mean_defined(float(v) if t else None for v, t in zip(arr, texts)) for arr in per_judge
+            mean_defined(None if is_empty(t) else float(v) for v, t in zip(arr, texts))
+            for arr in per_judge
         ],
     }
     return MetricResult(mean_defined(per_example), variant, per_example, details)

@@ -25,7 +25,11 @@ their ``strip()`` calls do not change whitespace-split tokens.
 
 Empty responses (option ``empty`` of ``bleu_klflow``, ``rouge_l_rouge_score`` and
 :func:`repro.metrics.semantic.bertscore`): a hypothesis is *empty* when its cleaned text has no
-non-whitespace character (``not text.strip()``). ``"drop"`` gives such a sample the per-example
+non-whitespace character (``not text.strip()``, :func:`is_empty`). This is the one rule of every
+metric that reads the hypothesis text: the judge metrics (``gen_ppl``, ``judge_entropy``) make an
+empty hypothesis undefined (``None``), as KL-flow drops empty generations before scoring; a
+whitespace-only string counts as empty everywhere, as bert-score (KL-flow's BERTScore) treats a
+blank candidate. ``unigram_entropy`` reads the generated ids, not the text. ``"drop"`` gives such a sample the per-example
 value ``None``, so it is left out of the mean and of the tables' ``best_of_seeds`` /
 ``mean_of_seeds`` aggregates — KL-flow's Table 3 protocol (methods.md §5.3: per prompt 5
 responses, empty ones dropped, Top-5 = max and Avg = mean over the remaining ones, a prompt with no
@@ -76,7 +80,8 @@ def _pairs(kind: str, samples: Sequence[dict], clean: str) -> tuple[list[str], l
 
 
 def is_empty(text: str) -> bool:
-    """An empty response: no non-whitespace character (after cleaning)."""
+    """An empty response: no non-whitespace character (after cleaning). The one rule of every text
+    metric (BLEU, ROUGE-L, BERTScore, gen_ppl, judge_entropy; see the module docstring)."""
     return not text.strip()
 
 

