@@ -60,15 +60,13 @@ def test_smoke_targets_and_cells(smoke):
     assert [r["method"] for r in spec["rows"][:4]] == ["ar", "dfm", "klflow", "klflow"]
 
 
-def test_paper_rows_of_unimplemented_methods_are_skipped(paper):
+def test_an_unknown_method_is_an_error_naming_the_key_and_the_methods(paper):
     cfg = copy.deepcopy(paper)
-    for name in ("klflow_150m", "dfm_150m"):  # as if these methods were not registered yet
-        cfg["experiments"][name]["method"] = f"future_{name}"
-    c = Catalogue(cfg)
-    labels = [r["label"] for r in json.loads(c.table_spec("table3"))["rows"]]
-    assert labels == ["Lamini Instruction / Autoregressive", "WMT14 De-En / Autoregressive"]
-    skipped = c.warn_skipped(stream=open("/dev/null", "w"))  # noqa: SIM115
-    assert any("'future_klflow_150m' is not implemented yet" in m for m in skipped)
+    cfg["experiments"]["klflow_150m"]["method"] = "klfow"  # a typo: its rows must not vanish
+    with pytest.raises(ConfigError) as err:
+        Catalogue(cfg)
+    assert "experiments.klflow_150m.method: unknown method 'klfow'" in str(err.value)
+    assert "['ar', 'dfm', 'diffuseq', 'embedding_fm', 'klflow']" in str(err.value)
     # with both registered, every row of the paper's Table 3 is built
     full = [r["label"] for r in json.loads(Catalogue(paper).table_spec("table3"))["rows"]]
     assert len(full) == 8 and "WMT14 De-En / KL-flow (hybrid)" in full

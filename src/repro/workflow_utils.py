@@ -260,7 +260,6 @@ class Catalogue:
         self.tables: dict[str, dict] = config.get("tables", {})
         self.figures: dict[str, dict] = config.get("figures", {})
         self.judges: dict[str, dict] = config.get("judges", {})
-        self.skipped: list[str] = []
         self._check_sweeps()
         self._add_sweep_samplers()
         self._add_sweep_datasets()
@@ -380,7 +379,10 @@ class Catalogue:
                 raise ConfigError(f"{where}: missing 'method' (after resolving 'extends')")
             info = REGISTRY.get(exp["method"])
             if info is None:
-                continue  # not implemented yet: its catalogue rows are skipped below
+                raise ConfigError(
+                    f"{where}.method: unknown method {exp['method']!r}; known methods: "
+                    f"{sorted(REGISTRY)}"
+                )
             bad = sorted(set(exp.get("model", {})) - set(info.model_keys))
             if bad:
                 raise ConfigError(
@@ -520,9 +522,6 @@ class Catalogue:
                 f"(dataset {row['dataset']!r})"
             )
 
-    def implemented(self, experiment: str) -> bool:
-        return self.experiments[experiment]["method"] in REGISTRY
-
     # ------------------------------------------------------------------ cells and paths
     @staticmethod
     def _nfes(row: dict) -> list[int]:
@@ -532,12 +531,6 @@ class Catalogue:
     def _cells(self, rows: list[dict], where: str) -> list[tuple[dict, Cell]]:
         out = []
         for row in rows:
-            if not self.implemented(row["experiment"]):
-                msg = (f"{where}: row {row.get('label', row['experiment'])!r} skipped: method "
-                       f"{self.experiments[row['experiment']]['method']!r} is not implemented yet")
-                if msg not in self.skipped:
-                    self.skipped.append(msg)
-                continue
             mbr, group = row.get("mbr", 0), row.get("group", 0)
             seeds = tuple(row.get("seeds", range(max(mbr, group, 1))))
             for nfe in self._nfes(row):
@@ -556,16 +549,10 @@ class Catalogue:
         return self._cells(rows, f"figures.{figure}")
 
     def analysis_series(self, figure: str) -> list[dict]:
-        """Series of an analysis figure with their input file (implemented methods only)."""
+        """Series of an analysis figure with their input file."""
         spec = self.figures[figure]
         out = []
         for row in spec["series"]:
-            if not self.implemented(row["experiment"]):
-                msg = (f"figures.{figure}: series {row['label']!r} skipped: method "
-                       f"{self.experiments[row['experiment']]['method']!r} is not implemented yet")
-                if msg not in self.skipped:
-                    self.skipped.append(msg)
-                continue
             base = f"results/analysis/{self.source(row['dataset'])}/{row['experiment']}"
             out.append({"label": row["label"], "dataset": row["dataset"],
                         "experiment": row["experiment"],
@@ -802,18 +789,6 @@ class Catalogue:
             return [entry["paper_values"]]
         default = f"config/paper_values/{name}.csv"
         return [default] if Path(default).is_file() else []
-
-    def warn_skipped(self, stream=None) -> list[str]:
-        """Print (to stderr) which catalogue rows are left out because their method is missing."""
-        for t in self.tables:
-            self.table_cells(t)
-        for f in self.figures:
-            self.figure_cells(f)
-            if self.is_analysis("figures", f):
-                self.analysis_series(f)
-        for msg in self.skipped:
-            print(f"repro: {msg}", file=stream or sys.stderr)
-        return self.skipped
 
     def resource(self, stage: str, key: str, default):
         """``resources.<stage>.<key>`` of the config, or ``default``."""

@@ -1,7 +1,7 @@
 """Registry of methods: name -> ``"module:Class"``, imported lazily.
 
-The Snakefile reads :data:`REGISTRY` (cheap: no torch import) to know which methods exist; rows
-of the catalogue whose experiment uses a method not listed here are left out of the outputs.
+The Snakefile reads :data:`REGISTRY` (cheap: no torch import) to know which methods exist; an
+experiment naming a method not listed here is a config error at DAG build.
 Add a method by writing ``methods/<name>.py`` and one line here.
 """
 
@@ -26,8 +26,7 @@ class MethodInfo:
     model_keys: tuple[str, ...]  # keys accepted in an experiment's `model:` block
 
 
-#: method name -> MethodInfo. Rows of the catalogue whose experiment names a method that is not
-#: registered here are left out of tables and figures (with a warning) until it is implemented.
+#: method name -> MethodInfo (``experiments.<name>.method`` must be one of these keys).
 REGISTRY: dict[str, MethodInfo] = {
     "ar": MethodInfo(
         module="ar",

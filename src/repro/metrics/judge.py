@@ -131,6 +131,22 @@ def _context(config: Any, tokenizer: Any, source: str) -> int:
     raise InputError(f"judge {source!r}: cannot tell its context length from config.json")
 
 
+def _check_causal_lm(config: Any, source: str) -> None:
+    """The judge must be a causal LM: ``AutoModelForCausalLM`` would otherwise build a model with
+    freshly initialised layers (a BERT checkpoint gives a random LM head) and score garbage."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    causal = set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values())
+    archs = list(getattr(config, "architectures", None) or [])
+    if not any(a in causal for a in archs):
+        have = f"architectures {archs}" if archs else "no 'architectures' entry"
+        raise InputError(
+            f"judge {source!r} is not a causal language model: its config.json has {have} "
+            f"(model_type {getattr(config, 'model_type', None)!r}); a judge must be saved from a "
+            "causal-LM class (e.g. GPT2LMHeadModel, LlamaForCausalLM)"
+        )
+
+
 @functools.lru_cache(maxsize=8)
 def _load_tokenizer(source: str, local: bool, revision: str | None) -> tuple[Any, int]:
     from transformers import AutoConfig, AutoTokenizer
@@ -145,6 +161,7 @@ def _load_tokenizer(source: str, local: bool, revision: str | None) -> tuple[Any
                 "config.json and tokenizer files (remake it with `python -m repro.judge`)"
             ) from None
         raise _hub_error(source, err) from None
+    _check_causal_lm(config, source)
     if tokenizer.eos_token_id is None:
         raise InputError(f"judge {source!r}: its tokenizer has no EOS token")
     if tokenizer.pad_token_id is None:
@@ -243,8 +260,9 @@ def _load_model(source: str, local: bool, revision: str | None, device: str, dty
     from transformers import AutoModelForCausalLM
 
     try:
-        model = AutoModelForCausalLM.from_pretrained(
-            source, revision=revision, local_files_only=local, dtype=getattr(torch, dtype)
+        model, info = AutoModelForCausalLM.from_pretrained(
+            source, revision=revision, local_files_only=local, dtype=getattr(torch, dtype),
+            output_loading_info=True,
         )
     except (OSError, ValueError) as err:
         if local:
@@ -253,6 +271,15 @@ def _load_model(source: str, local: bool, revision: str | None, device: str, dty
                 "config.json and the weights (remake it with `python -m repro.judge`)"
             ) from None
         raise _hub_error(source, err) from None
+    # weights the checkpoint lacks are freshly initialised by transformers: a random judge
+    missing = [*info.get("missing_keys", ()), *(k for k, *_ in info.get("mismatched_keys", ()))]
+    if missing:
+        shown = ", ".join(sorted(missing)[:5]) + (", …" if len(missing) > 5 else "")
+        raise InputError(
+            f"judge {source!r}: its checkpoint lacks {len(missing)} weight(s) of the causal LM "
+            f"({shown}), which would be newly initialised at random; give a complete causal-LM "
+            "checkpoint"
+        )
     return model.to(torch.device(device)).eval()
 
 
