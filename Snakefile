@@ -18,11 +18,12 @@ min_version("9.0")
 
 # Every path of the pipeline (config/, results/, resources/) is relative to the repository root:
 # run from elsewhere (`snakemake -s ../Snakefile`), it would plan a retrain under another results/.
-if Path(workflow.basedir).resolve() != Path.cwd().resolve():
+ROOT = Path(workflow.basedir).resolve()
+if ROOT != Path.cwd().resolve():
     raise WorkflowError(
-        f"run snakemake from the repository root {workflow.basedir} (the working directory is "
-        f"{Path.cwd()}): every path of the pipeline is relative to it; "
-        f"`cd {workflow.basedir}` first, or pass `--directory {workflow.basedir}`"
+        f"run snakemake from the repository root {ROOT} (the working directory is {Path.cwd()}): "
+        f"every path of the pipeline is relative to it; `cd {ROOT}` first, or pass "
+        f"`--directory {ROOT}`"
     )
 
 
