@@ -22,6 +22,15 @@ class InputError(ValueError):
     """Bad user input: the message names the file, line or key, and the fix."""
 
 
+class OptionError(InputError):
+    """A bad option of a config block; ``key`` names it, so the workflow can prefix its config path
+    (``experiments.ar.samplers.ancestral.temperatur: …``)."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it is renamed onto ``path``.

@@ -55,7 +55,7 @@ from typing import Any
 
 import numpy as np
 
-from repro.io import InputError
+from repro.io import InputError, OptionError
 from repro.metrics.base import (
     MetricResult,
     check_choice,
@@ -349,6 +349,26 @@ def _check_judge_opts(kind: str, judge: Any, max_length: Any, batch_size: Any) -
     check_positive_int(kind, "batch_size", batch_size)
 
 
+def check_max_length(aggregation: str, max_length: int | None, context: int, judge: str) -> int:
+    """gen_ppl's length L: ``max_length``, default the judge's ``context``; klflow_padded truncates
+    to L and pads, so L must fit the context (the workflow checks this at DAG build too)."""
+    L = context if max_length is None else max_length
+    if aggregation == "klflow_padded" and L > context:
+        raise OptionError(
+            "max_length",
+            f"metric kind 'gen_ppl': max_length {L} exceeds the context ({context}) of judge "
+            f"{judge!r}; klflow_padded truncates, it does not chunk: lower max_length",
+        )
+    return L
+
+
+def context_from_config(config: dict, judge: str) -> int:
+    """The context length a judge's ``config.json`` (a dict) states, as :func:`load_judge` reads it."""
+    from types import SimpleNamespace
+
+    return _context(SimpleNamespace(**config), None, judge)
+
+
 @metric("gen_ppl", fields=("hypothesis",))
 def gen_ppl(
     samples: Sequence[dict],
@@ -380,12 +400,7 @@ def gen_ppl(
 
     jd = load_judge(judge, revision=revision, device=device)
     C = jd.context
-    L = C if max_length is None else max_length
-    if aggregation == "klflow_padded" and L > C:
-        raise InputError(
-            f"metric kind {kind!r}: max_length {L} exceeds the context ({C}) of judge {judge!r}; "
-            "klflow_padded truncates, it does not chunk: lower max_length"
-        )
+    L = check_max_length(aggregation, max_length, C, judge)
     texts = [s["hypothesis"] for s in samples]
     encoded = jd.encode(texts, add_bos=add_bos)
     n_truncated = sum(len(x) > L for x in encoded)
