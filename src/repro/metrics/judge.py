@@ -353,7 +353,7 @@ def check_max_length(aggregation: str, max_length: int | None, context: int, jud
     """gen_ppl's length L: ``max_length``, default the judge's ``context``; klflow_padded truncates
     to L and pads, so L must fit the context (the workflow checks this at DAG build too)."""
     L = context if max_length is None else max_length
-    if aggregation == "klflow_padded" and L > context:
+    if aggregation == "klflow_padded" and context < L:
         raise OptionError(
             "max_length",
             f"metric kind 'gen_ppl': max_length {L} exceeds the context ({context}) of judge "
