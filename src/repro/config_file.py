@@ -25,9 +25,10 @@ class _StrictLoader(yaml.SafeLoader):
 
 
 def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
-    loader.flatten_mapping(node)  # merge keys (<<) may be overridden: that is what they are for
     first: dict[Any, int] = {}
     for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue  # keys merged in with << may be overridden: that is what they are for
         key = loader.construct_object(key_node, deep=True)
         line = key_node.start_mark.line + 1
         try:
@@ -63,7 +64,7 @@ def load_config_file(path: str | os.PathLike) -> Any:
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
-        problem = " ".join(p for p in (err.context, err.problem) if p)
+        problem = ": ".join(p for p in (err.context, err.problem) if p)
         raise InputError(f"{where}: invalid config: {problem}") from None
     except yaml.YAMLError as err:
         raise InputError(f"{path}: invalid YAML: {err}") from None

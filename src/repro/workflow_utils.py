@@ -679,7 +679,7 @@ class Catalogue:
         return [f"mbr{c.mbr}"] if c.mbr else [f"seed{s}" for s in c.seeds]
 
     def column_draws(self, c: Cell, metric: str) -> list[str]:
-        """Draws a column's metric is computed on; [] when its kind is not implemented yet."""
+        """Draws a column's metric is computed on (every kind is a known one: ``_check``)."""
         per_file, group = metric_kinds()
         kind = self.metrics[metric]["kind"]
         if kind in group:
@@ -792,11 +792,7 @@ class Catalogue:
     def metrics_for(
         self, dataset: str, experiment: str, sampler: str, nfe: int, draw: str = "seed0"
     ) -> str:
-        """Metrics (name -> cfg) that some table or figure reads from this samples file.
-
-        Metrics whose kind is not implemented yet are left out (the tables then skip their
-        columns), so adding a metric kind later only adds score jobs' work, never breaks them.
-        """
+        """Metrics (name -> cfg) that some table or figure reads from this samples file."""
         names: set[str] = set()
         for kind, entries in (("tables", self.tables), ("figures", self.figures)):
             for name in entries:
