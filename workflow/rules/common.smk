@@ -9,7 +9,6 @@ from snakemake.utils import validate
 from repro import cluster
 from repro.workflow_utils import SPLITS, Catalogue, lock_digest, stage_digest
 
-
 validate(config, schema="../schemas/config.schema.yaml")
 C = Catalogue(config)
 cluster.check_train_resources(config["resources"], C.experiments)  # errors at parse time
@@ -37,4 +36,3 @@ wildcard_constraints:
     nfe=r"\d+",
     seed=r"\d+",
     hub=cluster.hub_pattern(config),
-
