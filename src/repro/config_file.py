@@ -20,7 +20,7 @@ import yaml
 from repro.io import InputError
 
 
-class _StrictLoader(yaml.SafeLoader):
+class _StrictLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # libyaml's parser: 5x faster
     """A SafeLoader that refuses a key given twice in one mapping."""
 
 
