@@ -30,14 +30,27 @@ def _fails(proc: subprocess.CompletedProcess, *expected: str) -> None:
         assert text in out, out
 
 
-def test_a_mistyped_sampler_option_fails_the_dry_run_naming_its_path(project):
-    cfg = copy.deepcopy(load_smoke())
+def _typo_sampler_option(cfg):
     cfg["experiments"]["ar"]["samplers"]["ancestral"]["temperatur"] = 0.7
+
+
+def _typo_method(cfg):
+    cfg["experiments"]["klflow"]["method"] = "klfow"
+
+
+@pytest.mark.parametrize("mutate, expected", [
+    (_typo_sampler_option, "experiments.ar.samplers.ancestral.temperatur: sampler option(s) "
+                           "['temperatur'] are unknown to method 'ar'"),
+    (_typo_method, "experiments.klflow.method: unknown method 'klfow'; known methods: ['ar', "
+                   "'dfm', 'diffuseq', 'embedding_fm', 'klflow']"),
+])
+def test_a_typo_fails_the_dry_run_naming_its_config_path(project, mutate, expected):
+    cfg = copy.deepcopy(load_smoke())
+    mutate(cfg)
     project.write_config(cfg, "typo.yaml")
     proc = project.snakemake("-n", "--cores", "1", "paper", "--configfile=config/typo.yaml",
                              check=False)
-    _fails(proc, "experiments.ar.samplers.ancestral.temperatur: sampler option(s) ['temperatur'] "
-                 "are unknown to method 'ar'")
+    _fails(proc, expected)
 
 
 def test_a_duplicate_key_fails_the_dry_run_naming_file_and_line(project):
