@@ -150,7 +150,7 @@ def dfm_steps(nfe: Any, iterations: int, readout: str) -> int:
 
 
 def embedding_fm_options(opts: dict) -> None:
-    _unknown(opts, (), "method 'embedding_fm' (the euler sampler takes none)")
+    _unknown(opts, (), "method 'embedding_fm'")
 
 
 # --- klflow -------------------------------------------------------------------------------------
