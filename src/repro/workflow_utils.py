@@ -418,8 +418,9 @@ class Catalogue:
                         f"method {exp['method']!r}; choose one of {list(info.samplers)}"
                     )
                 swept = self._sweep_origin.get((name, sname))
-                with _config_path(swept or f"{where}.samplers.{sname}", swept is None):
-                    check_sampler_config(exp["method"], scfg, exp.get("model", {}))
+                if info.sampler_checks is not None:
+                    with _config_path(swept or f"{where}.samplers.{sname}", swept is None):
+                        check_sampler_config(info.sampler_checks, scfg, exp.get("model", {}))
         for name, m in self.metrics.items():
             judge = m.get("judge")
             if judge is not None and judge not in self.judges:
@@ -457,6 +458,9 @@ class Catalogue:
     def _check_nfes(self, where: str, row: dict, spec: dict) -> None:
         """Every NFE of a row must be one its sampler can make (DiffuSeq ddpm: exactly T)."""
         exp = self.experiments[row["experiment"]]
+        checks = REGISTRY[exp["method"]].sampler_checks
+        if checks is None:
+            return
         samplers = [row["sampler"]]
         if spec.get("kind") == OPTION_SWEEP and sweep_target(spec) == "sampler":
             samplers += [sweep_name(row["sampler"], spec["option"], v) for v in spec["values"]]
@@ -464,8 +468,8 @@ class Catalogue:
             at = f"{where}.nfe" + (f"[{i}]" if isinstance(row["nfe"], list) else "")
             for sampler in samplers:
                 with _config_path(at, False):
-                    check_sampler_config(exp["method"], exp["samplers"][sampler],
-                                         exp.get("model", {}), nfe)
+                    check_sampler_config(checks, exp["samplers"][sampler], exp.get("model", {}),
+                                         nfe)
 
     def _check_pass_at_k(self, table: str, spec: dict) -> None:
         """A pass@k column needs k sample seeds in every cell (repro.report's own check)."""

@@ -209,7 +209,8 @@ def klflow_nfe(nfe: Any, time_param: str) -> int:
 def check_sampler_config(method: str, sampler_cfg: dict, model_cfg: dict, nfe: Any = None) -> None:
     """Check a config's sampler (``kind`` plus options; ``weights`` is not the method's) and, if
     given, an NFE, with what the experiment's ``model`` block says (DiffuSeq's T, KL-flow's
-    time parametrisation). Raises :class:`OptionError` naming the option (``nfe``)."""
+    time parametrisation). ``method`` names the rules: a method's ``MethodInfo.sampler_checks``.
+    Raises :class:`OptionError` naming the option (``nfe``)."""
     kind = sampler_cfg["kind"]
     opts = {k: v for k, v in sampler_cfg.items() if k not in ("kind", "weights")}
     if method == "ar":
