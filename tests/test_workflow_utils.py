@@ -538,6 +538,15 @@ DAG_CHECKS = [
     (_set("metrics.gen_ppl_judge.max_length", 200),
      "metrics.gen_ppl_judge.max_length: metric kind 'gen_ppl': max_length 200 exceeds the context "
      "(128) of judge 'smoke_judge'"),
+    # judge metrics' options (values too), as gen_ppl / judge_entropy check them before loading
+    (_set("metrics.gen_ppl_judge.aggregation", "klflow_pad"),
+     "metrics.gen_ppl_judge.aggregation: metric kind 'gen_ppl': option aggregation='klflow_pad' "
+     "is not one of"),
+    (_set("metrics.gen_ppl_judge.batch_size", 0),
+     "metrics.gen_ppl_judge.batch_size: metric kind 'gen_ppl': option batch_size must be a "
+     "positive integer, got 0"),
+    (_set("metrics.entropy_judge.base", 10),
+     "metrics.entropy_judge.base: metric kind 'judge_entropy': option base=10 is not one of"),
     # judge options
     (_set("judges.smoke_judge.train.n_embd", 63),
      "judges.smoke_judge.train: n_embd (63) must be divisible by n_head (2)"),

@@ -489,12 +489,22 @@ class Catalogue:
     def _check_metric_options(self) -> None:
         """Each metric's kind and options, as the score stage parses them; a gen_ppl max_length
         that does not fit its judge's context (when the judge's config tells it)."""
-        from repro.metrics import parse_metric_config
-        from repro.metrics.judge import check_max_length
+        from repro.metrics import metric_options, parse_metric_config
+        from repro.metrics.judge import (
+            check_gen_ppl_options,
+            check_judge_entropy_options,
+            check_max_length,
+        )
 
         for name, m in self.metrics.items():
             with _config_path(f"metrics.{name}"):
                 kind, opts = parse_metric_config(name, m)
+                o = {**metric_options(kind), **opts}  # the judge metrics' values, before scoring
+                if kind == "gen_ppl":
+                    check_gen_ppl_options(o["judge"], o["aggregation"], o["max_length"],
+                                          o["batch_size"], o["add_bos"], o["precision"])
+                elif kind == "judge_entropy":
+                    check_judge_entropy_options(o["judge"], o["max_length"], o["base"])
             if kind == "gen_ppl" and opts.get("max_length") is not None and "judge" in opts:
                 context = self.judge_context(opts["judge"])
                 if context is not None:

@@ -340,13 +340,47 @@ def _corpus_weights(chunk: np.ndarray, eos: int) -> np.ndarray:
 
 def _check_judge_opts(kind: str, judge: Any, max_length: Any, batch_size: Any) -> None:
     if judge is None:
-        raise InputError(
+        raise OptionError(
+            "judge",
             f"metric kind {kind!r}: option judge is required (a local judge directory, e.g. "
             "results/judges/NAME, or a hub model id)"
         )
     if max_length is not None:
         check_positive_int(kind, "max_length", max_length)
     check_positive_int(kind, "batch_size", batch_size)
+
+
+def check_gen_ppl_options(
+    judge: Any, aggregation: Any, max_length: Any, batch_size: Any, add_bos: Any, precision: Any
+) -> None:
+    """gen_ppl's options, checked before any judge is loaded (and by the workflow at DAG build)."""
+    kind = "gen_ppl"
+    _check_judge_opts(kind, judge, max_length, batch_size)
+    if aggregation is None:
+        raise OptionError(
+            "aggregation",
+            f"metric kind {kind!r}: option aggregation is required, one of "
+            f"{', '.join(repr(a) for a in AGGREGATIONS)} (docs/methods.md §5.4)",
+        )
+    check_choice(kind, "aggregation", aggregation, AGGREGATIONS)
+    check_choice(kind, "precision", precision, PRECISIONS)
+    if not isinstance(add_bos, bool):
+        raise OptionError("add_bos", f"metric kind {kind!r}: option add_bos must be true or false")
+
+
+def check_judge_entropy_options(judge: Any, max_length: Any, base: Any) -> list[str]:
+    """judge_entropy's options (as for :func:`check_gen_ppl_options`) -> the list of judges."""
+    kind = "judge_entropy"
+    _check_judge_opts(kind, judge, max_length, 1)
+    check_choice(kind, "base", base, ("e", "2"))
+    judges = [judge] if isinstance(judge, str) else judge
+    if not isinstance(judges, list) or not judges or not all(isinstance(j, str) for j in judges):
+        raise OptionError(
+            "judge",
+            f"metric kind {kind!r}: option judge must be a judge directory / hub id or a "
+            f"non-empty list of them, got {judge!r}",
+        )
+    return judges
 
 
 def check_max_length(aggregation: str, max_length: int | None, context: int, judge: str) -> int:
@@ -386,17 +420,7 @@ def gen_ppl(
 
     ``judge`` and ``aggregation`` are required; ``max_length`` defaults to the judge's context.
     """
-    kind = "gen_ppl"
-    _check_judge_opts(kind, judge, max_length, batch_size)
-    if aggregation is None:
-        raise InputError(
-            f"metric kind {kind!r}: option aggregation is required, one of "
-            f"{', '.join(repr(a) for a in AGGREGATIONS)} (docs/methods.md §5.4)"
-        )
-    check_choice(kind, "aggregation", aggregation, AGGREGATIONS)
-    check_choice(kind, "precision", precision, PRECISIONS)
-    if not isinstance(add_bos, bool):
-        raise InputError(f"metric kind {kind!r}: option add_bos must be true or false")
+    check_gen_ppl_options(judge, aggregation, max_length, batch_size, add_bos, precision)
 
     jd = load_judge(judge, revision=revision, device=device)
     C = jd.context
@@ -518,15 +542,7 @@ def judge_entropy(
     KL-flow averages over its four); ``max_length`` (default: each judge's context) should be the
     generation length, as in KL-flow; ``base`` "e" = nats (KL-flow), "2" = bits.
     """
-    kind = "judge_entropy"
-    _check_judge_opts(kind, judge, max_length, 1)
-    check_choice(kind, "base", base, ("e", "2"))
-    judges = [judge] if isinstance(judge, str) else judge
-    if not isinstance(judges, list) or not judges or not all(isinstance(j, str) for j in judges):
-        raise InputError(
-            f"metric kind {kind!r}: option judge must be a judge directory / hub id or a "
-            f"non-empty list of them, got {judge!r}"
-        )
+    judges = check_judge_entropy_options(judge, max_length, base)
     texts = [s["hypothesis"] for s in samples]
     per_judge, lengths = [], []
     for name in judges:
