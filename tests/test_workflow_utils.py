@@ -60,17 +60,16 @@ def test_smoke_targets_and_cells(smoke):
     assert [r["method"] for r in spec["rows"][:4]] == ["ar", "dfm", "klflow", "klflow"]
 
 
-def test_paper_rows_of_unimplemented_methods_are_skipped(paper):
+def test_an_unknown_method_is_an_error_naming_the_key_and_the_methods(paper):
     cfg = copy.deepcopy(paper)
-    for name in ("klflow_150m", "dfm_150m"):  # as if these methods were not registered yet
-        cfg["experiments"][name]["method"] = f"future_{name}"
-    c = Catalogue(cfg)
-    labels = [r["label"] for r in json.loads(c.table_spec("table3"))["rows"]]
-    assert labels == ["Lamini Instruction / Autoregressive", "WMT14 De-En / Autoregressive"]
-    skipped = c.warn_skipped(stream=open("/dev/null", "w"))  # noqa: SIM115
-    assert any("'future_klflow_150m' is not implemented yet" in m for m in skipped)
-    # with both registered, every row of the paper's Table 3 is built
-    full = [r["label"] for r in json.loads(Catalogue(paper).table_spec("table3"))["rows"]]
+    cfg["experiments"]["klflow_150m"]["method"] = "klfow"  # a typo: its rows must not vanish
+    with pytest.raises(ConfigError) as err:
+        Catalogue(cfg)
+    assert "experiments.klflow_150m.method: unknown method 'klfow'" in str(err.value)
+    assert "['ar', 'dfm', 'diffuseq', 'embedding_fm', 'klflow']" in str(err.value)
+    # spelled right, every row of the paper's Table 3 is built
+    c = Catalogue(paper)
+    full = [r["label"] for r in json.loads(c.table_spec("table3"))["rows"]]
     assert len(full) == 8 and "WMT14 De-En / KL-flow (hybrid)" in full
     assert c.table_inputs("table4")[0].startswith("results/scores/mbpp/ar_150m/ancestral/nfe512/")
     # evaluation-only datasets borrow tokenizer and models
@@ -491,4 +490,124 @@ def test_option_sweep_refuses_to_shadow_a_configured_sampler(smoke):
     cfg = _with_sweep(smoke)
     cfg["experiments"]["ar"]["samplers"]["ancestral.temperature0.5"] = {"kind": "greedy"}
     with pytest.raises(ConfigError, match="already defines sampler 'ancestral.temperature0.5'"):
+        Catalogue(cfg)
+
+
+# --- every check that needs no trained model runs at DAG build, naming the config path ----------
+
+
+def _set(path: str, value):
+    """A mutation of the smoke config: ``a.b[2].c`` set to ``value``."""
+
+    def mutate(cfg):
+        keys = [int(k) if k.isdigit() else k for k in path.replace("[", ".").replace("]", "").split(".")]
+        node = cfg
+        for k in keys[:-1]:
+            node = node[k]
+        node[keys[-1]] = value
+
+    return mutate
+
+
+DAG_CHECKS = [
+    # sampler options: unknown, mistyped, and per method
+    (_set("experiments.ar.samplers.ancestral.temperatur", 0.7),
+     "experiments.ar.samplers.ancestral.temperatur: sampler option(s) ['temperatur'] are unknown"),
+    (_set("experiments.ar.samplers.ancestral.top_k", "5"),
+     "experiments.ar.samplers.ancestral.top_k: sampler option top_k must be an int >= 0, got '5'"),
+    (_set("experiments.klflow.samplers.hybrid.t_star", 1.5),
+     "experiments.klflow.samplers.hybrid.t_star: sampler option t_star must be a number in [0, 1]"),
+    (_set("experiments.dfm.samplers.mixture_euler.jump", "cubic"),
+     "experiments.dfm.samplers.mixture_euler.jump: sampler option jump must be one of"),
+    (_set("experiments.diffuseq.samplers.ddim_gap.top_p", 0.5),
+     "experiments.diffuseq.samplers.ddim_gap.top_p: sampler option top_p only applies to"),
+    (_set("experiments.fm.samplers.euler.steps", 5),
+     "experiments.fm.samplers.euler.steps: sampler option(s) ['steps'] are unknown"),
+    # an NFE the sampler cannot make (DiffuSeq ddpm makes exactly T = 200 calls in the smoke config)
+    (_set("tables.qqp_paraphrase.rows[0].nfe", 100),
+     "tables.qqp_paraphrase.rows[0].nfe: sampler 'ddpm' makes exactly T = 200 network calls"),
+    (_set("tables.table4.rows[2].nfe", 144),
+     "tables.table4.rows[2].nfe: nfe = 144 gives 143 Euler steps"),
+    (_set("tables.table1.rows[1].nfe", [20, 0]), "tables.table1.rows[1].nfe[1]: nfe must be a positive int"),
+    # metric options and kinds
+    (_set("metrics.bleu.bsae", 2), "metrics.bleu.bsae: metrics config 'bleu': metric kind "
+                                   "'sentence_bleu_nltk': unknown option(s) bsae"),
+    (_set("metrics.bleu.kind", "sentence_bleu_ntlk"), "metrics.bleu.kind: metrics config 'bleu': "
+                                                      "unknown metric kind 'sentence_bleu_ntlk'"),
+    # gen_ppl's max_length against the context of a judge the DAG trains (n_positions 128)
+    (_set("metrics.gen_ppl_judge.max_length", 200),
+     "metrics.gen_ppl_judge.max_length: metric kind 'gen_ppl': max_length 200 exceeds the context "
+     "(128) of judge 'smoke_judge'"),
+    # judge metrics' options (values too), as gen_ppl / judge_entropy check them before loading
+    (_set("metrics.gen_ppl_judge.aggregation", "klflow_pad"),
+     "metrics.gen_ppl_judge.aggregation: metric kind 'gen_ppl': option aggregation='klflow_pad' "
+     "is not one of"),
+    (_set("metrics.gen_ppl_judge.batch_size", 0),
+     "metrics.gen_ppl_judge.batch_size: metric kind 'gen_ppl': option batch_size must be a "
+     "positive integer, got 0"),
+    (_set("metrics.entropy_judge.base", 10),
+     "metrics.entropy_judge.base: metric kind 'judge_entropy': option base=10 is not one of"),
+    # judge options
+    (_set("judges.smoke_judge.train.n_embd", 63),
+     "judges.smoke_judge.train: n_embd (63) must be divisible by n_head (2)"),
+    (_set("judges.smoke_judge.train.stpes", 30), "judges.smoke_judge.train: unknown key(s) 'stpes'"),
+    # layout options
+    (_set("datasets.syn_code.layouts.infill.mask_mn", 0.1),
+     "datasets.syn_code.layouts.infill.mask_mn: layout 'infill': unknown option(s) ['mask_mn']"),
+    (_set("datasets.syn_code.layouts.infill.mask_max", 2),
+     "datasets.syn_code.layouts.infill: layout 'infill': option mask_max must be a number in [0, 1]"),
+    (_set("datasets.syn_stories.layouts", {"lm": {"packng": "stream"}}),
+     "datasets.syn_stories.layouts.lm.packng: layout 'lm': unknown option(s) ['packng']"),
+    # pass@k with k larger than the seeds of its cell
+    (_set("tables.table4.rows[1].seeds", [0, 1, 2]),
+     "tables.table4.columns[1].k: pass@5 of metric 'compiles' needs at least 5 samples (seed "
+     "files) per problem, the cell has 3 (rows[1] 'DFM (default, N = #masked tokens steps)': "
+     "seeds [0, 1, 2])"),
+    (_set("tables.table4.columns[3].k", 7), "tables.table4.columns[3].k: pass@7 of metric 'passes'"),
+    (_set("tables.table4.columns[3].k", True), "tables.table4.columns[3].k: aggregate 'pass_at_k' "
+                                               "of metric 'passes' needs an integer k >= 1, got True"),
+]
+
+
+@pytest.mark.parametrize("mutate, expected", DAG_CHECKS, ids=[e.split(":")[0] for _, e in DAG_CHECKS])
+def test_stage_checks_run_at_dag_build_naming_the_config_path(smoke, mutate, expected):
+    cfg = copy.deepcopy(smoke)
+    mutate(cfg)
+    with pytest.raises(ConfigError) as err:
+        Catalogue(cfg)
+    assert expected in str(err.value)
+
+
+def test_a_swept_sampler_value_is_checked_naming_the_figure(paper):
+    cfg = copy.deepcopy(paper)
+    name, spec = next((n, s) for n, s in cfg["figures"].items()
+                      if s.get("kind") == "option_sweep" and s.get("option") == "t_star")
+    spec["values"] = [*spec["values"], 1.5]
+    with pytest.raises(ConfigError, match=rf"figures\.{name}\.values\[{len(spec['values']) - 1}\]: "
+                                          "sampler option t_star must be a number in"):
+        Catalogue(cfg)
+
+
+def test_the_stage_and_the_dag_share_one_rule():
+    """The sampler and the workflow call the same function: a method rejects what the DAG does."""
+    from repro.io import OptionError
+    from repro.methods import options
+
+    with pytest.raises(OptionError) as err:
+        options.check_sampler_config("diffuseq", {"kind": "ddpm"}, {"diffusion_steps": 50}, 49)
+    assert err.value.key == "nfe" and "T = 50" in str(err.value)
+    with pytest.raises(OptionError, match="top_k must be an int in \\[0, vocab_size=10\\]"):
+        options.klflow_options("sampling", {"top_k": 11}, vocab_size=10)  # only the stage knows V
+    options.klflow_options("sampling", {"top_k": 11})  # the DAG does not know V yet
+
+
+def test_gen_ppl_max_length_is_checked_against_a_downloaded_judges_config(smoke, tmp_path,
+                                                                          monkeypatch):
+    cfg = copy.deepcopy(smoke)
+    cfg["judges"]["smoke_judge"] = {"local": str(tmp_path / "judge")}
+    Catalogue(cfg)  # not there yet: nothing to check against
+    (tmp_path / "judge").mkdir()
+    (tmp_path / "judge" / "config.json").write_text(json.dumps({"n_positions": 64}))
+    with pytest.raises(ConfigError, match="metrics.gen_ppl_judge.max_length: .*max_length 96 "
+                                          "exceeds the context \\(64\\)"):
         Catalogue(cfg)

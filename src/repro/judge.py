@@ -122,35 +122,36 @@ def atomic_dir(out: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
-def check_train_config(cfg: dict[str, Any]) -> dict[str, Any]:
-    """``cfg`` merged over :data:`TRAIN_DEFAULTS`; unknown keys or bad values raise InputError."""
+def check_train_config(cfg: dict[str, Any], where: str = "--config-json") -> dict[str, Any]:
+    """``cfg`` merged over :data:`TRAIN_DEFAULTS`; unknown keys or bad values raise InputError
+    naming ``where`` (the workflow passes the config path ``judges.<name>.train``)."""
     unknown = sorted(set(cfg) - set(TRAIN_DEFAULTS))
     if unknown:
         known = ", ".join(f"{k} (default {v!r})" for k, v in TRAIN_DEFAULTS.items())
         raise InputError(
-            f"--config-json: unknown key(s) {', '.join(repr(k) for k in unknown)}; "
+            f"{where}: unknown key(s) {', '.join(repr(k) for k in unknown)}; "
             f"the judge config keys are: {known}"
         )
     out = {**TRAIN_DEFAULTS, **cfg}
     for key in _INT_KEYS:
         v = out[key]
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-            raise InputError(f"--config-json: {key} must be a positive integer, got {v!r}")
+            raise InputError(f"{where}: {key} must be a positive integer, got {v!r}")
     if not isinstance(out["seed"], int) or isinstance(out["seed"], bool):
-        raise InputError(f"--config-json: seed must be an integer, got {out['seed']!r}")
+        raise InputError(f"{where}: seed must be an integer, got {out['seed']!r}")
     lr = out["lr"]
     if isinstance(lr, bool) or not isinstance(lr, int | float) or not 0 < lr < 1:
-        raise InputError(f"--config-json: lr must be a number in (0, 1), got {lr!r}")
+        raise InputError(f"{where}: lr must be a number in (0, 1), got {lr!r}")
     dropout = out["dropout"]
     if isinstance(dropout, bool) or not isinstance(dropout, int | float) or not 0 <= dropout < 1:
-        raise InputError(f"--config-json: dropout must be a number in [0, 1), got {dropout!r}")
+        raise InputError(f"{where}: dropout must be a number in [0, 1), got {dropout!r}")
     if out["n_embd"] % out["n_head"]:
         raise InputError(
-            f"--config-json: n_embd ({out['n_embd']}) must be divisible by n_head ({out['n_head']})"
+            f"{where}: n_embd ({out['n_embd']}) must be divisible by n_head ({out['n_head']})"
         )
     if out["vocab_size"] < 258:
         raise InputError(
-            f"--config-json: vocab_size must be at least 258 (256 byte symbols + {EOT} + one "
+            f"{where}: vocab_size must be at least 258 (256 byte symbols + {EOT} + one "
             f"merge), got {out['vocab_size']}"
         )
     return out

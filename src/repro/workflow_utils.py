@@ -19,17 +19,20 @@ Nothing here imports torch or the heavy NLP stack: the DAG of the paper config m
 from __future__ import annotations
 
 import ast
+import contextlib
 import copy
 import hashlib
 import json
 import re
-import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
 
+from repro.io import InputError
 from repro.methods import REGISTRY, method_source_files
+from repro.methods.options import check_sampler_config
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 REPO_DIR = PACKAGE_DIR.parent.parent
@@ -101,6 +104,18 @@ def _format_options(dataset: dict) -> dict:
 
 class ConfigError(ValueError):
     """The config is well-typed (the schema passed) but inconsistent; the message names the key."""
+
+
+@contextlib.contextmanager
+def _config_path(where: str, add_key: bool = True, suffix: str = "") -> Iterator[None]:
+    """Turn a stage's :class:`InputError` into a :class:`ConfigError` prefixed with the config path
+    ``where`` (plus the option an :class:`OptionError` names, if ``add_key``)."""
+    try:
+        yield
+    except InputError as err:
+        key = getattr(err, "key", None)
+        at = f"{where}.{key}" if key and add_key else where
+        raise ConfigError(f"{at}: {err}{suffix}") from None
 
 
 def canonical_json(obj: Any) -> str:
@@ -260,7 +275,8 @@ class Catalogue:
         self.tables: dict[str, dict] = config.get("tables", {})
         self.figures: dict[str, dict] = config.get("figures", {})
         self.judges: dict[str, dict] = config.get("judges", {})
-        self.skipped: list[str] = []
+        #: (experiment, sampler) -> config path of the figure value a swept sampler comes from
+        self._sweep_origin: dict[tuple[str, str], str] = {}
         self._check_sweeps()
         self._add_sweep_samplers()
         self._add_sweep_datasets()
@@ -296,9 +312,11 @@ class Catalogue:
                 if row["sampler"] not in samplers:
                     continue  # _check_row names the problem
                 base = samplers[row["sampler"]]
-                for value in values:
+                for j, value in enumerate(values):
                     derived = sweep_name(row["sampler"], option, value)
                     cfg = {**base, option: value}
+                    self._sweep_origin.setdefault((row["experiment"], derived),
+                                                  f"{where}.values[{j}]")
                     if samplers.setdefault(derived, cfg) != cfg:
                         raise ConfigError(
                             f"{swhere}: experiment {row['experiment']!r} already defines sampler "
@@ -380,7 +398,10 @@ class Catalogue:
                 raise ConfigError(f"{where}: missing 'method' (after resolving 'extends')")
             info = REGISTRY.get(exp["method"])
             if info is None:
-                continue  # not implemented yet: its catalogue rows are skipped below
+                raise ConfigError(
+                    f"{where}.method: unknown method {exp['method']!r}; known methods: "
+                    f"{sorted(REGISTRY)}"
+                )
             bad = sorted(set(exp.get("model", {})) - set(info.model_keys))
             if bad:
                 raise ConfigError(
@@ -396,6 +417,10 @@ class Catalogue:
                         f"{where}.samplers.{sname}.kind: {scfg['kind']!r} is not a sampler of "
                         f"method {exp['method']!r}; choose one of {list(info.samplers)}"
                     )
+                swept = self._sweep_origin.get((name, sname))
+                if info.sampler_checks is not None:
+                    with _config_path(swept or f"{where}.samplers.{sname}", swept is None):
+                        check_sampler_config(info.sampler_checks, scfg, exp.get("model", {}))
         for name, m in self.metrics.items():
             judge = m.get("judge")
             if judge is not None and judge not in self.judges:
@@ -424,6 +449,106 @@ class Catalogue:
                     where = f"{kind}.{name}.{'rows' if kind == 'tables' else 'series'}[{i}]"
                     self._check_row(where, row)
                     self._check_draws(where, row, columns)
+                    self._check_nfes(where, row, spec)
+                if kind == "tables":
+                    self._check_pass_at_k(name, spec)
+        self._check_metric_options()
+        self._check_layout_options()
+
+    def _check_nfes(self, where: str, row: dict, spec: dict) -> None:
+        """Every NFE of a row must be one its sampler can make (DiffuSeq ddpm: exactly T)."""
+        exp = self.experiments[row["experiment"]]
+        checks = REGISTRY[exp["method"]].sampler_checks
+        if checks is None:
+            return
+        samplers = [row["sampler"]]
+        if spec.get("kind") == OPTION_SWEEP and sweep_target(spec) == "sampler":
+            samplers += [sweep_name(row["sampler"], spec["option"], v) for v in spec["values"]]
+        for i, nfe in enumerate(self._nfes(row)):
+            at = f"{where}.nfe" + (f"[{i}]" if isinstance(row["nfe"], list) else "")
+            for sampler in samplers:
+                with _config_path(at, False):
+                    check_sampler_config(checks, exp["samplers"][sampler], exp.get("model", {}),
+                                         nfe)
+
+    def _check_pass_at_k(self, table: str, spec: dict) -> None:
+        """A pass@k column needs k sample seeds in every cell (repro.report's own check)."""
+        from repro.report import check_pass_at_k_column
+
+        for ci, col in enumerate(spec.get("columns", [])):
+            if col.get("aggregate") != "pass_at_k":
+                continue
+            for ri, row in enumerate(spec["rows"]):
+                for _, c in self._cells([row], f"tables.{table}"):
+                    n = len(self.column_draws(c, col["metric"]))
+                    with _config_path(f"tables.{table}.columns[{ci}]",
+                                      suffix=f" (rows[{ri}] {row.get('label', '')!r}: seeds "
+                                             f"{list(c.seeds)}{f', mbr {c.mbr}' if c.mbr else ''})"):
+                        check_pass_at_k_column(col.get("k"), n, col["metric"])
+
+    def _check_metric_options(self) -> None:
+        """Each metric's kind and options, as the score stage parses them; a gen_ppl max_length
+        that does not fit its judge's context (when the judge's config tells it)."""
+        from repro.metrics import metric_options, parse_metric_config
+        from repro.metrics.judge import (
+            check_gen_ppl_options,
+            check_judge_entropy_options,
+            check_max_length,
+        )
+
+        for name, m in self.metrics.items():
+            with _config_path(f"metrics.{name}"):
+                kind, opts = parse_metric_config(name, m)
+                o = {**metric_options(kind), **opts}  # the judge metrics' values, before scoring
+                if kind == "gen_ppl":
+                    check_gen_ppl_options(o["judge"], o["aggregation"], o["max_length"],
+                                          o["batch_size"], o["add_bos"], o["precision"])
+                elif kind == "judge_entropy":
+                    check_judge_entropy_options(o["judge"], o["max_length"], o["base"])
+            if kind == "gen_ppl" and opts.get("max_length") is not None and "judge" in opts:
+                context = self.judge_context(opts["judge"])
+                if context is not None:
+                    with _config_path(f"metrics.{name}"):
+                        check_max_length(opts.get("aggregation"), opts["max_length"], context,
+                                         opts["judge"])
+        for name, j in self.judges.items():
+            if "train" in j:
+                self.judge_context(name)
+
+    def judge_context(self, judge: str) -> int | None:
+        """Context length of a judge, from its config: ``n_positions`` of a judge the DAG trains
+        (its train options checked as repro.judge checks them), else the ``config.json`` of a
+        downloaded or local judge if it is there yet; None when unknown."""
+        from repro.judge import check_train_config
+        from repro.metrics.judge import context_from_config
+
+        j = self.judges[judge]
+        if "train" in j:
+            cfg = {k: v for k, v in j["train"].items() if k != "dataset"}
+            try:
+                return check_train_config(cfg, where=f"judges.{judge}.train")["n_positions"]
+            except InputError as err:
+                raise ConfigError(str(err)) from None
+        path = Path(self.judge_path(judge)) / "config.json"
+        if not path.is_file():
+            return None
+        try:
+            return context_from_config(json.loads(path.read_text(encoding="utf-8")), str(path))
+        except (InputError, ValueError, TypeError) as err:
+            raise ConfigError(f"judges.{judge}: {path}: {err}") from None
+
+    def _check_layout_options(self) -> None:
+        """Each dataset's layout options, as the tokenize stage's layout checks them."""
+        from repro.tokenization.layouts import LAYOUTS
+
+        for name, d in self.datasets.items():
+            for layout, opts in (d.get("layouts") or {}).items():
+                where = f"datasets.{name}.layouts.{layout}"
+                if layout not in LAYOUTS:
+                    raise ConfigError(f"{where}: unknown layout {layout!r}; choose one of "
+                                      f"{sorted(LAYOUTS)}")
+                with _config_path(where):
+                    LAYOUTS[layout].check_options(d.get("seq_len"), opts or {})
 
     @staticmethod
     def _check_weights(where: str, weights: object, exp: dict) -> None:
@@ -520,9 +645,6 @@ class Catalogue:
                 f"(dataset {row['dataset']!r})"
             )
 
-    def implemented(self, experiment: str) -> bool:
-        return self.experiments[experiment]["method"] in REGISTRY
-
     # ------------------------------------------------------------------ cells and paths
     @staticmethod
     def _nfes(row: dict) -> list[int]:
@@ -532,12 +654,6 @@ class Catalogue:
     def _cells(self, rows: list[dict], where: str) -> list[tuple[dict, Cell]]:
         out = []
         for row in rows:
-            if not self.implemented(row["experiment"]):
-                msg = (f"{where}: row {row.get('label', row['experiment'])!r} skipped: method "
-                       f"{self.experiments[row['experiment']]['method']!r} is not implemented yet")
-                if msg not in self.skipped:
-                    self.skipped.append(msg)
-                continue
             mbr, group = row.get("mbr", 0), row.get("group", 0)
             seeds = tuple(row.get("seeds", range(max(mbr, group, 1))))
             for nfe in self._nfes(row):
@@ -556,16 +672,10 @@ class Catalogue:
         return self._cells(rows, f"figures.{figure}")
 
     def analysis_series(self, figure: str) -> list[dict]:
-        """Series of an analysis figure with their input file (implemented methods only)."""
+        """Series of an analysis figure with their input file."""
         spec = self.figures[figure]
         out = []
         for row in spec["series"]:
-            if not self.implemented(row["experiment"]):
-                msg = (f"figures.{figure}: series {row['label']!r} skipped: method "
-                       f"{self.experiments[row['experiment']]['method']!r} is not implemented yet")
-                if msg not in self.skipped:
-                    self.skipped.append(msg)
-                continue
             base = f"results/analysis/{self.source(row['dataset'])}/{row['experiment']}"
             out.append({"label": row["label"], "dataset": row["dataset"],
                         "experiment": row["experiment"],
@@ -583,7 +693,7 @@ class Catalogue:
         return [f"mbr{c.mbr}"] if c.mbr else [f"seed{s}" for s in c.seeds]
 
     def column_draws(self, c: Cell, metric: str) -> list[str]:
-        """Draws a column's metric is computed on; [] when its kind is not implemented yet."""
+        """Draws a column's metric is computed on (every kind is a known one: ``_check``)."""
         per_file, group = metric_kinds()
         kind = self.metrics[metric]["kind"]
         if kind in group:
@@ -696,11 +806,7 @@ class Catalogue:
     def metrics_for(
         self, dataset: str, experiment: str, sampler: str, nfe: int, draw: str = "seed0"
     ) -> str:
-        """Metrics (name -> cfg) that some table or figure reads from this samples file.
-
-        Metrics whose kind is not implemented yet are left out (the tables then skip their
-        columns), so adding a metric kind later only adds score jobs' work, never breaks them.
-        """
+        """Metrics (name -> cfg) that some table or figure reads from this samples file."""
         names: set[str] = set()
         for kind, entries in (("tables", self.tables), ("figures", self.figures)):
             for name in entries:
@@ -802,18 +908,6 @@ class Catalogue:
             return [entry["paper_values"]]
         default = f"config/paper_values/{name}.csv"
         return [default] if Path(default).is_file() else []
-
-    def warn_skipped(self, stream=None) -> list[str]:
-        """Print (to stderr) which catalogue rows are left out because their method is missing."""
-        for t in self.tables:
-            self.table_cells(t)
-        for f in self.figures:
-            self.figure_cells(f)
-            if self.is_analysis("figures", f):
-                self.analysis_series(f)
-        for msg in self.skipped:
-            print(f"repro: {msg}", file=stream or sys.stderr)
-        return self.skipped
 
     def resource(self, stage: str, key: str, default):
         """``resources.<stage>.<key>`` of the config, or ``default``."""

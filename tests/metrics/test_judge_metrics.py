@@ -365,3 +365,37 @@ def test_whitespace_only_is_empty_for_every_text_metric(judge_dir):
     assert bleu_klflow(samples).per_example[0] is None
     assert rouge_l_rouge_score(samples, empty="drop").per_example[0] is None
     assert rouge_l_rouge_score(samples, empty="keep").per_example[0] == 0.0
+# --- judges that are not causal LMs ---------------------------------------------------------------
+
+
+def test_a_judge_that_is_not_a_causal_lm_is_refused(judge_dir, tmp_path):
+    """A BERT-style directory (masked LM, tokenizer with an EOS) once scored gen_ppl 63,828."""
+    import shutil
+
+    from transformers import BertConfig, BertForMaskedLM
+
+    bert = tmp_path / "bert"
+    shutil.copytree(judge_dir, bert)  # the tokenizer (it has an EOS): only the model differs
+    (bert / "model.safetensors").unlink()
+    config = BertConfig(vocab_size=300, hidden_size=32, num_hidden_layers=1,
+                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=16)
+    BertForMaskedLM(config).save_pretrained(bert)
+    for metric in (gen_ppl, judge_entropy):
+        opts = {"aggregation": "klflow_padded"} if metric is gen_ppl else {}
+        with pytest.raises(InputError, match=r"is not a causal language model: .*BertForMaskedLM"):
+            metric(_samples(["the cat"]), judge=str(bert), **opts)
+
+
+def test_a_judge_missing_weights_is_refused(judge_dir, tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    broken = tmp_path / "broken"
+    shutil.copytree(judge_dir, broken)
+    weights = load_file(broken / "model.safetensors")
+    dropped = next(k for k in weights if k.endswith("h.1.mlp.c_fc.weight"))
+    save_file({k: v for k, v in weights.items() if k != dropped}, broken / "model.safetensors",
+              metadata={"format": "pt"})
+    with pytest.raises(InputError, match=r"lacks 1 weight\(s\) .*h\.1\.mlp\.c_fc\.weight"):
+        gen_ppl(_samples(["the cat"]), judge=str(broken), aggregation="klflow_padded")

@@ -10,10 +10,8 @@ from repro import cluster
 from repro.priorities import Priorities
 from repro.workflow_utils import SPLITS, Catalogue, lock_digest, stage_digest
 
-
 validate(config, schema="../schemas/config.schema.yaml")
 C = Catalogue(config)
-C.warn_skipped()
 cluster.check_train_resources(config["resources"], C.experiments)  # errors at parse time
 # resources of every job (memory/time growing with the attempt, GPUs, partitions): repro.cluster
 R = cluster.Jobs(config["resources"], C.experiments, C.resource, C.metrics_for)
@@ -41,4 +39,3 @@ wildcard_constraints:
     nfe=r"\d+",
     seed=r"\d+",
     hub=cluster.hub_pattern(config),
-

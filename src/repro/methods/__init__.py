@@ -1,7 +1,7 @@
 """Registry of methods: name -> ``"module:Class"``, imported lazily.
 
-The Snakefile reads :data:`REGISTRY` (cheap: no torch import) to know which methods exist; rows
-of the catalogue whose experiment uses a method not listed here are left out of the outputs.
+The Snakefile reads :data:`REGISTRY` (cheap: no torch import) to know which methods exist; an
+experiment naming a method not listed here is a config error at DAG build.
 Add a method by writing ``methods/<name>.py`` and one line here.
 """
 
@@ -24,10 +24,11 @@ class MethodInfo:
     layouts: dict[str, str]  # dataset kind -> token layout the method trains on
     samplers: tuple[str, ...]  # sampler kinds it implements
     model_keys: tuple[str, ...]  # keys accepted in an experiment's `model:` block
+    #: its sampler/NFE rules in repro.methods.options (checked at DAG build; None: by sample only)
+    sampler_checks: str | None = None
 
 
-#: method name -> MethodInfo. Rows of the catalogue whose experiment names a method that is not
-#: registered here are left out of tables and figures (with a warning) until it is implemented.
+#: method name -> MethodInfo (``experiments.<name>.method`` must be one of these keys).
 REGISTRY: dict[str, MethodInfo] = {
     "ar": MethodInfo(
         module="ar",
@@ -36,6 +37,7 @@ REGISTRY: dict[str, MethodInfo] = {
         samplers=("ancestral", "greedy"),
         model_keys=("d_model", "n_layers", "n_heads", "mlp_ratio", "dropout", "pos_emb",
                     "tie_embeddings"),
+        sampler_checks="ar",
     ),
     # DiffuSeq (ICLR 2023) as its public code trains it: methods.md §1
     "diffuseq": MethodInfo(
@@ -45,6 +47,7 @@ REGISTRY: dict[str, MethodInfo] = {
         samplers=("ddpm", "ddim_gap", "ddim_respaced"),
         model_keys=("d_model", "n_layers", "n_heads", "mlp_ratio", "dropout", "emb_dim",
                     "diffusion_steps", "schedule"),
+        sampler_checks="diffuseq",
     ),
     # FM-seq2seq (Shah): flow matching on frozen word embeddings, Euler sampling: methods.md §2
     "embedding_fm": MethodInfo(
@@ -55,6 +58,7 @@ REGISTRY: dict[str, MethodInfo] = {
         model_keys=("d_model", "n_layers", "n_heads", "mlp_ratio", "time_dim", "time_max_period",
                     "emb_dim", "embeddings", "embeddings_trainable", "emb_seed",
                     "emb_loss_weight"),
+        sampler_checks="embedding_fm",
     ),
     # Discrete flow matching (Gat et al.), mask source, mixture Euler sampler: methods.md §4, §3.6
     "dfm": MethodInfo(
@@ -64,6 +68,7 @@ REGISTRY: dict[str, MethodInfo] = {
         samplers=("mixture_euler",),
         model_keys=("d_model", "n_layers", "n_heads", "mlp_ratio", "dropout", "pos_emb",
                     "time_dim", "scheduler", "exponent", "loss"),
+        sampler_checks="dfm",
     ),
     # KL-flow (Sevriugov & Oseledets): logit-linear KL geodesics on the simplex: methods.md §3
     "klflow": MethodInfo(
@@ -73,6 +78,7 @@ REGISTRY: dict[str, MethodInfo] = {
         samplers=("basic", "semi_sampling", "sampling", "hybrid"),
         model_keys=("d_model", "n_layers", "n_heads", "mlp_ratio", "dropout", "pos_emb", "beta",
                     "t_max", "time_param", "time_scale"),
+        sampler_checks="klflow",
     ),
 }
 

@@ -27,6 +27,7 @@ from torch import nn
 from ..io import InputError
 from ..models import Transformer, TransformerConfig
 from .base import Batch, Method, Samples, check_model_cfg
+from .options import ar_options, check_nfe
 
 #: backbone keys of the experiment's ``model`` config (None = required) and their defaults
 BACKBONE_KEYS: dict[str, Any] = {
@@ -130,20 +131,8 @@ class Autoregressive(Method):
             :class:`Samples` with ``nfe`` = the number of forward passes made (prefill counts 1).
         """
         self.check_sampler(sampler)
-        if opts:
-            raise InputError(
-                f"sampler options {sorted(opts)} are unknown to method 'ar'; "
-                "it accepts 'temperature' and 'top_k'"
-            )
-        if isinstance(nfe, bool) or not isinstance(nfe, int) or nfe < 1:
-            raise InputError(f"nfe must be a positive int (max new tokens), got {nfe!r}")
-        if not isinstance(temperature, int | float) or temperature <= 0:
-            raise InputError(
-                f"sampler option temperature must be > 0, got {temperature!r} "
-                "(use sampler 'greedy' for argmax decoding)"
-            )
-        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
-            raise InputError(f"sampler option top_k must be an int >= 0, got {top_k!r}")
+        temperature, top_k = ar_options({"temperature": temperature, "top_k": top_k, **opts})
+        check_nfe(nfe, "max new tokens")
 
         device = next(model.parameters()).device
         if generator.device.type != device.type:

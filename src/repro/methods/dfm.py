@@ -91,6 +91,7 @@ from torch import nn
 from ..io import InputError
 from ..models import Transformer, TransformerConfig
 from .base import Batch, Method, Samples, batch_on, check_model_cfg
+from .options import dfm_options, dfm_steps
 
 #: keys of the experiment's ``model`` config (None = required) and their defaults
 MODEL_KEYS: dict[str, Any] = {
@@ -111,8 +112,6 @@ OPTIONAL_IDS = ("pad_id", "bos_id", "eos_id", "sep_id")
 
 SCHEDULERS = ("polynomial", "klflow_quadratic")
 LOSSES = ("cross_entropy", "generalized_kl")
-JUMPS = ("linear", "exp")
-READOUTS = ("argmax", "none")
 #: FMLIB text example: t ~ U[0, 1 − ε) and the sampler stops at 1 − ε with the generalized KL
 GKL_TIME_EPSILON = 1e-3
 #: DiT timestep embedding: sinusoid width and longest period (t raw in [0, 1])
@@ -444,35 +443,11 @@ class DFM(Method):
             ``extras`` ``steps``, ``base_steps``, ``readout_calls``.
         """
         self.check_sampler(sampler)
-        if opts:
-            raise InputError(
-                f"sampler options {sorted(opts)} are unknown to method 'dfm'; "
-                "it accepts 'iterations', 'jump' and 'readout'"
-            )
-        if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
-            raise InputError(f"sampler option iterations must be an int >= 1, got {iterations!r}")
-        if jump not in JUMPS:
-            raise InputError(f"sampler option jump must be one of {list(JUMPS)}, got {jump!r}")
-        if readout not in READOUTS:
-            raise InputError(
-                f"sampler option readout must be one of {list(READOUTS)}, got {readout!r}"
-            )
-        if isinstance(nfe, bool) or not isinstance(nfe, int) or nfe < 1:
-            raise InputError(f"nfe must be a positive int (network calls), got {nfe!r}")
+        iterations, jump, readout = dfm_options(
+            {"iterations": iterations, "jump": jump, "readout": readout, **opts}
+        )
+        steps = dfm_steps(nfe, iterations, readout)
         extra = 1 if readout == "argmax" else 0
-        steps = nfe - extra
-        if steps < 1:
-            raise InputError(
-                f"nfe = {nfe} leaves no Euler step: readout 'argmax' makes one call after the "
-                "n steps, so nfe must be >= 2 (or use readout: none)"
-            )
-        if steps % iterations:
-            raise InputError(
-                f"nfe = {nfe} gives {steps} Euler steps"
-                + (" (nfe − 1 for the argmax read-out)" if extra else "")
-                + f", not a multiple of iterations = {iterations}; pass nfe = "
-                f"{iterations}·N{' + 1' if extra else ''} (e.g. {iterations * 512 + extra})"
-            )
         ids, given = self._check_batch(model, cond)
         device = ids.device
         if generator.device.type != device.type:

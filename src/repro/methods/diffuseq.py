@@ -49,6 +49,7 @@ from ..io import InputError
 from ..models import Transformer, TransformerConfig
 from ..models.transformer import timestep_embedding
 from .base import Batch, Method, Samples, batch_on, check_model_cfg
+from .options import DIFFUSEQ_T, diffuseq_nfe, diffuseq_options
 
 #: keys of the experiment's ``model`` config (None = required) and their defaults (DiffuSeq code)
 MODEL_KEYS: dict[str, Any] = {
@@ -58,7 +59,7 @@ MODEL_KEYS: dict[str, Any] = {
     "mlp_ratio": 4.0,
     "dropout": 0.1,
     "emb_dim": 128,
-    "diffusion_steps": 2000,
+    "diffusion_steps": DIFFUSEQ_T,
     "schedule": "sqrt",
 }
 #: token ids the train stage injects from ``meta.json`` specials (None = optional)
@@ -448,28 +449,10 @@ class DiffuSeq(Method):
             positions, the given tokens on them; ``nfe`` = network calls made.
         """
         self.check_sampler(sampler)
-        if opts:
-            raise InputError(
-                f"sampler options {sorted(opts)} are unknown to method 'diffuseq'; "
-                "it accepts 'clamp' and 'top_p'"
-            )
-        if not isinstance(clamp, bool):
-            raise InputError(f"sampler option clamp must be true or false, got {clamp!r}")
-        if isinstance(top_p, bool) or not isinstance(top_p, int | float) or top_p < 0:
-            raise InputError(f"sampler option top_p must be a number >= 0 (0 = off), got {top_p!r}")
-        if top_p and sampler != "ddpm":
-            raise InputError("sampler option top_p only applies to the 'ddpm' sampler")
+        clamp, top_p = diffuseq_options(sampler, {"clamp": clamp, "top_p": top_p, **opts})
         ids, given = self._check_batch(model, cond)
         T = model.T
-        if isinstance(nfe, bool) or not isinstance(nfe, int) or nfe < 1:
-            raise InputError(f"nfe must be a positive int, got {nfe!r}")
-        if sampler == "ddpm" and nfe != T:
-            raise InputError(
-                f"sampler 'ddpm' makes exactly T = {T} network calls; got nfe = {nfe} "
-                "(use 'ddim_gap' or 'ddim_respaced' for fewer)"
-            )
-        if nfe > T:
-            raise InputError(f"sampler {sampler!r} can make at most T = {T} calls, got nfe = {nfe}")
+        diffuseq_nfe(sampler, nfe, T)
         device = model.word_emb.weight.device
         if generator.device.type != device.type:
             raise InputError(

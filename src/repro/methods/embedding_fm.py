@@ -66,6 +66,7 @@ from ..io import InputError
 from ..models import Transformer, TransformerConfig
 from ..models.transformer import SelfAttention
 from .base import Batch, Method, Samples, check_model_cfg
+from .options import check_nfe, embedding_fm_options
 
 #: model config keys (None = required) and their defaults
 MODEL_KEYS: dict[str, Any] = {
@@ -320,13 +321,8 @@ class EmbeddingFM(Method):
             :class:`Samples` with the given positions unchanged and ``nfe`` = N.
         """
         self.check_sampler(sampler)
-        if opts:
-            raise InputError(
-                f"sampler options {sorted(opts)} are unknown to method 'embedding_fm'; "
-                "the euler sampler takes none"
-            )
-        if isinstance(nfe, bool) or not isinstance(nfe, int) or nfe < 1:
-            raise InputError(f"nfe must be a positive int (Euler steps), got {nfe!r}")
+        embedding_fm_options(opts)
+        check_nfe(nfe, "Euler steps")
         device = model.embedding.device
         if generator.device.type != device.type:
             raise InputError(

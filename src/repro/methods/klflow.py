@@ -77,7 +77,6 @@ methods spec; no code is copied from the reference repositories.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -88,6 +87,7 @@ from torch import nn
 from ..io import InputError
 from ..models import Transformer, TransformerConfig
 from .base import Batch, Method, Samples, batch_on, check_model_cfg
+from .options import KLFLOW_TIME_PARAM, klflow_nfe, klflow_options
 
 #: model config keys (None = required) and their defaults
 MODEL_KEYS: dict[str, Any] = {
@@ -99,7 +99,7 @@ MODEL_KEYS: dict[str, Any] = {
     "pos_emb": "rope",
     "beta": 0.01,  # smoothing of the one-hot targets (paper §5)
     "t_max": 1.0,  # end of the training/sampling time range; < 1 only with time_param: code
-    "time_param": "paper",  # "paper" (t in [0, 1]) | "code" (t in [0, t_max], τ grid, read-out)
+    "time_param": KLFLOW_TIME_PARAM,  # "paper" (t in [0, 1]) | "code" (t in [0, t_max], τ grid, read-out)
     "time_scale": 1.0,  # t is multiplied by this before the time sinusoid (1 = paper/code)
 }
 #: token ids the train stage injects from ``meta.json`` specials (all optional, unused by the math)
@@ -116,13 +116,6 @@ MAX_GAP = 60.0
 U_MIN = 2.0**-25
 #: V-wide values per block of the sampler's temporaries, by device type (CPU: about a cache)
 BLOCK_ELEMENTS = {"cpu": 1 << 22, "cuda": 1 << 25}
-#: sampler kind -> options it accepts
-SAMPLER_OPTIONS: dict[str, tuple[str, ...]] = {
-    "basic": ("chunk", "trace"),
-    "semi_sampling": ("top_k", "chunk", "trace"),
-    "sampling": ("top_k", "chunk", "trace"),
-    "hybrid": ("t_star", "top_k", "chunk", "trace"),
-}
 
 _WHERE = "model config of method 'klflow'"
 
@@ -427,14 +420,8 @@ class KLFlow(Method):
             is free), ``extras`` as in the module docstring.
         """
         self.check_sampler(sampler)
-        top_k, t_star, chunk, trace = _sampler_options(sampler, opts, model.vocab_size)
-        if isinstance(nfe, bool) or not isinstance(nfe, int) or nfe < 1:
-            raise InputError(f"nfe must be a positive int (network calls per sample), got {nfe!r}")
-        if model.time_param == "code" and nfe < 2:
-            raise InputError(
-                f"nfe must be >= 2 with time_param 'code' (n = nfe − 1 steps + 1 read-out call), "
-                f"got {nfe}"
-            )
+        top_k, t_star, chunk, trace = klflow_options(sampler, opts, model.vocab_size)
+        klflow_nfe(nfe, model.time_param)
         device = next(model.parameters()).device
         if generator.device.type != device.type:
             raise InputError(
@@ -610,43 +597,6 @@ def _draw(logits: torch.Tensor, top_k: int, generator: torch.Generator) -> torch
     u = torch.rand(values.shape, generator=generator, device=values.device)
     pick = (values.float() - torch.log(-torch.log(u))).argmax(-1, keepdim=True)  # (c, 1)
     return pick.squeeze(1) if index is None else index.gather(1, pick).squeeze(1)
-
-
-def _sampler_options(
-    sampler: str, opts: dict, vocab_size: int
-) -> tuple[int, float, int | None, Callable | None]:
-    """Validated (top_k, t_star, chunk, trace) of a sampler's options; InputError names the key."""
-    allowed = SAMPLER_OPTIONS[sampler]
-    unknown = sorted(set(opts) - set(allowed))
-    if unknown:
-        raise InputError(
-            f"sampler option(s) {unknown} are unknown to sampler {sampler!r} of method 'klflow'; "
-            f"it accepts {list(allowed)}"
-        )
-    top_k = opts.get("top_k", 1)
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or not 0 <= top_k <= vocab_size:
-        raise InputError(
-            f"sampler option top_k must be an int in [0, vocab_size={vocab_size}] "
-            f"(1 = argmax, 0 = the full softmax), got {top_k!r}"
-        )
-    t_star = 0.0
-    if sampler == "hybrid":
-        if "t_star" not in opts:
-            raise InputError(
-                "sampler 'hybrid' of method 'klflow' needs option t_star (basic steps while "
-                "t < t_star, then sampling steps; the paper's FineFineWeb value is 0.28)"
-            )
-        t_star = opts["t_star"]
-        if not _is_number(t_star) or not 0.0 <= t_star <= 1.0:
-            raise InputError(f"sampler option t_star must be a number in [0, 1], got {t_star!r}")
-        t_star = float(t_star)
-    chunk = opts.get("chunk")
-    if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1):
-        raise InputError(f"sampler option chunk must be an int >= 1 (positions), got {chunk!r}")
-    trace = opts.get("trace")
-    if trace is not None and not callable(trace):
-        raise InputError(f"sampler option trace must be callable trace(t, x), got {trace!r}")
-    return top_k, t_star, chunk, trace
 
 
 def _is_number(value: Any) -> bool:

@@ -31,7 +31,7 @@ import inspect
 from collections.abc import Sequence
 from typing import Any
 
-from repro.io import InputError
+from repro.io import InputError, OptionError
 from repro.metrics import code, diversity, judge, semantic, text, timing
 from repro.metrics.base import (
     MIN_GROUP_SIZE,
@@ -108,8 +108,9 @@ def _check_options(kind: str, options: dict[str, Any]) -> None:
     unknown = sorted(set(options) - set(allowed))
     if unknown:
         listed = ", ".join(f"{k} (default {v!r})" for k, v in allowed.items()) or "none"
-        raise InputError(
-            f"metric kind {kind!r}: unknown option(s) {', '.join(unknown)}; its options: {listed}"
+        raise OptionError(
+            unknown[0],
+            f"metric kind {kind!r}: unknown option(s) {', '.join(unknown)}; its options: {listed}",
         )
 
 
@@ -123,8 +124,10 @@ def parse_metric_config(name: str, cfg: Any) -> tuple[str, dict[str, Any]]:
     options = {k: v for k, v in cfg.items() if k != "kind"}
     try:
         _check_options(cfg["kind"], options)
+    except OptionError as err:
+        raise OptionError(err.key, f"metrics config {name!r}: {err}") from None
     except InputError as err:
-        raise InputError(f"metrics config {name!r}: {err}") from None
+        raise OptionError("kind", f"metrics config {name!r}: {err}") from None
     return cfg["kind"], options
 
 

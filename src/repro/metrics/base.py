@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Protocol, TypeVar
 
-from repro.io import InputError
+from repro.io import InputError, OptionError
 
 
 @dataclass
@@ -151,17 +151,18 @@ def check_fields(
 
 def check_choice(kind: str, name: str, value: Any, allowed: Sequence[str]) -> str:
     if value not in allowed:
-        raise InputError(
+        raise OptionError(
+            name,
             f"metric kind {kind!r}: option {name}={value!r} is not one of "
-            f"{', '.join(repr(a) for a in allowed)}"
+            f"{', '.join(repr(a) for a in allowed)}",
         )
     return value
 
 
 def check_positive_int(kind: str, name: str, value: Any) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise InputError(
-            f"metric kind {kind!r}: option {name} must be a positive integer, got {value!r}"
+        raise OptionError(
+            name, f"metric kind {kind!r}: option {name} must be a positive integer, got {value!r}"
         )
     return value
 

@@ -58,7 +58,7 @@ from typing import Any
 
 import numpy as np
 
-from repro.io import InputError
+from repro.io import InputError, OptionError
 from repro.metrics.base import (
     MetricResult,
     check_choice,
@@ -135,6 +135,22 @@ def _context(config: Any, tokenizer: Any, source: str) -> int:
     raise InputError(f"judge {source!r}: cannot tell its context length from config.json")
 
 
+def _check_causal_lm(config: Any, source: str) -> None:
+    """The judge must be a causal LM: ``AutoModelForCausalLM`` would otherwise build a model with
+    freshly initialised layers (a BERT checkpoint gives a random LM head) and score garbage."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    causal = set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values())
+    archs = list(getattr(config, "architectures", None) or [])
+    if not any(a in causal for a in archs):
+        have = f"architectures {archs}" if archs else "no 'architectures' entry"
+        raise InputError(
+            f"judge {source!r} is not a causal language model: its config.json has {have} "
+            f"(model_type {getattr(config, 'model_type', None)!r}); a judge must be saved from a "
+            "causal-LM class (e.g. GPT2LMHeadModel, LlamaForCausalLM)"
+        )
+
+
 @functools.lru_cache(maxsize=8)
 def _load_tokenizer(source: str, local: bool, revision: str | None) -> tuple[Any, int]:
     from transformers import AutoConfig, AutoTokenizer
@@ -149,6 +165,7 @@ def _load_tokenizer(source: str, local: bool, revision: str | None) -> tuple[Any
                 "config.json and tokenizer files (remake it with `python -m repro.judge`)"
             ) from None
         raise _hub_error(source, err) from None
+    _check_causal_lm(config, source)
     if tokenizer.eos_token_id is None:
         raise InputError(f"judge {source!r}: its tokenizer has no EOS token")
     if tokenizer.pad_token_id is None:
@@ -247,8 +264,9 @@ def _load_model(source: str, local: bool, revision: str | None, device: str, dty
     from transformers import AutoModelForCausalLM
 
     try:
-        model = AutoModelForCausalLM.from_pretrained(
-            source, revision=revision, local_files_only=local, dtype=getattr(torch, dtype)
+        model, info = AutoModelForCausalLM.from_pretrained(
+            source, revision=revision, local_files_only=local, dtype=getattr(torch, dtype),
+            output_loading_info=True,
         )
     except (OSError, ValueError) as err:
         if local:
@@ -257,6 +275,15 @@ def _load_model(source: str, local: bool, revision: str | None, device: str, dty
                 "config.json and the weights (remake it with `python -m repro.judge`)"
             ) from None
         raise _hub_error(source, err) from None
+    # weights the checkpoint lacks are freshly initialised by transformers: a random judge
+    missing = [*info.get("missing_keys", ()), *(k for k, *_ in info.get("mismatched_keys", ()))]
+    if missing:
+        shown = ", ".join(sorted(missing)[:5]) + (", …" if len(missing) > 5 else "")
+        raise InputError(
+            f"judge {source!r}: its checkpoint lacks {len(missing)} weight(s) of the causal LM "
+            f"({shown}), which would be newly initialised at random; give a complete causal-LM "
+            "checkpoint"
+        )
     return model.to(torch.device(device)).eval()
 
 
@@ -317,13 +344,67 @@ def _corpus_weights(chunk: np.ndarray, eos: int) -> np.ndarray:
 
 def _check_judge_opts(kind: str, judge: Any, max_length: Any, batch_size: Any) -> None:
     if judge is None:
-        raise InputError(
+        raise OptionError(
+            "judge",
             f"metric kind {kind!r}: option judge is required (a local judge directory, e.g. "
             "results/judges/NAME, or a hub model id)"
         )
     if max_length is not None:
         check_positive_int(kind, "max_length", max_length)
     check_positive_int(kind, "batch_size", batch_size)
+
+
+def check_gen_ppl_options(
+    judge: Any, aggregation: Any, max_length: Any, batch_size: Any, add_bos: Any, precision: Any
+) -> None:
+    """gen_ppl's options, checked before any judge is loaded (and by the workflow at DAG build)."""
+    kind = "gen_ppl"
+    _check_judge_opts(kind, judge, max_length, batch_size)
+    if aggregation is None:
+        raise OptionError(
+            "aggregation",
+            f"metric kind {kind!r}: option aggregation is required, one of "
+            f"{', '.join(repr(a) for a in AGGREGATIONS)} (docs/methods.md §5.4)",
+        )
+    check_choice(kind, "aggregation", aggregation, AGGREGATIONS)
+    check_choice(kind, "precision", precision, PRECISIONS)
+    if not isinstance(add_bos, bool):
+        raise OptionError("add_bos", f"metric kind {kind!r}: option add_bos must be true or false")
+
+
+def check_judge_entropy_options(judge: Any, max_length: Any, base: Any) -> list[str]:
+    """judge_entropy's options (as for :func:`check_gen_ppl_options`) -> the list of judges."""
+    kind = "judge_entropy"
+    _check_judge_opts(kind, judge, max_length, 1)
+    check_choice(kind, "base", base, ("e", "2"))
+    judges = [judge] if isinstance(judge, str) else judge
+    if not isinstance(judges, list) or not judges or not all(isinstance(j, str) for j in judges):
+        raise OptionError(
+            "judge",
+            f"metric kind {kind!r}: option judge must be a judge directory / hub id or a "
+            f"non-empty list of them, got {judge!r}",
+        )
+    return judges
+
+
+def check_max_length(aggregation: str, max_length: int | None, context: int, judge: str) -> int:
+    """gen_ppl's length L: ``max_length``, default the judge's ``context``; klflow_padded truncates
+    to L and pads, so L must fit the context (the workflow checks this at DAG build too)."""
+    L = context if max_length is None else max_length
+    if aggregation == "klflow_padded" and context < L:
+        raise OptionError(
+            "max_length",
+            f"metric kind 'gen_ppl': max_length {L} exceeds the context ({context}) of judge "
+            f"{judge!r}; klflow_padded truncates, it does not chunk: lower max_length",
+        )
+    return L
+
+
+def context_from_config(config: dict, judge: str) -> int:
+    """The context length a judge's ``config.json`` (a dict) states, as :func:`load_judge` reads it."""
+    from types import SimpleNamespace
+
+    return _context(SimpleNamespace(**config), None, judge)
 
 
 @metric("gen_ppl", fields=("hypothesis",))
@@ -343,26 +424,11 @@ def gen_ppl(
 
     ``judge`` and ``aggregation`` are required; ``max_length`` defaults to the judge's context.
     """
-    kind = "gen_ppl"
-    _check_judge_opts(kind, judge, max_length, batch_size)
-    if aggregation is None:
-        raise InputError(
-            f"metric kind {kind!r}: option aggregation is required, one of "
-            f"{', '.join(repr(a) for a in AGGREGATIONS)} (docs/methods.md §5.4)"
-        )
-    check_choice(kind, "aggregation", aggregation, AGGREGATIONS)
-    check_choice(kind, "precision", precision, PRECISIONS)
-    if not isinstance(add_bos, bool):
-        raise InputError(f"metric kind {kind!r}: option add_bos must be true or false")
+    check_gen_ppl_options(judge, aggregation, max_length, batch_size, add_bos, precision)
 
     jd = load_judge(judge, revision=revision, device=device)
     C = jd.context
-    L = C if max_length is None else max_length
-    if aggregation == "klflow_padded" and L > C:
-        raise InputError(
-            f"metric kind {kind!r}: max_length {L} exceeds the context ({C}) of judge {judge!r}; "
-            "klflow_padded truncates, it does not chunk: lower max_length"
-        )
+    L = check_max_length(aggregation, max_length, C, judge)
     texts = [s["hypothesis"] for s in samples]
     encoded = jd.encode(texts, add_bos=add_bos)
     n_truncated = sum(len(x) > L for x in encoded)
@@ -480,15 +546,7 @@ def judge_entropy(
     KL-flow averages over its four); ``max_length`` (default: each judge's context) should be the
     generation length, as in KL-flow; ``base`` "e" = nats (KL-flow), "2" = bits.
     """
-    kind = "judge_entropy"
-    _check_judge_opts(kind, judge, max_length, 1)
-    check_choice(kind, "base", base, ("e", "2"))
-    judges = [judge] if isinstance(judge, str) else judge
-    if not isinstance(judges, list) or not judges or not all(isinstance(j, str) for j in judges):
-        raise InputError(
-            f"metric kind {kind!r}: option judge must be a judge directory / hub id or a "
-            f"non-empty list of them, got {judge!r}"
-        )
+    judges = check_judge_entropy_options(judge, max_length, base)
     texts = [s["hypothesis"] for s in samples]
     per_judge, lengths = [], []
     for name in judges:

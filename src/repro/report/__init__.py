@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from repro.io import InputError, json_object_arg, read_json
+from repro.io import InputError, OptionError, json_object_arg, read_json
 
 __all__ = [
     "AGGREGATES",
@@ -200,15 +200,25 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     return 1.0 - math.prod(1.0 - k / i for i in range(n - c + 1, n + 1))
 
 
-def _pass_at_k(cell: CellScores, k: int | None = None, **_: Any) -> Aggregate | None:
-    if not isinstance(k, int) or k < 1:
-        raise InputError(f"aggregate 'pass_at_k' of metric {cell.metric!r} needs an integer k >= 1")
-    n = len(cell.paths)
+def check_pass_at_k_column(k: Any, n: int, metric: str) -> None:
+    """A ``pass_at_k`` column's ``k`` against the ``n`` seed files of a cell (the workflow checks
+    every table cell with this at DAG build; :func:`_pass_at_k` again on the files)."""
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise OptionError("k", f"aggregate 'pass_at_k' of metric {metric!r} needs an integer k >= 1, got {k!r}")
     if n < k:
-        raise InputError(
-            f"pass@{k} of metric {cell.metric!r} needs at least {k} samples (seed files) per "
-            f"problem, the cell has {n}: {cell.paths}"
+        raise OptionError(
+            "k",
+            f"pass@{k} of metric {metric!r} needs at least {k} samples (seed files) per problem, "
+            f"the cell has {n}",
         )
+
+
+def _pass_at_k(cell: CellScores, k: int | None = None, **_: Any) -> Aggregate | None:
+    n = len(cell.paths)
+    try:
+        check_pass_at_k_column(k, n, cell.metric)
+    except OptionError as err:
+        raise InputError(f"{err}: {cell.paths}" if n else str(err)) from None
     estimates = []
     for j, example_id in enumerate(cell.ids):
         outcomes = [seed[j] for seed in cell.per_example]

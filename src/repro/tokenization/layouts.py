@@ -34,7 +34,7 @@ from typing import Any, ClassVar
 import numpy as np
 from tokenizers import Tokenizer
 
-from repro.io import InputError, atomic_path, atomic_write_json, read_json
+from repro.io import InputError, OptionError, atomic_path, atomic_write_json, read_json
 
 from .vocab import Specials, load_tokenizer, specials_of
 
@@ -171,25 +171,37 @@ class Layout:
     def __init__(
         self, seq_len: int, tokenizer: Tokenizer, specials: Specials | None = None, **options: Any
     ) -> None:
+        self._set_options(seq_len, options)
+        self.tokenizer = tokenizer
+        self.specials = specials if specials is not None else specials_of(tokenizer)
+        self._strip = self.specials.strip_ids()
+        #: reason -> number of rows :meth:`encode` / :meth:`encode_many` returned None for
+        self.drop_reasons: Counter[str] = Counter()
+
+    def _set_options(self, seq_len: int, options: dict[str, Any]) -> None:
         if not isinstance(seq_len, int) or isinstance(seq_len, bool) or seq_len < self.min_seq_len:
             raise InputError(
                 f"layout {self.name!r}: seq_len must be an integer >= {self.min_seq_len}, "
                 f"got {seq_len!r}"
             )
-        unknown = set(options) - set(self.defaults)
+        unknown = sorted(set(options) - set(self.defaults))
         if unknown:
-            raise InputError(
-                f"layout {self.name!r}: unknown option(s) {sorted(unknown)}; "
-                f"allowed: {sorted(self.defaults) or 'none'}"
+            raise OptionError(
+                unknown[0],
+                f"layout {self.name!r}: unknown option(s) {unknown}; "
+                f"allowed: {sorted(self.defaults) or 'none'}",
             )
         self.seq_len = seq_len
-        self.tokenizer = tokenizer
-        self.specials = specials if specials is not None else specials_of(tokenizer)
         self.options: dict[str, Any] = {**self.defaults, **options}
         self._check_options()
-        self._strip = self.specials.strip_ids()
-        #: reason -> number of rows :meth:`encode` / :meth:`encode_many` returned None for
-        self.drop_reasons: Counter[str] = Counter()
+
+    @classmethod
+    def check_options(cls, seq_len: int, options: dict[str, Any]) -> dict[str, Any]:
+        """The checks of the constructor that need no tokenizer (the workflow runs them on the
+        config): ``options`` resolved over :attr:`defaults`, or :class:`InputError`."""
+        probe = cls.__new__(cls)
+        probe._set_options(seq_len, dict(options))
+        return probe.options
 
     # ---- hooks for subclasses
     def _check_options(self) -> None:
