@@ -158,6 +158,8 @@ def _output_error(err: OSError, path: Path, tmp: Path) -> OSError:
     new = OutputError(err.errno or 0, f"cannot write {path}: {reason}; {kept}")
     new.filename = str(path)
     return new
+
+
 class OptionError(InputError):
     """A bad option of a config block; ``key`` names it, so the workflow can prefix its config path
     (``experiments.ar.samplers.ancestral.temperatur: …``)."""
