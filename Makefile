@@ -10,7 +10,7 @@ SMK    := $(BIN)/snakemake --profile workflow/profiles/local --cores $(CORES)
 # Jobs call `python -m repro.…`: the venv's python must come first on PATH.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup demo test test-fast test-slurm lint bench dag clean lock
+.PHONY: setup demo test test-fast test-slurm lint bench dag clean lock report
 
 setup: $(STAMP)
 
@@ -23,7 +23,15 @@ $(STAMP): envs/requirements.lock pyproject.toml
 
 demo: setup  ## the whole DAG on config/smoke.yaml (CPU, offline): every smoke table and figure
 	$(SMK) all --configfile config/smoke.yaml
-	@echo "tables: results/tables/  figures: results/figures/"
+	$(BIN)/python -m repro.report.html_report --configfile config/smoke.yaml
+	@echo "tables: results/tables/  figures: results/figures/  report: results/report.html"
+
+# One self-contained HTML page of whatever is built under results/ (tables beside the paper's
+# values, figures, metric variants, the config, what is not built yet). CONFIG: the config the
+# run used, e.g. `make report CONFIG=config/smoke.yaml` after `make demo`.
+CONFIG ?= config/config.yaml
+report: setup
+	$(BIN)/python -m repro.report.html_report --configfile $(CONFIG) --out results/report.html
 
 test: setup  ## unit tests, workflow tests (dry runs, smoke DAG, staleness, profiles, live SLURM), lint
 	$(BIN)/python -m pytest
