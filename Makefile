@@ -50,8 +50,16 @@ lint: setup
 bench: setup  ## budgets of the spine: smoke DAG wall time, DAG build and no-op rerun times
 	$(BIN)/python benchmarks/bench_workflow.py
 
-dag:
-	$(BIN)/snakemake paper --rulegraph dot | dot -Tsvg > docs/rulegraph.svg
+# The tracked picture is replaced only when both steps succeed (never truncated by a missing
+# graphviz or a failing DAG build).
+dag: setup
+	@command -v dot >/dev/null 2>&1 || { echo "make dag: graphviz's 'dot' is not installed" \
+		"(apt-get install graphviz); docs/rulegraph.svg left as it was" >&2; exit 1; }
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	$(BIN)/snakemake paper --rulegraph dot > "$$tmp/dag.dot" && \
+	dot -Tsvg "$$tmp/dag.dot" > "$$tmp/dag.svg" && test -s "$$tmp/dag.svg" && \
+	mv "$$tmp/dag.svg" docs/rulegraph.svg && echo "docs/rulegraph.svg written" || \
+	{ echo "make dag: failed; docs/rulegraph.svg left as it was" >&2; exit 1; }
 
 lock:  ## regenerate the lock from a fresh venv of the current pyproject dependencies
 	rm -rf /tmp/repro-lock && $(PYTHON) -m venv /tmp/repro-lock
