@@ -520,6 +520,14 @@ class EMA:
 
     Initialised from the initial weights; covers trainable parameters only (frozen weights and
     buffers are taken from the model as they are).
+
+    Hand-written on purpose; the library averagers were checked (torch 2.13, Lightning 2.6):
+    ``torch.optim.swa_utils.AveragedModel`` with ``get_ema_multi_avg_fn`` copies the weights at
+    its first update (after step 1) instead of starting from the initial weights as FM-seq2seq's
+    EMAs do, and deep-copies the whole module (frozen embeddings included) per decay; Lightning's
+    ``WeightAveraging`` callback keeps one average and moves it into the checkpoint's
+    ``state_dict`` key, so two callbacks (FM-seq2seq keeps 0.999 and 0.9999 side by side) would
+    overwrite each other's state and the raw weights on save and resume.
     """
 
     def __init__(self, model: nn.Module, decay: float) -> None:
@@ -809,6 +817,10 @@ def build_module_classes() -> tuple[type, type, type]:
             opt = torch.optim.AdamW(
                 groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, fused=fused or None
             )
+            # torch's LambdaLR over the closed-form factor (lr_factor): the built-in schedulers
+            # would need a SequentialLR of up to three (warm-up from warmup_init_lr, constant,
+            # then decay) and ExponentialLR / CosineAnnealingLR update the lr recursively, which
+            # drifts from the closed forms of the papers' code (optax's exponential_decay)
             sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg))
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
