@@ -10,7 +10,7 @@ be unit-tested:
 * :class:`EMA` — exponential moving average of the trainable weights, kept in Lightning checkpoints
   (one per decay when ``train.ema`` lists several).
 * :class:`TrainModule` / :class:`TokenDataModule` — the Lightning glue around a :class:`Method`.
-* :func:`cluster_plugins` — the SLURM/Lightning environment policy of ``docs/pipeline.md`` §7.2.
+* :func:`cluster_plugins` — the SLURM/Lightning environment policy of ``docs/pipeline.md`` §3.1.
 * :func:`train` / :func:`load_model` — the public API used by the CLI, ``repro.sample`` and tests.
 
 Exact resumption rests on three choices. Batches are indexed by the global micro-batch counter
@@ -586,7 +586,7 @@ class EMA:
 
 
 def cluster_plugins(devices: int, num_nodes: int) -> list:
-    """Cluster-environment plugins for the Trainer (``docs/pipeline.md`` §7.2).
+    """Cluster-environment plugins for the Trainer (``docs/pipeline.md`` §3.1).
 
     * ``srun`` launched one task per device (``SLURM_NTASKS == devices * num_nodes``, the MPI
       path): Lightning's :class:`SLURMEnvironment`, without signal-based auto-requeue.
@@ -614,7 +614,7 @@ def cluster_plugins(devices: int, num_nodes: int) -> list:
         if num_nodes > 1:
             raise InputError(
                 "multi-node training needs resources mpi='srun' + tasks_per_node so that srun "
-                "launches one task per GPU (see docs/pipeline.md §7.4)"
+                "launches one task per GPU (see docs/pipeline.md §3.3)"
             )
         return [LightningEnvironment()]
     return [SLURMEnvironment(auto_requeue=False)] if ntasks else []
@@ -650,7 +650,7 @@ def check_world(
     """Check the distributed world against the one asked for; return the line to log.
 
     Raises :class:`InputError` when ``world_size`` is not ``devices x num_nodes`` — the silent
-    trap of a job that runs one rank on a shard of the data (pipeline.md §7.2) — or when SLURM
+    trap of a job that runs one rank on a shard of the data (docs/pipeline.md §3.1) — or when SLURM
     started a different number of tasks or nodes than that.
     """
     env = dict(os.environ) if env is None else env
