@@ -43,8 +43,9 @@ test-slurm: setup  ## only the SLURM tests: profile/sbatch calls, cluster helper
 	$(BIN)/python -m pytest tests/test_cluster.py tests/test_train_cluster.py \
 		tests/workflow/test_slurm_profile.py tests/workflow/test_slurm_live.py
 
-lint: setup
+lint: setup  ## ruff, snakefmt (formatting of Snakefile and workflow/), snakemake --lint
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/snakefmt --check Snakefile workflow/
 	$(BIN)/snakemake --lint --configfile config/smoke.yaml
 
 bench: setup  ## budgets of the spine: smoke DAG wall time, DAG build and no-op rerun times
