@@ -13,13 +13,14 @@ config the run used; and the catalogue entries that are not built yet. Everythin
 (base64 data URIs, no external style sheet or script), so the one file can be mailed or archived.
 
 Why not ``snakemake --report`` (kept for complete targets, see the README): Snakemake's report is
-built from the DAG of a target, and every output flagged with ``report()`` in that DAG must exist —
-one table not built yet stops it with "File ... marked for report but does not exist" (Snakemake
-9.27, ``snakemake/report/__init__.py::auto_report``; ``--report-after-run`` only runs it after a
-whole successful run).
-It also shows only the flagged files (the CSV and PNG here), not the Markdown views or the PDFs,
-and a half-built paper run (the usual state for days) has no report at all. This generator reads
-the files that exist and says which ones are missing, so it works at any point of a run.
+built from the DAG of its targets, and every output flagged with ``report()`` in that DAG must
+exist — with the default target (every table and figure) one table not built yet stops it with
+"File ... marked for report but does not exist" (Snakemake 9.27,
+``snakemake/report/__init__.py::auto_report``; ``--report-after-run`` only runs it after a whole
+successful run). A half-built paper run, the usual state for days, has no report unless the user
+lists exactly the finished deliverables; and it cannot show what is missing, the metric variants
+or the config. This generator reads the files that exist and says which ones are missing, so it
+works at any point of a run.
 
 Generated texts (the samples table) are model output: every piece of text is HTML-escaped and the
 Markdown is rendered with raw HTML off, so nothing in a result file can inject markup or script.
