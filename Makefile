@@ -10,7 +10,7 @@ SMK    := $(BIN)/snakemake --profile workflow/profiles/local --cores $(CORES)
 # Jobs call `python -m repro.…`: the venv's python must come first on PATH.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup demo test test-fast test-slurm lint bench gpu-check dag clean lock unlock
+.PHONY: setup demo test test-fast test-slurm lint bench gpu-check dag clean lock unlock report
 
 setup: $(STAMP)
 
@@ -23,7 +23,15 @@ $(STAMP): envs/requirements.lock pyproject.toml
 
 demo: setup  ## the whole DAG on config/smoke.yaml (CPU, offline): every smoke table and figure
 	$(SMK) all --configfile config/smoke.yaml
-	@echo "tables: results/tables/  figures: results/figures/"
+	$(BIN)/python -m repro.report.html_report --configfile config/smoke.yaml
+	@echo "tables: results/tables/  figures: results/figures/  report: results/report.html"
+
+# One self-contained HTML page of whatever is built under results/ (tables beside the paper's
+# values, figures, metric variants, the config, what is not built yet). CONFIG: the config the
+# run used, e.g. `make report CONFIG=config/smoke.yaml` after `make demo`.
+CONFIG ?= config/config.yaml
+report: setup
+	$(BIN)/python -m repro.report.html_report --configfile $(CONFIG) --out results/report.html
 
 unlock: setup  ## after Snakemake itself was killed: remove its stale lock if no Snakemake runs here
 	$(BIN)/python -m repro.unlock
@@ -38,8 +46,9 @@ test-slurm: setup  ## only the SLURM tests: profile/sbatch calls, cluster helper
 	$(BIN)/python -m pytest tests/test_cluster.py tests/test_train_cluster.py \
 		tests/workflow/test_slurm_profile.py tests/workflow/test_slurm_live.py
 
-lint: setup
+lint: setup  ## ruff, snakefmt (formatting of Snakefile and workflow/), snakemake --lint
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/snakefmt --check Snakefile workflow/
 	$(BIN)/snakemake --lint --configfile config/smoke.yaml
 
 bench: setup  ## budgets of the spine: smoke DAG wall time, DAG build and no-op rerun times
@@ -48,8 +57,16 @@ bench: setup  ## budgets of the spine: smoke DAG wall time, DAG build and no-op 
 gpu-check: setup  ## on one CUDA GPU (<= 8 min on an H100): runs, CPU agreement, speed, paper-scale fit
 	$(BIN)/python benchmarks/gpu_check.py --device cuda
 
-dag:
-	$(BIN)/snakemake paper --rulegraph dot | dot -Tsvg > docs/rulegraph.svg
+# The tracked picture is replaced only when both steps succeed (never truncated by a missing
+# graphviz or a failing DAG build).
+dag: setup
+	@command -v dot >/dev/null 2>&1 || { echo "make dag: graphviz's 'dot' is not installed" \
+		"(apt-get install graphviz); docs/rulegraph.svg left as it was" >&2; exit 1; }
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	$(BIN)/snakemake paper --rulegraph dot > "$$tmp/dag.dot" && \
+	dot -Tsvg "$$tmp/dag.dot" > "$$tmp/dag.svg" && test -s "$$tmp/dag.svg" && \
+	mv "$$tmp/dag.svg" docs/rulegraph.svg && echo "docs/rulegraph.svg written" || \
+	{ echo "make dag: failed; docs/rulegraph.svg left as it was" >&2; exit 1; }
 
 lock:  ## regenerate the lock from a fresh venv of the current pyproject dependencies
 	rm -rf /tmp/repro-lock && $(PYTHON) -m venv /tmp/repro-lock

@@ -2,7 +2,7 @@
 
 The rule files call these helpers when Snakemake builds the DAG (on the login node); nothing here
 imports torch or the NLP stack, and no training/sampling code imports this module (so editing it
-never makes trained models stale). See docs/pipeline.md §5–7 and the README's "Running on a SLURM
+never makes trained models stale). See docs/pipeline.md §2–3 and the README's "Running on a SLURM
 cluster".
 
 **Site settings** come from environment variables, read when the DAG is built:
@@ -24,7 +24,7 @@ with the attempt (``mem_mb * attempt``) and so does time (training: ``runtime * 
 since a retry resumes from its checkpoint); never a ``cpus_per_task`` default (it would override
 ``threads``).
 
-**Multi-GPU training in one Snakemake job** (pipeline.md §7.2/§7.4): one node with G GPUs is the
+**Multi-GPU training in one Snakemake job** (docs/pipeline.md §3.1, §3.3): one node with G GPUs is the
 jobstep's ``srun -n1`` with ``--gpus=G``; Lightning then spawns the G ranks itself. Several nodes
 take the MPI path: ``mpi="srun"`` + ``tasks_per_node`` + ``gres``, no jobstep ``srun``, and the
 rule's shell starts one rank per GPU with :func:`train_launcher`. ``repro.training`` checks at

@@ -10,7 +10,7 @@ be unit-tested:
 * :class:`EMA` — exponential moving average of the trainable weights, kept in Lightning checkpoints
   (one per decay when ``train.ema`` lists several).
 * :class:`TrainModule` / :class:`TokenDataModule` — the Lightning glue around a :class:`Method`.
-* :func:`cluster_plugins` — the SLURM/Lightning environment policy of ``docs/pipeline.md`` §7.2.
+* :func:`cluster_plugins` — the SLURM/Lightning environment policy of ``docs/pipeline.md`` §3.1.
 * :func:`train` / :func:`load_model` — the public API used by the CLI, ``repro.sample`` and tests.
 
 Exact resumption rests on three choices. Batches are indexed by the global micro-batch counter
@@ -522,6 +522,14 @@ class EMA:
 
     Initialised from the initial weights; covers trainable parameters only (frozen weights and
     buffers are taken from the model as they are).
+
+    Hand-written on purpose; the library averagers were checked (torch 2.13, Lightning 2.6):
+    ``torch.optim.swa_utils.AveragedModel`` with ``get_ema_multi_avg_fn`` copies the weights at
+    its first update (after step 1) instead of starting from the initial weights as FM-seq2seq's
+    EMAs do, and deep-copies the whole module (frozen embeddings included) per decay; Lightning's
+    ``WeightAveraging`` callback keeps one average and moves it into the checkpoint's
+    ``state_dict`` key, so two callbacks (FM-seq2seq keeps 0.999 and 0.9999 side by side) would
+    overwrite each other's state and the raw weights on save and resume.
     """
 
     def __init__(self, model: nn.Module, decay: float) -> None:
@@ -580,7 +588,7 @@ class EMA:
 
 
 def cluster_plugins(devices: int, num_nodes: int) -> list:
-    """Cluster-environment plugins for the Trainer (``docs/pipeline.md`` §7.2).
+    """Cluster-environment plugins for the Trainer (``docs/pipeline.md`` §3.1).
 
     * ``srun`` launched one task per device (``SLURM_NTASKS == devices * num_nodes``, the MPI
       path): Lightning's :class:`SLURMEnvironment`, without signal-based auto-requeue.
@@ -608,7 +616,7 @@ def cluster_plugins(devices: int, num_nodes: int) -> list:
         if num_nodes > 1:
             raise InputError(
                 "multi-node training needs resources mpi='srun' + tasks_per_node so that srun "
-                "launches one task per GPU (see docs/pipeline.md §7.4)"
+                "launches one task per GPU (see docs/pipeline.md §3.3)"
             )
         return [LightningEnvironment()]
     return [SLURMEnvironment(auto_requeue=False)] if ntasks else []
@@ -644,7 +652,7 @@ def check_world(
     """Check the distributed world against the one asked for; return the line to log.
 
     Raises :class:`InputError` when ``world_size`` is not ``devices x num_nodes`` — the silent
-    trap of a job that runs one rank on a shard of the data (pipeline.md §7.2) — or when SLURM
+    trap of a job that runs one rank on a shard of the data (docs/pipeline.md §3.1) — or when SLURM
     started a different number of tasks or nodes than that.
     """
     env = dict(os.environ) if env is None else env
@@ -815,6 +823,10 @@ def build_module_classes() -> tuple[type, type, type]:
             opt = torch.optim.AdamW(
                 groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, fused=fused or None
             )
+            # torch's LambdaLR over the closed-form factor (lr_factor): the built-in schedulers
+            # would need a SequentialLR of up to three (warm-up from warmup_init_lr, constant,
+            # then decay) and ExponentialLR / CosineAnnealingLR update the lr recursively, which
+            # drifts from the closed forms of the papers' code (optax's exponential_decay)
             sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg))
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 

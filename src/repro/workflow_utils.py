@@ -4,7 +4,7 @@
 asks it for its inputs and params. Keeping this here (not in ``.smk`` files) makes it unit-testable
 and keeps the rule files thin.
 
-Staleness contract (pipeline.md §3): each rule's ``params`` carry only the sub-config that rule
+Staleness contract (docs/pipeline.md §1): each rule's ``params`` carry only the sub-config that rule
 uses, serialised as canonical JSON, plus a content digest of the package files it runs. So:
 
 * changing an NFE grid or a sampler option re-samples, re-scores and re-reports only the affected

@@ -14,7 +14,7 @@ What it does (root only, Debian/Ubuntu):
 * the node is this machine as ``slurmd -C`` reports it (CPUs, RealMemory), named ``localhost``, in
   one partition ``debug``; no GPUs, no cgroups (``proctrack/linuxproc``, ``task/none``, which work
   in containers); no accounting database (``accounting_storage/none``) — so job status comes from
-  ``squeue`` (``MinJobAge=600`` keeps finished jobs visible long enough, pipeline.md §5.4);
+  ``squeue`` (``MinJobAge=600`` keeps finished jobs visible long enough, docs/pipeline.md §2.2);
 * memory limits are enforced without cgroups by ``jobacct_gather/linux`` polling every second
   with ``OverMemoryKill`` (a step above its ``--mem`` is killed: the job ends OUT_OF_MEMORY);
 * starts ``munged`` (as user munge), ``slurmctld`` and ``slurmd -N localhost``; waits until the

@@ -21,7 +21,7 @@ P = Priorities(C)
 
 # Every job runs with the Hugging Face hub offline and reads hub files from the project cache
 # (compute nodes have no network); the local download rules (login node) start their command
-# with `env HF_HUB_OFFLINE=0 …` (repro.cluster.ONLINE). See repro.cluster, pipeline.md §5.5.
+# with `env HF_HUB_OFFLINE=0 …` (repro.cluster.ONLINE). See repro.cluster, docs/pipeline.md §2.4.
 shell.prefix(cluster.OFFLINE_PREFIX)
 
 

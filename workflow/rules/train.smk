@@ -1,6 +1,6 @@
 """Training: train_model (→ results/train/{dataset}/{experiment}/model.ckpt). Resumable state
 (Lightning last.ckpt, CSV logs) lives in the undeclared _work/ beside it, which Snakemake never
-deletes; a job stopped by its time limit exits 75 and the retry resumes (pipeline.md §7.3).
+deletes; a job stopped by its time limit exits 75 and the retry resumes (docs/pipeline.md §3.2).
 Resources per experiment (GPUs, nodes, memory, time): repro.cluster.train_resources."""
 
 
@@ -29,7 +29,7 @@ rule train_model:
         # resources.train overridden by experiments.<name>.resources (repro.cluster). One node:
         # gpu=G, nodes=1 (the jobstep's srun -n1 holds the G GPUs, Lightning spawns G ranks);
         # several nodes: the MPI path (mpi, tasks_per_node, gres, cpus_per_task) and the
-        # `launcher` srun below (pipeline.md §7.4). None leaves a resource out.
+        # `launcher` srun below (docs/pipeline.md §3.3). None leaves a resource out.
         mem_mb=R.train_mem,
         runtime=R.train_runtime,
         gpu=R.train_slurm("gpu"),
