@@ -458,7 +458,8 @@ def test_layout_sweep_derives_one_evaluation_dataset_per_value(smoke):
     inputs = c.figure_inputs("fig_a2_infilling_vs_p")
     assert inputs == [
         f"results/scores/syn_code_infill_eval.mask_fraction{p}/{exp}/{s}/nfe33/seed0.json"
-        for exp, s in (("dfm", "mixture_euler"), ("klflow", "hybrid")) for p in spec["values"]]
+        for exp, s in (("dfm_appA", "mixture_euler"), ("klflow_appA", "hybrid"))
+        for p in spec["values"]]
     fig = json.loads(c.figure_spec("fig_a2_infilling_vs_p"))
     assert fig["sweep"] == "layout"
     assert [s["dataset"] for s in fig["series"]] == ["syn_code_infill_eval"] * 2
