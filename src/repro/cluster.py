@@ -273,7 +273,10 @@ class Jobs:
         return lambda wc: train_slurm_resources(self.train(wc))[key]
 
     def train_launcher(self, wc: Any) -> str:
-        return train_launcher(self.train(wc))
+        """:func:`train_launcher` after ``REPRO_JOB_GPUS=<GPUs>`` (the job's GPUs, read by
+        :mod:`repro.gpu_slots` on local machines; a resource, so never a reason to retrain)."""
+        tr = self.train(wc)
+        return f"REPRO_JOB_GPUS={train_gpus(tr)} " + train_launcher(tr)
 
     def train_stop_margin(self, wc: Any) -> int:
         """``--stop-margin-s`` of the job (0: repro.training's default margin)."""

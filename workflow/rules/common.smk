@@ -4,12 +4,17 @@ Defines no rules. All logic lives in repro.workflow_utils (unit-tested); this fi
 one Catalogue object the rules ask for their inputs and params.
 """
 
+import os
+import sys
+
 from snakemake.utils import validate
 
-from repro import cluster
+from repro import cluster, overrides
 from repro.workflow_utils import SPLITS, Catalogue, lock_digest, stage_digest
 
-
+# single keys from the command line (REPRO_SET, --config set="a.b=1 …"), typed, before validation
+for _item in overrides.apply(config, os.environ):
+    print(f"repro: config override {_item}", file=sys.stderr)
 validate(config, schema="../schemas/config.schema.yaml")
 C = Catalogue(config)
 C.warn_skipped()
