@@ -10,7 +10,7 @@ SMK    := $(BIN)/snakemake --profile workflow/profiles/local --cores $(CORES)
 # Jobs call `python -m repro.…`: the venv's python must come first on PATH.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup demo test test-fast test-slurm lint bench dag clean lock
+.PHONY: setup demo test test-fast test-slurm lint bench dag clean lock plan
 
 setup: $(STAMP)
 
@@ -41,6 +41,10 @@ lint: setup
 
 bench: setup  ## budgets of the spine: smoke DAG wall time, DAG build and no-op rerun times
 	$(BIN)/python benchmarks/bench_workflow.py
+
+TARGET ?= paper
+plan: setup  ## cost of TARGET before running it: jobs, GPU-hours, tokens, disk (PLAN_ARGS="--gpu h100")
+	$(BIN)/python -m repro.plan $(TARGET) $(PLAN_ARGS)
 
 dag:
 	$(BIN)/snakemake paper --rulegraph dot | dot -Tsvg > docs/rulegraph.svg
