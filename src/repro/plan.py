@@ -58,7 +58,9 @@ GPU_TFLOPS = {
     "a10": 125.0,
     "rtx4090": 165.0,
     "v100": 125.0,
-    "cpu": 1.0,  # a rough figure for a many-core CPU in fp32, for the smoke config
+    # the 2-core machine of `make demo`/CI in fp32, fitted to smoke training jobs (README "Cost
+    # plan"): there per-step overhead, not FLOPs, dominates tiny models
+    "cpu": 0.15,
 }
 DEFAULT_GPU = "a100"
 #: model FLOPs utilisation assumed for training and for sampling (small batches, many short steps)

@@ -20,7 +20,9 @@ C = Catalogue(config)
 C.warn_skipped()
 cluster.check_train_resources(config["resources"], C.experiments)  # errors at parse time
 # resources of every job (memory/time growing with the attempt, GPUs, partitions): repro.cluster
-R = cluster.Jobs(config["resources"], C.experiments, C.resource, C.metrics_for)
+R = cluster.Jobs(
+    config["resources"], C.experiments, C.resource, C.metrics_for, config.get("logging")
+)
 LOCK = lock_digest()
 
 # Every job runs with the Hugging Face hub offline and reads hub files from the project cache
