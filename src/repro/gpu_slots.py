@@ -21,7 +21,7 @@ Nothing happens inside a SLURM job (``SLURM_JOB_ID``: SLURM binds the allocation
 for a command run by hand (no ``REPRO_JOB_GPUS``) or on a machine without GPUs (a ``gpu: 1`` config
 then runs on the CPU, as before). Several Snakemake runs of the same user share the pool, so they
 never put two jobs on one GPU either; users sharing a machine share it through one
-``REPRO_GPU_LOCK_DIR`` that all can write.
+``REPRO_GPU_LOCK_DIR`` that all can enter (``mkdir -m 1777``).
 
 Standard library only: every job pays this import before its work.
 """
@@ -122,6 +122,20 @@ def _lock_name(gid: str) -> str:
     return "gpu-" + gid.replace("/", "_") + ".lock"
 
 
+def _open_lock(path: Path) -> int:
+    """The lock file, created if missing (readable and writable by all in a shared directory:
+    ``flock`` also locks a read-only descriptor, so another user's file still serves)."""
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+    except PermissionError:
+        try:
+            return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise SlotError(f"cannot open the GPU lock file {path} ({ENV_LOCK_DIR}): {exc}") from exc
+    except OSError as exc:
+        raise SlotError(f"cannot open the GPU lock file {path} ({ENV_LOCK_DIR}): {exc}") from exc
+
+
 def try_acquire(count: int, devices: list[str], directory: Path) -> Slots | None:
     """``count`` free GPUs of ``devices`` (first free first), or None (nothing held) if fewer are free."""
     ids: list[str] = []
@@ -129,8 +143,7 @@ def try_acquire(count: int, devices: list[str], directory: Path) -> Slots | None
     for gid in devices:
         if len(ids) == count:
             break
-        path = directory / _lock_name(gid)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fd = _open_lock(directory / _lock_name(gid))
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -204,7 +204,7 @@ def stale_jobs(targets: list[str], configfiles: list[str], config: dict[str, str
         WorkflowSettings,
     )
 
-    with SnakemakeApi(OutputSettings(quiet={Quietness.ALL})) as api:
+    with SnakemakeApi(OutputSettings(quiet={Quietness.ALL}, enable_file_logging=False)) as api:
         wf_api = api.workflow(
             resource_settings=ResourceSettings(cores=1),
             config_settings=ConfigSettings(config=config, configfiles=[Path(f) for f in configfiles]),
