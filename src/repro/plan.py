@@ -384,8 +384,9 @@ def render(rows: list[dict[str, Any]], tp: Throughput, jobs: list[JobCost] | Non
         f"Assumed throughput: {tp.gpu} = {tp.tflops:g} TFLOP/s peak bf16 x MFU {tp.mfu_train:g} "
         f"(training), {tp.mfu_sample:g} (sampling)"
         + (f"; training calibrated on {tp.calibration_gpu} where measured" if tp.calibration else ""),
-        "GPU-hours: training and sampling only (scoring etc. not modelled); estimates, see "
-        "`python -m repro.plan --help`",
+        "Jobs that would run (stale or missing, as `snakemake -n` lists them); GPU-hours of "
+        "training and sampling only (scoring etc. not modelled); estimates: `python -m repro.plan "
+        "--help`",
         "",
     ]
     head = ("stage", "jobs", "GPU jobs", "GPU-hours", "tokens", "checkpoints", "samples")
