@@ -10,7 +10,7 @@ SMK    := $(BIN)/snakemake --profile workflow/profiles/local --cores $(CORES)
 # Jobs call `python -m repro.…`: the venv's python must come first on PATH.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup demo test test-fast test-slurm lint bench gpu-check dag clean lock unlock report
+.PHONY: setup demo test test-fast test-slurm lint bench gpu-check dag clean lock unlock report plan
 
 setup: $(STAMP)
 
@@ -56,6 +56,10 @@ bench: setup  ## budgets of the spine: smoke DAG wall time, DAG build and no-op 
 
 gpu-check: setup  ## on one CUDA GPU (<= 8 min on an H100): runs, CPU agreement, speed, paper-scale fit
 	$(BIN)/python benchmarks/gpu_check.py --device cuda
+
+TARGET ?= paper
+plan: setup  ## cost of TARGET before running it: jobs, GPU-hours, tokens, disk (PLAN_ARGS="--gpu h100")
+	$(BIN)/python -m repro.plan $(TARGET) $(PLAN_ARGS)
 
 # The tracked picture is replaced only when both steps succeed (never truncated by a missing
 # graphviz or a failing DAG build).

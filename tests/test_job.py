@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from repro import warm
+from repro import gpu_slots, warm
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -26,6 +26,7 @@ import os, signal, sys, time
 mods = sorted(m for m in sys.modules if m == "repro" or m.startswith("repro."))
 print("cwd", os.getcwd())
 print("var", os.environ.get("PROBE_VAR"))
+print("cvd", os.environ.get("CUDA_VISIBLE_DEVICES"))
 print("mods", ",".join(mods))
 print("to stderr", file=sys.stderr)
 mode = sys.argv[1]
@@ -174,3 +175,28 @@ def _wait_for(path: Path, timeout: float = 30) -> None:
     while not path.exists():
         assert time.monotonic() < deadline, f"{path.name} never appeared"
         time.sleep(0.05)
+
+
+def test_gpu_jobs_see_only_their_gpu_in_a_warm_worker_too(workdir, tmp_path):
+    """REPRO_JOB_GPUS (a rule's gpu resource) outside SLURM: the launcher takes a free GPU of
+    REPRO_GPUS and the stage, run by a warm worker or directly, sees only it."""
+    locks = tmp_path / "locks"
+    env = _env(workdir, REPRO_GPUS="0,1", REPRO_GPU_LOCK_DIR=str(locks), REPRO_JOB_GPUS="1")
+    first = _launch(workdir, "exit", "0", env=env)
+    assert first.returncode == 0 and "repro.job: CUDA_VISIBLE_DEVICES=0" in first.stderr
+    _wait_worker(workdir, {**env, "CUDA_VISIBLE_DEVICES": "0"})  # the key holds the GPU given
+    proc = _launch(workdir, "write", env=env)
+    assert "warm)" in proc.stderr and "cvd 0\n" in proc.stdout
+    held = gpu_slots.try_acquire(1, ["0"], locks)  # GPU 0 busy: the next job gets GPU 1
+    try:
+        proc = _launch(workdir, "write", env=env)
+        assert proc.returncode == 0 and "cvd 1\n" in proc.stdout
+    finally:
+        held.release()
+    cpu = _launch(workdir, "write", env={**env, "REPRO_JOB_GPUS": "0"})
+    assert "cvd \n" in cpu.stdout  # no GPU for a CPU job
+    too_many = _launch(workdir, "write", env={**env, "REPRO_JOB_GPUS": "3"})
+    assert too_many.returncode == 2 and "asks for 3 GPU(s)" in too_many.stderr
+    inside = _launch(workdir, "write", env={**env, "SLURM_JOB_ID": "9"})
+    assert "cvd None\n" in inside.stdout  # SLURM binds GPUs itself
+

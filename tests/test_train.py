@@ -11,9 +11,11 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import logging
 import math
 import multiprocessing
 import os
+import re
 import signal
 import stat
 from pathlib import Path
@@ -857,3 +859,27 @@ def test_load_model_rejects_foreign_files(tmp_path):
         train.load_model(bad)
     with pytest.raises(InputError, match="checkpoint not found"):
         train.load_model(tmp_path / "missing.ckpt")
+
+
+# --- progress lines and quiet logs (repro.progress) ----------------------------------------
+
+
+def test_training_logs_progress_lines_and_no_tips(fake_method, data_dir, tmp_path, caplog, capfd):
+    with caplog.at_level(logging.INFO, logger="repro.train"):
+        summary = train.train(data_dir, tmp_path / "m" / "model.ckpt", run_cfg(),
+                              progress_every_s=0.0, progress_bar=False)
+    assert summary["completed"]
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("progress:")]
+    # one line per optimizer step (accumulate 2: never twice for one step), the last at 6/6
+    steps = [int(re.search(r"step (\d+)/6 ", line).group(1)) for line in lines]
+    assert steps == [1, 2, 3, 4, 5, 6]
+    assert re.search(r"loss=\d+\.\d{4} tokens/s=[\d,]+ elapsed \d+:\d\d:\d\d eta", lines[0])
+    err = capfd.readouterr().err
+    assert "Tip:" not in err and "deprecated" not in err
+
+
+def test_a_missing_logger_package_fails_before_training(fake_method, data_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(training.progress.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(training.progress.LoggerUnavailable, match="tensorboard"):
+        train.train(data_dir, tmp_path / "m" / "model.ckpt", run_cfg(), loggers=["tensorboard"])
+    assert not (tmp_path / "m" / "_work").exists()

@@ -215,6 +215,23 @@ def train_launcher(tr: Mapping[str, Any]) -> str:
     return " ".join(parts) + " "
 
 
+def logging_env(logging: Mapping[str, Any]) -> str:
+    """Environment assignments of the config's ``logging`` block for the train stage's command:
+    ``REPRO_PROGRESS_S=<s> REPRO_LOGGERS=<names> `` (read by :mod:`repro.progress`); a logger whose
+    package is not installed fails here, when the DAG is built, naming the package."""
+    from repro.progress import LoggerUnavailable, check_loggers
+
+    names = [name for name in ("tensorboard", "wandb") if logging.get(name)]
+    try:
+        check_loggers(names, "config logging")
+    except LoggerUnavailable as err:
+        raise ClusterConfigError(str(err)) from None
+    out = f"REPRO_PROGRESS_S={float(logging.get('progress_every_s', 60)):g} "
+    if names:
+        out += f"REPRO_LOGGERS={','.join(names)} "
+    return out
+
+
 def train_gpus(tr: Mapping[str, Any]) -> int:
     """GPUs of a training job in total (for the partition choice and the ``gpu`` cap)."""
     return tr["gpu"] * tr["nodes"]
@@ -244,9 +261,11 @@ class Jobs:
         experiments: Mapping[str, Any],
         lookup: Callable[[str, str, Any], Any],
         metrics_for: Callable[..., str] | None = None,
+        logging: Mapping[str, Any] | None = None,
     ) -> None:
         self.resources, self.experiments, self.lookup = resources, experiments, lookup
         self.metrics_for = metrics_for
+        self.train_env = logging_env(logging or {})
 
     # -- every stage: memory and time grow with the attempt
     def mem(self, stage: str, default: int) -> Callable[..., int]:
@@ -273,7 +292,11 @@ class Jobs:
         return lambda wc: train_slurm_resources(self.train(wc))[key]
 
     def train_launcher(self, wc: Any) -> str:
-        return train_launcher(self.train(wc))
+        """:func:`train_launcher` after ``REPRO_JOB_GPUS=<GPUs>`` (the job's GPUs, read by
+        :mod:`repro.gpu_slots` on local machines) and the config's ``logging`` settings
+        (:func:`logging_env`); a resource, so never a reason to retrain."""
+        tr = self.train(wc)
+        return f"{self.train_env}REPRO_JOB_GPUS={train_gpus(tr)} " + train_launcher(tr)
 
     def train_stop_margin(self, wc: Any) -> int:
         """``--stop-margin-s`` of the job (0: repro.training's default margin)."""

@@ -24,6 +24,11 @@ The warm worker is used only where it is safe and pays:
 * if the worker cannot be reached or started (no Unix sockets, an unwritable runtime directory),
   the stage runs in this process, with a one-line note on stderr.
 
+**GPUs of local jobs**: a rule's command passes the job's ``gpu`` resource as ``REPRO_JOB_GPUS``;
+outside SLURM the launcher then takes that many GPUs from the machine's pool
+(:mod:`repro.gpu_slots`), sets ``CUDA_VISIBLE_DEVICES`` to them (``""`` for a job without GPUs) before
+the stage starts, here or in a warm worker, and frees them when the stage ends.
+
 This module imports only the standard library: it is what every job pays before its work.
 """
 
@@ -34,7 +39,7 @@ import sys
 
 #: environment variables that differ between otherwise identical jobs and never change what a
 #: stage computes: left out of the worker key (everything else must match exactly)
-VOLATILE_ENV = ("_", "OLDPWD", "PWD", "SHLVL", "SNAKEMAKE_PROFILE")
+VOLATILE_ENV = ("_", "OLDPWD", "PWD", "SHLVL", "SNAKEMAKE_PROFILE", "REPRO_JOB_GPUS")
 
 
 def warm_enabled(environ: dict[str, str] | None = None) -> bool:
@@ -93,13 +98,27 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     module, args = argv[0], argv[1:]
-    if warm_enabled():
-        from repro import warm
+    slots = None
+    if "REPRO_JOB_GPUS" in os.environ and not os.environ.get("SLURM_JOB_ID"):
+        # a local job: the GPUs it may see (repro.gpu_slots), held until it ends
+        from repro import gpu_slots
 
-        code = warm.run_warm(module, args)
-        if code is not None:
-            return code
-    return run_here(module, args)
+        try:
+            slots = gpu_slots.assign(os.environ)
+        except gpu_slots.SlotError as exc:
+            print(f"repro.job: {exc}", file=sys.stderr, flush=True)
+            return 2
+    try:
+        if warm_enabled():
+            from repro import warm
+
+            code = warm.run_warm(module, args)
+            if code is not None:
+                return code
+        return run_here(module, args)
+    finally:
+        if slots is not None:
+            slots.release()
 
 
 if __name__ == "__main__":

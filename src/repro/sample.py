@@ -37,6 +37,7 @@ import torch
 
 from repro.io import InputError, read_jsonl, run_stage, write_jsonl
 from repro.methods.base import Batch
+from repro.progress import BatchProgress, want_bar
 from repro.training import load_model, open_split, read_meta, setup_logging
 
 log = logging.getLogger("repro.sample")
@@ -111,8 +112,12 @@ def sample(
     batch_size: int = 64,
     threads: int = 1,
     device: str = "auto",
+    progress_bar: bool | None = None,
 ) -> int:
     """Complete the first ``max_examples`` rows of ``split`` (all if 0 or None); write ``out``.
+
+    Logs a progress line per batch, or draws a bar (``progress_bar``; default: stderr is a
+    terminal), :class:`repro.progress.BatchProgress`.
 
     Returns:
         The number of rows written.
@@ -174,6 +179,7 @@ def sample(
     )
     records: list[dict] = []
     started = time.perf_counter()
+    bar = BatchProgress(n, log, bar=want_bar(progress_bar))
     for lo in range(0, n, batch_size):
         hi = min(lo + batch_size, n)
         ids = torch.from_numpy(np.asarray(arrays.ids[lo:hi], dtype=np.int64))
@@ -219,6 +225,7 @@ def sample(
                     **{k: row[k] for k in CODE_FIELDS if k in row},
                 }
             )
+        bar.update(hi)
     written = write_jsonl(out, records)
     seconds = time.perf_counter() - started
     log.info(
@@ -252,6 +259,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--out", required=True)
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="a progress bar (default: when stderr is a terminal; else a line per batch)")
     return p.parse_args(argv)
 
 
@@ -279,6 +288,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             batch_size=args.batch_size,
             threads=args.threads,
             device=args.device,
+            progress_bar=args.progress,
         )
 
     return run_stage(body, log)

@@ -5,7 +5,8 @@ Usage (one Snakemake job)::
     python -m repro.train --data results/tokenized/D/LAYOUT \\
         --out results/train/D/EXP/model.ckpt --config-json '{"method": "ar", "model": {...},
         "train": {"steps": 1000, ...}}' --threads 8 [--max-minutes M] \\
-        [--accelerator auto|cpu|gpu] [--devices N] [--num-nodes N] [--stop-margin-s S]
+        [--accelerator auto|cpu|gpu] [--devices N] [--num-nodes N] [--stop-margin-s S] \\
+        [--progress] [--progress-every-s S] [--loggers tensorboard,wandb]
 
 Resumable state lives in ``results/train/D/EXP/_work/`` (Lightning ``last.ckpt`` + CSV logs) and is
 always resumed. When ``--max-minutes`` (minus a safety margin, ``--stop-margin-s``) runs out before
@@ -13,7 +14,8 @@ always resumed. When ``--max-minutes`` (minus a safety margin, ``--stop-margin-s
 saves ``_work/last.ckpt`` on the next optimizer step and exits with code 75; rerunning the same
 command continues it (under Snakemake: the rule's ``retries``, with more runtime per attempt).
 The distributed world (``--devices`` ranks on each of ``--num-nodes`` nodes) is checked and logged
-when training starts.
+when training starts; then a progress line (step/total, loss, tokens/s, ETA) every
+``--progress-every-s`` seconds, a bar with ``--progress`` (:mod:`repro.progress`).
 ``model.ckpt`` is written atomically, only once training is complete. The machinery lives in
 :mod:`repro.training`.
 """
@@ -23,10 +25,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
 from repro.io import InputError
+from repro.progress import parse_loggers
 from repro.training import load_model, setup_logging, train
 
 __all__ = ["EXIT_INCOMPLETE", "load_model", "main", "setup_logging", "train"]
@@ -57,6 +61,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="stop this many seconds before --max-minutes runs out (0 or unset: 10%% of the "
         "job, 30 s to 10 min)",
     )
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="a progress bar (default: when stderr is a terminal)")
+    p.add_argument("--progress-every-s", type=float, default=None,
+                   help="seconds between progress lines in the log (default: $REPRO_PROGRESS_S "
+                   "or 60)")
+    p.add_argument("--loggers", default=os.environ.get("REPRO_LOGGERS", ""),
+                   help="loggers beside CSV: tensorboard, wandb (comma separated; default: "
+                   "$REPRO_LOGGERS, set from the config's logging block)")
     return p.parse_args(argv)
 
 
@@ -78,6 +90,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             devices=args.devices,
             num_nodes=args.num_nodes,
             stop_margin_s=args.stop_margin_s or None,
+            loggers=parse_loggers(args.loggers, "--loggers"),
+            progress_every_s=args.progress_every_s,
+            progress_bar=args.progress,
         )
     except InputError as err:
         log.error("%s", err)

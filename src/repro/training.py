@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from repro import methods
+from repro import methods, progress
 from repro.io import InputError, atomic_path, atomic_write_json, read_json
 from repro.methods.base import Batch, Method
 
@@ -1168,6 +1168,9 @@ def train(
     *,
     stop_margin_s: float | None = None,
     callbacks: Sequence[Any] = (),
+    loggers: Sequence[str] = (),
+    progress_every_s: float | None = None,
+    progress_bar: bool | None = None,
 ) -> dict:
     """Train (or resume) one model and write ``out`` (``model.ckpt``) when ``steps`` are done.
 
@@ -1177,7 +1180,9 @@ def train(
     margin), saves ``_work/last.ckpt`` and returns ``completed: False``; so does SIGTERM or
     SIGUSR1 (:class:`StopSignals`) on the next optimizer-step boundary. At train start the world
     (``devices`` x ``num_nodes`` ranks) is checked and logged (:func:`check_world`).
-    ``callbacks`` are extra Lightning callbacks (tests, benchmarks).
+    ``callbacks`` are extra Lightning callbacks (tests, benchmarks). Progress lines every
+    ``progress_every_s`` seconds, a bar (``progress_bar``, default: stderr is a terminal) and
+    ``loggers`` beside the CSV one (``tensorboard``, ``wandb``): :mod:`repro.progress`.
 
     Returns:
         A summary dict: ``completed`` (False when the time budget or a :data:`STOP_SIGNALS`
@@ -1200,6 +1205,7 @@ def train(
     model_cfg = inject_specials(run.model, meta["specials"], str(data_dir / "meta.json"))
 
     check_visible_gpus(accelerator, devices)
+    progress.check_loggers(loggers, "loggers")
     budget_s = math.inf
     if max_minutes is not None:  # a bad margin fails here, before any work
         budget_s = (
@@ -1210,8 +1216,9 @@ def train(
 
     pl = _lightning()  # after the cheap checks: bad input fails without the import's seconds
     from lightning.pytorch.callbacks import ModelCheckpoint
-    from lightning.pytorch.loggers import CSVLogger
     from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    progress.quiet_lightning()  # no "Tip:" lines or deprecation warnings in the job's log
 
     # ``threads`` are the job's CPUs on this node, shared by its ranks there
     torch.set_num_threads(max(int(threads) // max(devices, 1), 1))
@@ -1242,6 +1249,10 @@ def train(
     )
     stop = StopSignals()
     budget = TimeBudget(budget_s, started, last, tc.ckpt_every, stop)
+    tokens_per_step = tc.batch_size * tc.accumulate * devices * num_nodes * int(meta["seq_len"])
+    progress_log = progress.progress_callback(
+        pl, progress.every_seconds(progress_every_s), tokens_per_step, log
+    )
     trainer = pl.Trainer(
         accelerator=accelerator,
         devices=devices,
@@ -1251,8 +1262,8 @@ def train(
         max_steps=tc.steps,
         max_epochs=-1,
         default_root_dir=work,
-        logger=CSVLogger(work, name="logs"),
-        callbacks=[budget, checkpointer, *callbacks],
+        logger=progress.lightning_loggers(work, loggers, out.parent.name),
+        callbacks=[budget, checkpointer, progress_log, *callbacks],
         accumulate_grad_batches=tc.accumulate,
         gradient_clip_val=tc.grad_clip if tc.grad_clip > 0 else None,
         gradient_clip_algorithm="norm",
@@ -1261,7 +1272,7 @@ def train(
         limit_val_batches=None if tc.val_batches > 0 else 0,
         num_sanity_val_steps=0,
         log_every_n_steps=max(1, min(50, tc.steps // 10)),
-        enable_progress_bar=False,
+        enable_progress_bar=progress.want_bar(progress_bar),
         enable_model_summary=False,
         use_distributed_sampler=False,
     )

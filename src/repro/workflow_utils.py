@@ -57,7 +57,8 @@ STAGE_SOURCES: dict[str, tuple[str, ...]] = {
     "export_embeddings": ("export_embeddings.py",),
     "analysis": ("analysis.py",),
 }
-_NOT_TRACKED = {"methods/__init__.py", "workflow_utils.py"}
+# progress.py: log lines, bars and loggers only; editing it never changes a result
+_NOT_TRACKED = {"methods/__init__.py", "workflow_utils.py", "progress.py"}
 
 #: Table aggregates over sample seeds (see repro.report.tables).
 AGGREGATES = ("mean", "best_of_seeds", "mean_of_seeds", "pass_at_k")

@@ -43,6 +43,7 @@ class Project:
             else:
                 shutil.copy2(src, dest / item)
         (dest / "slurm").symlink_to("workflow/profiles/slurm")
+        (dest / "workstation").symlink_to("workflow/profiles/workstation")
         project = cls(dest)
         if config is not None:
             project.write_config(config, name)
@@ -61,10 +62,11 @@ class Project:
         env.setdefault("HF_DATASETS_OFFLINE", "1")
         return env
 
-    def snakemake(self, *args: str, check: bool = True, timeout: float = 1500) -> subprocess.CompletedProcess:
+    def snakemake(self, *args: str, check: bool = True, timeout: float = 1500,
+                  env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
         cmd = [sys.executable, "-m", "snakemake", *args]
-        proc = subprocess.run(cmd, cwd=self.root, env=self.env(), capture_output=True, text=True,
-                              timeout=timeout)
+        proc = subprocess.run(cmd, cwd=self.root, env={**self.env(), **(env or {})},
+                              capture_output=True, text=True, timeout=timeout)
         if check and proc.returncode != 0:
             raise AssertionError(
                 f"snakemake {' '.join(args)} failed ({proc.returncode}):\n"

@@ -83,6 +83,34 @@ def test_slurm_profile_dry_run_builds_the_paper_dag(project):
     assert "train_model" in proc.stdout
 
 
+def test_workstation_profile_and_command_line_overrides(project):
+    """One dry run: the workstation profile caps GPUs at one and every GPU job passes its GPU count
+    to the launcher; `--config set=…` and REPRO_SET change single keys, with YAML types."""
+    env_set = "experiments.ar_150m.train.steps=7"
+    proc = project.snakemake(
+        "results/tables/table3.csv", "--profile", "workstation", "-n", "-p", "--resources", "gpu=1",
+        "--config", "set=experiments.ar_150m.train.steps=10 experiments.ar_150m.train.lr=3e-4",
+        env={"REPRO_SET": env_set})
+    out = proc.stdout + proc.stderr
+    assert "Using profile workstation" in out
+    assert "repro: config override experiments.ar_150m.train.steps=7" in out  # REPRO_SET first
+    assert "repro: config override experiments.ar_150m.train.steps=10" in out  # then --config
+    shells = [line for line in out.splitlines() if line.startswith("Shell command:")]
+    ar = [s for s in shells if "repro.train" in s and "/ar_150m/" in s]
+    assert ar and all('"steps":10,' in s and '"lr":0.0003,' in s for s in ar)
+    other = [s for s in shells if "repro.train" in s and "/ar_150m/" not in s]
+    assert other and not any('"steps":10,' in s for s in other)
+    for stage, gpus in (("repro.train", "1"), ("repro.sample", "1"), ("repro.score", "")):
+        mine = [s for s in shells if f"repro.job {stage} " in s]
+        assert mine and all(f"REPRO_JOB_GPUS={gpus}" in s for s in mine), stage
+
+
+def test_bad_override_fails_naming_it(project):
+    proc = project.snakemake("results/tables/table3.csv", "-n", "--config",
+                             "set=experiments.ar_150m.train.stepz=10", check=False)
+    assert proc.returncode != 0 and "stepz" in proc.stdout + proc.stderr
+
+
 @pytest.mark.parametrize(
     "mutate, expected",
     [

@@ -26,7 +26,7 @@ rule analyse_loss_vs_t:
         data_dir=lambda wc, input: input.data[-1].rsplit("/", 1)[0],
         device="cpu" if config.get("accelerator") == "cpu" else "auto",
     shell:
-        "python -m repro.job repro.analysis loss-vs-t --ckpt {input.ckpt} --data {params.data_dir}"
+        "REPRO_JOB_GPUS={resources.gpu} python -m repro.job repro.analysis loss-vs-t --ckpt {input.ckpt} --data {params.data_dir}"
         " --split validation --bins {params.opts[bins]} --max-examples {params.opts[max_examples]}"
         " --t-max {params.opts[t_max]} --batch-size {params.opts[batch_size]} --seed {params.opts[seed]}"
         " --threads {threads}"

@@ -4,17 +4,25 @@ Defines no rules. All logic lives in repro.workflow_utils (unit-tested); this fi
 one Catalogue object the rules ask for their inputs and params.
 """
 
+import os
+import sys
+
 from snakemake.utils import validate
 
-from repro import cluster
+from repro import cluster, overrides
 from repro.priorities import Priorities
 from repro.workflow_utils import SPLITS, Catalogue, lock_digest, stage_digest
 
+# single keys from the command line (REPRO_SET, --config set="a.b=1 …"), typed, before validation
+for _item in overrides.apply(config, os.environ):
+    print(f"repro: config override {_item}", file=sys.stderr)
 validate(config, schema="../schemas/config.schema.yaml")
 C = Catalogue(config)
 cluster.check_train_resources(config["resources"], C.experiments)  # errors at parse time
 # resources of every job (memory/time growing with the attempt, GPUs, partitions): repro.cluster
-R = cluster.Jobs(config["resources"], C.experiments, C.resource, C.metrics_for)
+R = cluster.Jobs(
+    config["resources"], C.experiments, C.resource, C.metrics_for, config.get("logging")
+)
 LOCK = lock_digest()
 # the order in which ready jobs start: critical path first, then longest first (repro.priorities)
 P = Priorities(C)

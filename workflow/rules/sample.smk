@@ -35,7 +35,7 @@ rule sample_text:
         data_dir=lambda wc, input: input.data[-1].rsplit("/", 1)[0],
         device="cpu" if config.get("accelerator") == "cpu" else "auto",
     shell:
-        "python -m repro.job repro.sample --ckpt {input.ckpt} --data {params.data_dir}"
+        "REPRO_JOB_GPUS={resources.gpu} python -m repro.job repro.sample --ckpt {input.ckpt} --data {params.data_dir}"
         " --tokenizer {input.tokenizer} --prepared {input.prepared} --split {params.eval[split]}"
         " --sampler-name {wildcards.sampler} --sampler-json {params.sampler:q}"
         " --nfe {wildcards.nfe} --seed {wildcards.seed} --max-examples {params.eval[max_examples]}"

@@ -34,7 +34,7 @@ rule score_samples:
         code=stage_digest("score"),
         env=LOCK,
     shell:
-        "python -m repro.job repro.score --samples {input.samples} --metrics-json {params.metrics:q}"
+        "REPRO_JOB_GPUS={resources.gpu} python -m repro.job repro.score --samples {input.samples} --metrics-json {params.metrics:q}"
         " --out {output} --threads {threads} > {log} 2>&1"
 
 

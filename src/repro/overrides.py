@@ -1,0 +1,110 @@
+"""Single config keys set on the command line, with YAML types, merged before validation.
+
+Snakemake's ``--config KEY=VALUE`` replaces a whole top-level key, so changing one training step
+count would mean retyping the experiment. Instead the Snakefile takes dotted assignments::
+
+    snakemake -n paper --config set="experiments.ar_150m.train.steps=10 resources.train.gpu=2"
+    REPRO_SET="experiments.ar_150m.train.steps=10" snakemake -n paper
+
+Each assignment is ``dotted.key=value``; assignments are separated by whitespace (quote a value
+with spaces the shell way: ``set="datasets.qqp.eval.split='test'"``); the value is read as YAML,
+so ``10`` is an int, ``3e-4`` a float, ``true`` a bool, ``[1, 2]`` a list,
+``{a: 1}`` a mapping and ``null`` removes the key. Missing intermediate mappings are created, so a
+typo gives a new key that the schema then rejects, naming it. ``REPRO_SET`` is applied first, then
+``--config set=…``; both after the config files (the default ``config/config.yaml``, or those of
+``--configfile``), and before the schema validation.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import MutableMapping
+from typing import Any
+
+import yaml
+
+#: the ``--config`` key that carries the assignments
+CONFIG_KEY = "set"
+#: the environment variable that carries the assignments
+ENV_VAR = "REPRO_SET"
+
+_KEY_PART = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]*$")
+_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)$")
+
+
+class OverrideError(ValueError):
+    """A malformed assignment; the message names it and where it came from."""
+
+
+def parse_value(text: str) -> Any:
+    """A value as YAML, except that ``3e-4``-style numbers are floats (YAML 1.1 reads a string)."""
+    if _FLOAT.match(text.strip()):
+        return float(text)
+    return yaml.safe_load(text) if text.strip() else ""
+
+
+def parse(text: str, source: str) -> list[tuple[list[str], Any]]:
+    """``[(["a", "b"], value), …]`` of ``"a.b=value …"``; errors name ``source`` and the item."""
+    try:
+        items = shlex.split(text)
+    except ValueError as exc:
+        raise OverrideError(f"{source}: {exc} in {text!r}") from None
+    out = []
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise OverrideError(f"{source}: {item!r} is not dotted.key=value")
+        parts = key.split(".")
+        if any(not p or not _KEY_PART.match(p) for p in parts):
+            raise OverrideError(f"{source}: {key!r} is not a dotted key (e.g. experiments.ar.train.steps)")
+        try:
+            value = parse_value(raw)
+        except yaml.YAMLError as exc:
+            raise OverrideError(f"{source}: the value of {key} is not YAML ({raw!r}): {exc}") from None
+        out.append((parts, value))
+    return out
+
+
+def assign(config: MutableMapping[str, Any], parts: list[str], value: Any, source: str) -> None:
+    """``config[a][b]… = value`` (None deletes), creating missing mappings."""
+    node: Any = config
+    for i, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        elif not isinstance(child, MutableMapping):
+            where = ".".join(parts[: i + 1])
+            raise OverrideError(
+                f"{source}: cannot set {'.'.join(parts)}: {where} is a {type(child).__name__}, "
+                "not a mapping"
+            )
+        node = child
+    if value is None:
+        node.pop(parts[-1], None)
+    else:
+        node[parts[-1]] = value
+
+
+def apply(config: MutableMapping[str, Any], environ: MutableMapping[str, str]) -> list[str]:
+    """Apply ``REPRO_SET`` and then ``config["set"]`` (removed) to ``config`` in place.
+
+    Returns the applied assignments as ``key=value`` strings (for a log line).
+    """
+    sources = []
+    if environ.get(ENV_VAR, "").strip():
+        sources.append((ENV_VAR, environ[ENV_VAR]))
+    if CONFIG_KEY in config:
+        raw = config.pop(CONFIG_KEY)
+        if not isinstance(raw, str):
+            raise OverrideError(
+                f"--config {CONFIG_KEY}=…: expected a string of dotted.key=value assignments, "
+                f"got {raw!r}"
+            )
+        sources.append((f"--config {CONFIG_KEY}", raw))
+    applied = []
+    for source, text in sources:
+        for parts, value in parse(text, source):
+            assign(config, parts, value, source)
+            applied.append(f"{'.'.join(parts)}={value!r}")
+    return applied

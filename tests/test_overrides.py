@@ -1,0 +1,57 @@
+"""Command-line overrides of single config keys (repro.overrides)."""
+
+from __future__ import annotations
+
+import pytest
+
+from repro import overrides
+
+
+def _config():
+    return {"experiments": {"ar": {"train": {"steps": 100, "lr": 0.001}, "model": {"n_layers": 2}}},
+            "resources": {"train": {"gpu": 0}}}
+
+
+def test_values_get_yaml_types_and_nested_keys_merge():
+    cfg = _config()
+    cfg["set"] = ("experiments.ar.train.steps=10 experiments.ar.train.lr=3e-4 "
+                  "resources.train.gpu=2 experiments.ar.train.betas=[0.9,0.95] "
+                  "experiments.ar.train.schedule=cosine experiments.ar.train.ema=true "
+                  "\"experiments.ar.train.note=two words\" 'experiments.new.train={steps: 5}'")
+    applied = overrides.apply(cfg, {})
+    assert "set" not in cfg
+    train = cfg["experiments"]["ar"]["train"]
+    assert train["steps"] == 10 and isinstance(train["steps"], int)
+    assert train["lr"] == pytest.approx(3e-4) and isinstance(train["lr"], float)
+    assert train["betas"] == [0.9, 0.95] and train["schedule"] == "cosine" and train["ema"] is True
+    assert train["note"] == "two words"
+    assert cfg["experiments"]["ar"]["model"] == {"n_layers": 2}  # siblings kept
+    assert cfg["resources"]["train"]["gpu"] == 2
+    assert cfg["experiments"]["new"] == {"train": {"steps": 5}}
+    assert applied[0] == "experiments.ar.train.steps=10"
+
+
+def test_environment_first_then_config_and_null_deletes():
+    cfg = _config()
+    cfg["set"] = "experiments.ar.train.steps=20"
+    overrides.apply(cfg, {"REPRO_SET": "experiments.ar.train.steps=5 experiments.ar.train.lr=null"})
+    assert cfg["experiments"]["ar"]["train"] == {"steps": 20}
+
+
+@pytest.mark.parametrize("text, message", [
+    ("experiments.ar.train.steps", "is not dotted.key=value"),
+    ("=3", "is not dotted.key=value"),
+    ("experiments..steps=3", "is not a dotted key"),
+    ("experiments.ar.train.steps.x=3", "experiments.ar.train.steps is a int"),
+    ("experiments.ar.train.lr=[1", "the value of experiments.ar.train.lr is not YAML"),
+    ("'unclosed=1", "No closing quotation"),
+])
+def test_bad_assignments_name_the_item_and_source(text, message):
+    with pytest.raises(overrides.OverrideError, match="REPRO_SET") as err:
+        overrides.apply(_config(), {"REPRO_SET": text})
+    assert message in str(err.value)
+
+
+def test_set_must_be_a_string():
+    with pytest.raises(overrides.OverrideError, match="--config set"):
+        overrides.apply({"set": {"a": "1"}}, {})
