@@ -69,6 +69,7 @@ import logging
 import marshal
 import math
 import os
+import secrets
 import select
 import shutil
 import signal
@@ -95,7 +96,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-STATUSES = ("ok", "error", "denied", "memory", "timeout", "killed")
+STATUSES = ("ok", "exited", "error", "denied", "memory", "timeout", "killed")
 DENIAL_MARKER = "repro-sandbox:"
 _MARKER_VAR = "REPRO_SANDBOX_RUN"
 _PROGRAM_NAME = "program.py"
@@ -132,276 +133,19 @@ class RunResult:
         return self.status == "ok"
 
 
-# --- the child's bootstrap (runs as ``python -c`` before the program) ---------------------------
-
-# Everything the guard uses is bound to closure variables at install time, so replacing builtins or
-# module attributes afterwards does not change its decisions.
-_BOOTSTRAP = r"""
-import sys
-
-
-def _repro_sandbox_install(argv):
-    import os
-    import posix
-    import resource
-
-    work, program = argv[2], argv[3]
-    cpu, mem, fsize, nproc, started = (int(v) for v in argv[4:9])
-    posix.write(started, b"1")  # tells the parent that the sandbox itself started
-    posix.close(started)
-    for which, value in (
-        (resource.RLIMIT_CORE, 0), (resource.RLIMIT_CPU, cpu), (resource.RLIMIT_AS, mem),
-        (resource.RLIMIT_FSIZE, fsize), (resource.RLIMIT_NPROC, nproc),
-    ):
-        if value < 0:
-            continue
-        hard = resource.getrlimit(which)[1]
-        if hard != resource.RLIM_INFINITY:
-            value = min(value, hard)
-        resource.setrlimit(which, (value, value))
-
-    for module in (os, posix):  # escape hatches that raise no audit event
-        for name in ("setsid", "setpgid", "setpgrp", "pidfd_open", "mkfifo", "mknod"):
-            if hasattr(module, name):
-                delattr(module, name)
-    _signal = sys.modules.get("_signal")
-    if _signal is not None and hasattr(_signal, "pidfd_send_signal"):
-        del _signal.pidfd_send_signal
-
-    _isinstance, _str, _bytes, _int, _bool = isinstance, str, bytes, int, bool
-    _tuple, _len, _any = tuple, len, any
-    _Denied = PermissionError
-    _lstat, _stat, _readlink, _getcwd, _getpid = (
-        posix.lstat, posix.stat, posix.readlink, posix.getcwd, posix.getpid)
-    _getframe = sys._getframe
-    _join = str.join
-    _compile_bytecode = sys.modules["_frozen_importlib_external"]._compile_bytecode.__code__
-    WRITE_FLAGS = (os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC
-                   | getattr(os, "O_TMPFILE", 0))
-    IFMT, IFLNK, IFDIR = 0o170000, 0o120000, 0o040000
-
-    def deny(event, why):
-        raise _Denied(f"repro-sandbox: {event} denied ({why})")
-
-    def as_text(event, p):
-        # the exact text of a str/bytes path (subclass methods are never called); deny the rest
-        if _isinstance(p, _str):
-            return _join("", (p,))
-        if _isinstance(p, _bytes):
-            return _bytes.decode(_bytes.join(b"", (p,)), "utf-8", "surrogateescape")
-        deny(event, "only str or bytes paths are accepted inside the sandbox")
-
-    def resolve(event, path):
-        # absolute path with every symlink followed (like os.path.realpath(strict=False))
-        if not path.startswith("/"):
-            path = _getcwd() + "/" + path
-        todo = path.split("/")[::-1]
-        out = []
-        hops = 0
-        while todo:
-            part = todo.pop()
-            if part in ("", "."):
-                continue
-            if part == "..":
-                if out:
-                    out.pop()
-                continue
-            here = "/" + "/".join(out + [part])
-            try:
-                mode = _lstat(here).st_mode
-            except (OSError, ValueError):
-                out.append(part)
-                continue
-            if mode & IFMT == IFLNK:
-                hops += 1
-                if hops > 40:
-                    deny(event, "too many levels of symbolic links")
-                target = _readlink(here)
-                if target.startswith("/"):
-                    out = []
-                todo.extend(target.split("/")[::-1])
-                continue
-            out.append(part)
-        return "/" + "/".join(out)
-
-    def is_dir(path):
-        try:
-            return _stat(path).st_mode & IFMT == IFDIR
-        except (OSError, ValueError):
-            return False
-
-    def under(path, roots):
-        for root in roots:
-            if path == root or path.startswith(root + "/"):
-                return True
-        return False
-
-    WORK = resolve("install", work)
-    STDLIB = []
-    for entry in sys.path:
-        if entry and _isinstance(entry, _str):
-            real = resolve("install", entry)
-            if is_dir(real) and not under(real, (WORK,)) and real not in STDLIB:
-                STDLIB.append(real)
-    STDLIB = _tuple(STDLIB)
-    DEVICES = ("/dev/null", "/dev/zero", "/dev/urandom", "/dev/random")
-    try:
-        SELF_PROC = ("/proc/" + _readlink("/proc/self"),)
-    except OSError:
-        SELF_PROC = ()
-    READ_ROOTS = (WORK,) + STDLIB + DEVICES + SELF_PROC + ("/usr/share/zoneinfo",)
-    WRITE_ROOTS = (WORK, "/dev/null")
-
-    def check(event, path, roots, what):
-        text = as_text(event, path)
-        if roots is READ_ROOTS and text.startswith("/") and "/." not in text and "//" not in text:
-            if under(text, STDLIB):  # fast path for imports: the program cannot change these
-                return text
-        real = resolve(event, text)
-        if not under(real, roots):
-            deny(event, f"{what} outside the sandbox directory: {real}")
-        return real
-
-    def read_path(event, args):
-        path = args[0] if args else None
-        if path is None or _isinstance(path, _int):
-            return  # the cwd (inside) or an already opened descriptor
-        check(event, path, READ_ROOTS, "reading")
-
-    def write_path(event, args, allow_fd=False):
-        path = args[0]
-        if _isinstance(path, _int) and not _isinstance(path, _bool):
-            if allow_fd:
-                return
-            deny(event, "changing a file by descriptor")
-        check(event, path, WRITE_ROOTS, "changing")
-
-    def dir_fd_free(event, args, positions):
-        for i in positions:
-            if _len(args) > i and args[i] is not None and args[i] != -1:
-                deny(event, "dir_fd arguments")
-
-    def on_open(event, args):
-        path, flags = args[0], args[2]
-        if _isinstance(path, _int):
-            return
-        write = _isinstance(flags, _int) and flags & WRITE_FLAGS
-        if not _isinstance(flags, _int) and _isinstance(args[1], _str):
-            write = _any(c in args[1] for c in "wax+")
-        real = check(event, path, WRITE_ROOTS if write else READ_ROOTS,
-                     "writing" if write else "reading")
-        if args[1] is None and is_dir(real):  # os.open (io.open cannot open directories)
-            deny(event, f"opening a directory: {real}")
-
-    def on_two_paths(event, args):  # rename / link: both ends inside
-        dir_fd_free(event, args, (2, 3))
-        check(event, args[0], WRITE_ROOTS, "changing")
-        check(event, args[1], WRITE_ROOTS, "changing")
-
-    def on_symlink(event, args):
-        dir_fd_free(event, args, (2,))
-        target = as_text(event, args[0])
-        if not target.startswith("/"):
-            deny(event, "relative symlink targets; use an absolute path inside the sandbox")
-        check(event, target, WRITE_ROOTS, "linking to")
-        check(event, args[1], WRITE_ROOTS, "changing")
-
-    def on_kill(event, args):
-        pid = args[0]
-        if not (_isinstance(pid, _int) and pid > 0 and pid == _getpid()):
-            deny(event, f"signals to other processes (pid {pid!r})")
-
-    def on_chdir(event, args):
-        if not _isinstance(args[0], (_str, _bytes)):
-            deny(event, "changing directory by descriptor")
-        check(event, args[0], (WORK,), "changing directory")
-
-    def on_import(event, args):
-        name = args[0] if _isinstance(args[0], _str) else ""
-        top = name.partition(".")[0]
-        if top in BLOCKED_MODULES or top.startswith("_test"):
-            deny(event, f"importing {name}")
-
-    def on_marshal(event, args):
-        # bytecode is loaded only by the import system, only from the standard library
-        frame = _getframe(2)  # 0: on_marshal, 1: hook, 2: the caller of marshal.loads
-        if frame.f_code is _compile_bytecode:
-            path = frame.f_locals.get("bytecode_path")
-            if _isinstance(path, _str) and under(resolve(event, path), STDLIB):
-                return  # (its file was opened through check() already)
-        deny(event, "loading bytecode from outside the standard library")
-
-    def always(event, args):
-        deny(event, "not allowed inside the sandbox")
-
-    BLOCKED_MODULES = frozenset((
-        "ctypes", "_ctypes", "cffi", "_cffi_backend", "_posixsubprocess", "_posixshmem",
-        "_xxsubinterpreters", "_xxinterpchannels", "_interpreters", "_interpchannels",
-    ))
-    HANDLERS = {
-        "open": on_open,
-        "import": on_import,
-        "os.listdir": read_path, "os.scandir": read_path,
-        "os.getxattr": read_path, "os.listxattr": read_path,
-        "os.remove": lambda e, a: (dir_fd_free(e, a, (1,)), write_path(e, a)),
-        "os.rmdir": lambda e, a: (dir_fd_free(e, a, (1,)), write_path(e, a)),
-        "os.mkdir": lambda e, a: (dir_fd_free(e, a, (2,)), write_path(e, a)),
-        "os.truncate": lambda e, a: write_path(e, a, allow_fd=True),
-        "os.utime": lambda e, a: (dir_fd_free(e, a, (3,)), write_path(e, a)),
-        "os.chmod": lambda e, a: (dir_fd_free(e, a, (2,)), write_path(e, a)),
-        "os.chown": lambda e, a: (dir_fd_free(e, a, (3,)), write_path(e, a)),
-        "os.setxattr": write_path, "os.removexattr": write_path,
-        "shutil.rmtree": write_path,
-        "os.rename": on_two_paths, "os.link": on_two_paths,
-        "os.symlink": on_symlink,
-        "os.chdir": on_chdir,
-        "os.kill": on_kill,
-        "marshal.loads": on_marshal, "marshal.load": on_marshal,
-    }
-    for name in (
-        "os.system", "os.exec", "os.posix_spawn", "os.fork", "os.forkpty", "subprocess.Popen",
-        "pty.spawn", "os.killpg", "gc.get_objects", "gc.get_referrers", "gc.get_referents",
-        "code.__new__", "cpython.PyInterpreterState_New", "resource.setrlimit",
-        "resource.prlimit", "fcntl.ioctl",
-    ):
-        HANDLERS[name] = always
-    _get = HANDLERS.get
-    _prefixes = ("socket.", "ctypes.")
-
-    def hook(event, args):
-        handler = _get(event)
-        if handler is not None:
-            handler(event, args)
-        elif event.startswith(_prefixes):
-            deny(event, "not allowed inside the sandbox")
-
-    sys.addaudithook(hook)
-
-    with open(program, encoding="utf-8") as fh:
-        source = fh.read()
-    code = compile(source, program, "exec")
-    main = type(sys)("__main__")
-    main.__file__ = program
-    sys.modules["__main__"] = main
-    sys.argv = [program]
-    return code, main
-
-
-_code, _main = _repro_sandbox_install(sys.argv)
-del _repro_sandbox_install
-exec(_code, _main.__dict__)
-"""
-
+# --- the child's bootstrap (repro/sandbox_boot.py, runs before the program) ---------------------
 
 # The bootstrap is compiled once per parent process and handed to the child marshalled (the same
 # interpreter runs both): compiling it in every child would cost ~5 ms per program.
 _LOADER = "import marshal, sys; exec(marshal.loads(open(sys.argv[1], 'rb').read()))"
 _BOOT_NAME = ".repro-sandbox-bootstrap"
+_BOOT_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sandbox_boot.py")
 
 
 @functools.lru_cache(maxsize=1)
 def _bootstrap_code() -> bytes:
-    return marshal.dumps(compile(_BOOTSTRAP, "<repro-sandbox-bootstrap>", "exec"))
+    with open(_BOOT_SOURCE, encoding="utf-8") as fh:
+        return marshal.dumps(compile(fh.read(), "<repro.sandbox_boot>", "exec", dont_inherit=True))
 
 
 def _wait(proc: subprocess.Popen, timeout: float) -> int:
@@ -420,8 +164,22 @@ def _wait(proc: subprocess.Popen, timeout: float) -> int:
     return proc.wait()
 
 
-# --- namespaces (layer e) -----------------------------------------------------------------------
+# --- kernel-side confinement (layers e and f) ---------------------------------------------------
 
+#: Where the program's writable directory is mounted inside bubblewrap (a size-limited tmpfs).
+_BOX = "/sandbox"
+#: Inside bubblewrap the program runs as this unprivileged uid/gid of its own user namespace.
+_BOX_ID = "65534"
+_BWRAP_FLAGS = (
+    "--unshare-user", "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts",
+    "--unshare-cgroup-try", "--die-with-parent", "--uid", _BOX_ID, "--gid", _BOX_ID,
+    "--cap-drop", "ALL",
+)  # fmt: skip
+_BWRAP_MISSING = (
+    "repro.sandbox: bubblewrap (`bwrap`) {why}; untrusted programs run WITHOUT the kernel-side "
+    "filesystem confinement (read-only system, no host files, unprivileged uid), with {fallback} "
+    "instead. Install it: `apt-get install bubblewrap` (`make setup` does this as root)."
+)
 _NAMESPACE_CANDIDATES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("user+net+pid+mount namespaces",
      ("--user", "--map-root-user", "--net", "--pid", "--fork", "--kill-child", "--mount",
@@ -437,42 +195,111 @@ def _python_flags() -> list[str]:
     return ["-S", "-s", "-B"] + (["-P"] if sys.version_info >= (3, 11) else [])
 
 
+def _interpreter(prefix: Sequence[str]) -> str:
+    """The interpreter to start: the real binary inside bubblewrap (a venv's path is not there)."""
+    return os.path.realpath(sys.executable) if _is_bwrap(prefix) else sys.executable
+
+
+def _is_bwrap(prefix: Sequence[str]) -> bool:
+    return bool(prefix) and os.path.basename(prefix[0]) == "bwrap" and "--unshare-user" in prefix
+
+
+@functools.lru_cache(maxsize=1)
+def _system_mounts() -> tuple[str, ...]:
+    """bwrap arguments exposing, read-only, what the interpreter needs and nothing else.
+
+    ``/usr`` (with the ``/bin``, ``/lib``... links of a merged-/usr system, or read-only binds of
+    those directories otherwise) and the interpreter's own installation when it lives elsewhere
+    (e.g. pyenv under ``/root``: that prefix alone, not the rest of the home). No ``/etc``, no
+    ``/home``, no ``/tmp``, no ``/run`` or ``/var`` (so no host Unix socket), no ``/sys``.
+    """
+    args = ["--ro-bind", "/usr", "/usr"]
+    covered = ["/usr"]
+    for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
+        if os.path.islink(top):
+            args += ["--symlink", os.readlink(top), top]
+        elif os.path.isdir(top):
+            args += ["--ro-bind", top, top]
+            covered.append(top)
+    for path in (
+        os.path.realpath(sys.base_prefix),
+        os.path.dirname(os.path.realpath(sys.executable)),
+    ):
+        if not any(path == c or path.startswith(c + "/") for c in covered):
+            args += ["--ro-bind", path, path]
+            covered.append(path)
+    return tuple(args)
+
+
+def _bwrap_command(bwrap: str, tmpfs_bytes: int, binds: Sequence[tuple[str, str]]) -> list[str]:
+    """The bubblewrap prefix of one run: namespaces, read-only system, private /proc and /dev,
+    a ``tmpfs_bytes`` tmpfs at :data:`_BOX` (the cwd) with ``binds`` (host file, name in the box)
+    mounted read-only into it, the rest of the root read-only."""
+    cmd = [bwrap, *_BWRAP_FLAGS, *_system_mounts(), "--proc", "/proc", "--dev", "/dev"]
+    cmd += ["--size", str(tmpfs_bytes), "--tmpfs", _BOX]
+    for host, name in binds:
+        cmd += ["--ro-bind", host, f"{_BOX}/{name}"]
+    cmd += ["--remount-ro", "/dev", "--remount-ro", "/", "--chdir", _BOX, "--"]
+    return cmd
+
+
+def _probe(cmd: list[str]) -> str | None:
+    """None when ``cmd + [python, -c, pass]`` works here, else why not."""
+    try:
+        res = subprocess.run(
+            [*cmd, _interpreter(cmd), *_python_flags(), "-c", "pass"],
+            stdin=subprocess.DEVNULL, capture_output=True, timeout=20,
+            env={"PATH": "/usr/bin:/bin"}, cwd="/",
+        )  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return str(err)
+    if res.returncode == 0:
+        return None
+    return res.stderr.decode(errors="replace").strip()[:300] or f"exit status {res.returncode}"
+
+
 @functools.lru_cache(maxsize=1)
 def _namespaces() -> tuple[str, tuple[str, ...]]:
-    """(description, command prefix) of the strongest ``unshare`` that works here; probed once."""
+    """(description, command prefix) of the strongest confinement that works here; probed once.
+
+    bubblewrap first; without it (not installed, or it cannot create its namespaces) one loud
+    warning and the strongest ``unshare`` that works, else nothing (the other layers still apply).
+    """
+    bwrap = shutil.which("bwrap") or shutil.which("bwrap", path="/usr/bin:/bin")
+    if bwrap is not None:
+        why = _probe(_bwrap_command(bwrap, 1 << 20, ()))
+        if why is None:
+            return (
+                "bubblewrap (user+pid+net+ipc+uts+mount namespaces, read-only system, no host files)",
+                (bwrap, *_BWRAP_FLAGS),
+            )
+        bwrap_why = f"cannot sandbox here ({why})"
+    else:
+        bwrap_why = "is not installed"
     unshare = shutil.which("unshare")
-    if unshare is None:
-        log.warning(
-            "repro.sandbox: no `unshare` binary on PATH; untrusted programs run without "
-            "network/pid namespaces (still sandboxed by the temp dir, scrubbed env, rlimits and "
-            "the audit-hook guard). Install util-linux to add them."
-        )
-        return "no namespaces (unshare not found)", ()
+    found = None
     failures = []
-    for name, flags in _NAMESPACE_CANDIDATES:
-        cmd = [unshare, *flags, sys.executable, *_python_flags(), "-c", "pass"]
-        try:
-            res = subprocess.run(
-                cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=20,
-                env={"PATH": "/usr/bin:/bin"}, cwd="/",
-            )  # fmt: skip
-        except (OSError, subprocess.TimeoutExpired) as err:
-            failures.append(f"{name}: {err}")
-            continue
-        if res.returncode == 0:
-            if failures:
-                log.warning(
-                    "repro.sandbox: using %s only; stronger isolation failed here: %s",
-                    name, "; ".join(failures),
-                )  # fmt: skip
-            return name, (unshare, *flags)
-        failures.append(f"{name}: {res.stderr.decode(errors='replace').strip()[:200]}")
-    log.warning(
-        "repro.sandbox: `unshare` cannot create namespaces here (%s); untrusted programs run "
-        "without network/pid namespaces (still sandboxed by the temp dir, scrubbed env, rlimits "
-        "and the audit-hook guard)",
-        "; ".join(failures),
-    )
+    if unshare is not None:
+        for name, flags in _NAMESPACE_CANDIDATES:
+            why = _probe([unshare, *flags])
+            if why is None:
+                found = name, (unshare, *flags)
+                break
+            failures.append(f"{name}: {why[:200]}")
+    fallback = (
+        f"{found[0]} (unshare)" if found else "no namespaces at all"
+    ) + ", temp dir, scrubbed env, rlimits and the audit-hook guard"
+    log.error(_BWRAP_MISSING.format(why=bwrap_why, fallback=fallback))
+    if found is not None:
+        if failures:
+            log.warning(
+                "repro.sandbox: stronger unshare isolation failed here: %s", "; ".join(failures)
+            )
+        return found
+    if unshare is None:
+        log.warning("repro.sandbox: no `unshare` binary on PATH either (install util-linux)")
+        return "no namespaces (unshare not found)", ()
+    log.warning("repro.sandbox: `unshare` cannot create namespaces here: %s", "; ".join(failures))
     return "no namespaces (unshare failed)", ()
 
 
@@ -481,7 +308,7 @@ def _namespace_prefix() -> tuple[str, ...]:
 
 
 def namespace_layers() -> str:
-    """Which namespaces programs get on this machine (e.g. ``"user+net+pid+mount namespaces"``)."""
+    """Which kernel-side layer programs get here (e.g. ``"bubblewrap (...)"``)."""
     return _namespaces()[0] if _namespace_prefix() else "no namespaces"
 
 
@@ -618,13 +445,15 @@ def _rmtree(path: str) -> None:
         log.warning("repro.sandbox: could not remove the sandbox directory %s", path)
 
 
-def _classify(timed_out: bool, rc: int | None, stderr_tail: str) -> str:
+def _classify(timed_out: bool, rc: int | None, reached_end: bool, stderr_tail: str) -> str:
     if timed_out:
         return "timeout"
-    if rc == 0:
+    if rc == 0 and reached_end:
         return "ok"
     if rc is not None and rc < 0:
         return "killed"
+    if rc == 0:  # ended the interpreter itself before the harness reached the end
+        return "exited"
     if DENIAL_MARKER in stderr_tail:
         return "denied"
     last = next((ln for ln in reversed(stderr_tail.splitlines()) if ln.strip()), "")
@@ -634,6 +463,14 @@ def _classify(timed_out: bool, rc: int | None, stderr_tail: str) -> str:
 
 
 # --- public API ---------------------------------------------------------------------------------
+
+#: ``RLIMIT_NOFILE`` of a program: with ``RLIMIT_FSIZE`` it bounds what ``memfd_create`` files and
+#: pipes can hold outside ``RLIMIT_AS`` (at most this many descriptors of ``fsize_mb`` each).
+_NOFILE = 64
+#: The program's writable directory under bubblewrap is a tmpfs of this many times ``fsize_mb``.
+_TMPFS_FILES = 4
+#: Guard on (1) or off (0): off only in tests showing what the kernel-side layers hold alone.
+_GUARD = 1
 
 
 def run_program(
@@ -648,13 +485,18 @@ def run_program(
 ) -> RunResult:
     """Run the Python program ``source`` in the sandbox (see the module docstring).
 
+    Its status is ``"ok"`` only when the harness received the run's token, i.e. the program's
+    code object returned normally (every statement ran, every assert held) and the interpreter
+    then exited 0 from the harness.
+
     Args:
         timeout_s: wall-clock limit (interpreter start-up included); past it the process group is
             SIGKILLed and the status is ``"timeout"``.
         cpu_s: ``RLIMIT_CPU`` in whole seconds (default ``ceil(timeout_s) + 1``).
         memory_mb: ``RLIMIT_AS`` (address space) in MiB.
-        fsize_mb: ``RLIMIT_FSIZE`` in MiB: the largest file, captured stdout/stderr included.
-        nproc: ``RLIMIT_NPROC`` (threads count; ignored by the kernel for root).
+        fsize_mb: ``RLIMIT_FSIZE`` in MiB: the largest file, captured stdout/stderr included
+            (under bubblewrap the writable directory holds at most 4 such files' worth).
+        nproc: ``RLIMIT_NPROC`` (processes and threads).
         output_limit: bytes of stdout and of stderr kept (head and tail).
     """
     if not isinstance(source, str):
@@ -664,7 +506,9 @@ def run_program(
         raise SandboxError("repro.sandbox: sys.executable is empty; cannot start an interpreter")
     prefix = _namespace_prefix()
     marker = uuid.uuid4().hex
+    token = secrets.token_hex(16).encode()
     work = tempfile.mkdtemp(prefix="repro-sandbox-")
+    fds: list[int] = []
     try:
         program = os.path.join(work, _PROGRAM_NAME)
         with open(program, "w", encoding="utf-8") as fh:
@@ -672,52 +516,84 @@ def run_program(
         boot = os.path.join(work, _BOOT_NAME)
         with open(boot, "wb") as fh:
             fh.write(_bootstrap_code())
-        started_r, started_w = os.pipe()  # the bootstrap writes one byte here, then closes it
-        try:
-            cmd = [
-                *prefix, sys.executable, *_python_flags(), "-c", _LOADER, boot, work, program,
-                str(lim.cpu_s), str(lim.memory_mb << 20), str(lim.fsize_mb << 20),
-                str(lim.nproc), str(started_w),
-            ]  # fmt: skip
-            with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-                rc, timed_out, wall = _run(cmd, work, marker, out, err, started_w, prefix, lim)
-                os.close(started_w)
-                started_w = -1
-                os.set_blocking(started_r, False)
-                try:
-                    started = os.read(started_r, 1) == b"1"
-                except BlockingIOError:
-                    started = False
-                stdout = _read_output(out, lim.output_limit)
-                stderr = _read_output(err, lim.output_limit)
-        finally:
-            os.close(started_r)
-            if started_w >= 0:
-                os.close(started_w)
+        if _is_bwrap(prefix):
+            head = _bwrap_command(
+                prefix[0], _TMPFS_FILES * (lim.fsize_mb << 20),
+                ((program, _PROGRAM_NAME), (boot, _BOOT_NAME)),
+            )  # fmt: skip
+            inside = _BOX
+        else:
+            head, inside = list(prefix), work
+        # verdict: the bootstrap writes b"1" when it starts, the token when the program is done
+        verdict_r, verdict_w = os.pipe()
+        token_r, token_w = os.pipe()
+        fds += [verdict_r, verdict_w, token_r, token_w]
+        os.write(token_w, token)
+        os.close(token_w)
+        fds.remove(token_w)
+        cmd = [
+            *head, _interpreter(prefix), *_python_flags(), "-c", _LOADER,
+            f"{inside}/{_BOOT_NAME}", inside, f"{inside}/{_PROGRAM_NAME}",
+            str(lim.cpu_s), str(lim.memory_mb << 20), str(lim.fsize_mb << 20), str(lim.nproc),
+            str(_NOFILE), str(verdict_w), str(token_r), str(_GUARD),
+        ]  # fmt: skip
+        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+            rc, timed_out, wall = _run(
+                cmd, work, marker, out, err, (verdict_w, token_r), prefix, lim
+            )
+            for fd in (verdict_w, token_r):
+                os.close(fd)
+                fds.remove(fd)
+            said = _read_all(verdict_r)
+            stdout = _read_output(out, lim.output_limit)
+            stderr = _read_output(err, lim.output_limit)
     finally:
+        for fd in fds:
+            os.close(fd)
         _rmtree(work)
-    if not started:  # not the program's fault: never score it as a failure
+    if not said.startswith(b"1"):  # not the program's fault: never score it as a failure
         how = f"timed out after {lim.timeout_s:g} s" if timed_out else f"exit status {rc}"
         raise SandboxError(
             f"repro.sandbox: the sandboxed interpreter never reached its bootstrap ({how}; "
-            f"command {' '.join(cmd[: len(prefix) + 1])} ...); its stderr: "
+            f"command {' '.join(cmd[:1])} ...); its stderr: "
             f"{stderr.strip()[-500:]!r}. The machine may be overloaded (raise timeout_s) or "
-            "unshare may have stopped working (try `unshare --user --map-root-user --net true`)."
+            "bwrap/unshare may have stopped working (try `bwrap --unshare-all --ro-bind / / true`)."
         )
     if rc == 1 and "--fork" in prefix and stderr.rstrip().endswith(_UNSHARE_SIGKILL):
         rc = -signal.SIGKILL  # see _UNSHARE_SIGKILL
-    return RunResult(_classify(timed_out, rc, stderr), rc, stdout, stderr, wall)
+    if _is_bwrap(prefix) and rc is not None and 128 < rc < 128 + 65:
+        rc = 128 - rc  # bwrap exits 128 + N when the program died of signal N
+    reached_end = said == b"1" + token
+    return RunResult(_classify(timed_out, rc, reached_end, stderr), rc, stdout, stderr, wall)
+
+
+def _read_all(fd: int) -> bytes:
+    """What is buffered in the pipe ``fd`` (every write end closed or not)."""
+    os.set_blocking(fd, False)
+    chunks = []
+    with contextlib.suppress(BlockingIOError):
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _run(
-    cmd: list[str], work: str, marker: str, out, err, keep_fd: int, prefix: tuple, lim: _Limits
+    cmd: list[str],
+    work: str,
+    marker: str,
+    out,
+    err,
+    keep_fds: tuple[int, ...],
+    prefix: tuple,
+    lim: _Limits,
 ) -> tuple[int | None, bool, float]:
     """Start ``cmd``, wait up to the timeout, kill and reap: (returncode, timed out, wall s)."""
     start = time.perf_counter()
     try:
         proc = subprocess.Popen(
-            cmd, cwd=work, env=_child_env(work, marker), stdin=subprocess.DEVNULL, stdout=out,
-            stderr=err, start_new_session=True, close_fds=True, pass_fds=(keep_fd,),
+            cmd, cwd=work, env=_child_env(work if not _is_bwrap(prefix) else _BOX, marker),
+            stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True,
+            close_fds=True, pass_fds=keep_fds,
         )  # fmt: skip
     except OSError as exc:
         raise SandboxError(f"repro.sandbox: cannot start {cmd[0]!r}: {exc}") from exc
@@ -737,7 +613,7 @@ def _run(
         # In a pid namespace everything died with the program (its pid 1, reaped above).
         # Otherwise kill whatever is left in its process group, and anything carrying its
         # marker (a process that left the group).
-        if "--pid" not in prefix:
+        if "--pid" not in prefix and "--unshare-pid" not in prefix:
             _kill_process_group(proc.pid)
             _kill_marked(marker)
     return rc, timed_out, time.perf_counter() - start
