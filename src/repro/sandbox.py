@@ -65,6 +65,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import logging
 import marshal
 import math
@@ -168,13 +169,19 @@ def _wait(proc: subprocess.Popen, timeout: float) -> int:
 
 #: Where the program's writable directory is mounted inside bubblewrap (a size-limited tmpfs).
 _BOX = "/sandbox"
-#: Inside bubblewrap the program runs as this unprivileged uid/gid of its own user namespace.
-_BOX_ID = "65534"
-_BWRAP_FLAGS = (
+#: Inside bubblewrap the program runs as this uid/gid, unprivileged on the host too (see _IdMap).
+_BOX_ID = 65534
+_BWRAP_NAMESPACES = (
     "--unshare-user", "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts",
-    "--unshare-cgroup-try", "--die-with-parent", "--uid", _BOX_ID, "--gid", _BOX_ID,
-    "--cap-drop", "ALL",
+    "--unshare-cgroup-try", "--die-with-parent",
 )  # fmt: skip
+# Started by an unprivileged user: bwrap maps that user to _BOX_ID and drops every capability.
+_BWRAP_AS_USER = ("--uid", str(_BOX_ID), "--gid", str(_BOX_ID), "--cap-drop", "ALL")
+# Started by root: bwrap would map _BOX_ID to host root, which the kernel exempts from
+# RLIMIT_NPROC. Instead the parent writes the maps (ids 0 -> host 0 for bwrap's own set-up, whose
+# binds need root's access to the host; _BOX_ID -> host _BOX_ID), and the bootstrap switches to
+# _BOX_ID before any program code (that clears the two capabilities kept for it).
+_BWRAP_AS_ROOT = ("--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID")
 _BWRAP_MISSING = (
     "repro.sandbox: bubblewrap (`bwrap`) {why}; untrusted programs run WITHOUT the kernel-side "
     "filesystem confinement (read-only system, no host files, unprivileged uid), with {fallback} "
@@ -204,6 +211,63 @@ def _is_bwrap(prefix: Sequence[str]) -> bool:
     return bool(prefix) and os.path.basename(prefix[0]) == "bwrap" and "--unshare-user" in prefix
 
 
+def _maps_ids(prefix: Sequence[str]) -> bool:
+    """Whether this bwrap prefix needs the parent to write its uid/gid maps (bwrap run as root)."""
+    return _is_bwrap(prefix) and "--cap-add" in prefix
+
+
+class _IdMap:
+    """The uid/gid maps of a bwrap sandbox started by root (see ``_BWRAP_AS_ROOT``).
+
+    bwrap reports its child's pid on ``--info-fd`` and waits on ``--userns-block-fd`` until the
+    maps of that child's user namespace are written.
+    """
+
+    def __init__(self) -> None:
+        self.info_r, self.info_w = os.pipe()
+        self.block_r, self.block_w = os.pipe()
+
+    def flags(self) -> list[str]:
+        return ["--info-fd", str(self.info_w), "--userns-block-fd", str(self.block_r)]
+
+    def child_fds(self) -> tuple[int, int]:
+        return self.info_w, self.block_r
+
+    def write(self, timeout: float) -> bool:
+        """After bwrap started: write the maps and let it go on; False if it never asked."""
+        os.close(self.info_w)
+        os.close(self.block_r)
+        self.info_w = self.block_r = -1
+        data = b""
+        poller = select.poll()
+        poller.register(self.info_r, select.POLLIN)
+        deadline = time.monotonic() + timeout
+        while not data.rstrip().endswith(b"}"):
+            if not poller.poll(max(0, int(1000 * (deadline - time.monotonic())))):
+                return False
+            chunk = os.read(self.info_r, 4096)
+            if not chunk:
+                return False
+            data += chunk
+        try:
+            pid = int(json.loads(data)["child-pid"])
+            ids = f"0 0 1\n{_BOX_ID} {_BOX_ID} 1\n"
+            for name in ("uid_map", "gid_map"):
+                with open(f"/proc/{pid}/{name}", "w") as fh:
+                    fh.write(ids)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("repro.sandbox: cannot write the sandbox's uid/gid maps: %s", exc)
+            return False
+        os.write(self.block_w, b"1")
+        return True
+
+    def close(self) -> None:
+        for fd in (self.info_r, self.info_w, self.block_r, self.block_w):
+            if fd >= 0:
+                os.close(fd)
+        self.info_r = self.info_w = self.block_r = self.block_w = -1
+
+
 @functools.lru_cache(maxsize=1)
 def _system_mounts() -> tuple[str, ...]:
     """bwrap arguments exposing, read-only, what the interpreter needs and nothing else.
@@ -226,36 +290,66 @@ def _system_mounts() -> tuple[str, ...]:
         os.path.dirname(os.path.realpath(sys.executable)),
     ):
         if not any(path == c or path.startswith(c + "/") for c in covered):
+            # its parents, created by bwrap, would copy the host's modes (/root: 0700)
+            parts = path.strip("/").split("/")[:-1]
+            for i in range(1, len(parts) + 1):
+                args += ["--perms", "0755", "--dir", "/" + "/".join(parts[:i])]
             args += ["--ro-bind", path, path]
             covered.append(path)
     return tuple(args)
 
 
-def _bwrap_command(bwrap: str, tmpfs_bytes: int, binds: Sequence[tuple[str, str]]) -> list[str]:
-    """The bubblewrap prefix of one run: namespaces, read-only system, private /proc and /dev,
-    a ``tmpfs_bytes`` tmpfs at :data:`_BOX` (the cwd) with ``binds`` (host file, name in the box)
-    mounted read-only into it, the rest of the root read-only."""
-    cmd = [bwrap, *_BWRAP_FLAGS, *_system_mounts(), "--proc", "/proc", "--dev", "/dev"]
-    cmd += ["--size", str(tmpfs_bytes), "--tmpfs", _BOX]
+def _bwrap_command(
+    prefix: Sequence[str], tmpfs_bytes: int, binds: Sequence[tuple[str, str]], ids: _IdMap | None
+) -> list[str]:
+    """The bubblewrap command of one run: ``prefix`` (namespaces and identity), read-only system,
+    private /proc and /dev, a ``tmpfs_bytes`` tmpfs at :data:`_BOX` (the cwd, writable by
+    anyone in the box) with ``binds`` (host file, name in the box) mounted read-only into it, the
+    rest of the root read-only."""
+    cmd = [*prefix, *(ids.flags() if ids else ()), *_system_mounts(), "--proc", "/proc"]
+    cmd += ["--dev", "/dev", "--perms", "1777", "--size", str(tmpfs_bytes), "--tmpfs", _BOX]
     for host, name in binds:
         cmd += ["--ro-bind", host, f"{_BOX}/{name}"]
     cmd += ["--remount-ro", "/dev", "--remount-ro", "/", "--chdir", _BOX, "--"]
     return cmd
 
 
-def _probe(cmd: list[str]) -> str | None:
-    """None when ``cmd + [python, -c, pass]`` works here, else why not."""
+def _spawn(cmd: list[str], ids: _IdMap | None, timeout: float, **popen: object):
+    """``subprocess.Popen(cmd, **popen)``; with ``ids``, also write the sandbox's id maps."""
+    if ids is not None:
+        popen["pass_fds"] = (*popen.get("pass_fds", ()), *ids.child_fds())  # type: ignore[misc]
+    proc = subprocess.Popen(cmd, **popen)  # type: ignore[call-overload]
+    if ids is not None and not ids.write(timeout):
+        _kill_process_group(proc.pid)  # it never reaches the program: reported as not started
+    return proc
+
+
+def _probe(prefix: Sequence[str]) -> str | None:
+    """None when a trivial program runs under ``prefix`` here, else why not."""
+    ids = _IdMap() if _maps_ids(prefix) else None
     try:
-        res = subprocess.run(
-            [*cmd, _interpreter(cmd), *_python_flags(), "-c", "pass"],
-            stdin=subprocess.DEVNULL, capture_output=True, timeout=20,
-            env={"PATH": "/usr/bin:/bin"}, cwd="/",
-        )  # fmt: skip
-    except (OSError, subprocess.TimeoutExpired) as err:
-        return str(err)
-    if res.returncode == 0:
-        return None
-    return res.stderr.decode(errors="replace").strip()[:300] or f"exit status {res.returncode}"
+        cmd = _bwrap_command(prefix, 1 << 20, (), ids) if _is_bwrap(prefix) else list(prefix)
+        code = f"import os; os.setresgid(*[{_BOX_ID}] * 3); os.setresuid(*[{_BOX_ID}] * 3)"
+        cmd += [_interpreter(prefix), *_python_flags(), "-c", code if ids else "pass"]
+        with tempfile.TemporaryFile() as err:
+            proc = _spawn(
+                cmd, ids, 20, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
+                env={"PATH": "/usr/bin:/bin"}, cwd="/", start_new_session=True,
+            )  # fmt: skip
+            try:
+                rc = proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                _kill_process_group(proc.pid)
+                proc.wait()
+                return "timed out after 20 s"
+            err.seek(0)
+            text = err.read().decode(errors="replace").strip()[:300]
+    except OSError as exc:
+        return str(exc)
+    finally:
+        if ids is not None:
+            ids.close()
+    return None if rc == 0 else (text or f"exit status {rc}")
 
 
 @functools.lru_cache(maxsize=1)
@@ -267,11 +361,14 @@ def _namespaces() -> tuple[str, tuple[str, ...]]:
     """
     bwrap = shutil.which("bwrap") or shutil.which("bwrap", path="/usr/bin:/bin")
     if bwrap is not None:
-        why = _probe(_bwrap_command(bwrap, 1 << 20, ()))
+        as_root = os.geteuid() == 0
+        prefix = (bwrap, *_BWRAP_NAMESPACES, *(_BWRAP_AS_ROOT if as_root else _BWRAP_AS_USER))
+        why = _probe(prefix)
         if why is None:
             return (
-                "bubblewrap (user+pid+net+ipc+uts+mount namespaces, read-only system, no host files)",
-                (bwrap, *_BWRAP_FLAGS),
+                "bubblewrap (user+pid+net+ipc+uts+mount namespaces, read-only system, no host "
+                f"files, uid {_BOX_ID} without capabilities)",
+                prefix,
             )
         bwrap_why = f"cannot sandbox here ({why})"
     else:
@@ -281,7 +378,7 @@ def _namespaces() -> tuple[str, tuple[str, ...]]:
     failures = []
     if unshare is not None:
         for name, flags in _NAMESPACE_CANDIDATES:
-            why = _probe([unshare, *flags])
+            why = _probe((unshare, *flags))
             if why is None:
                 found = name, (unshare, *flags)
                 break
@@ -509,6 +606,7 @@ def run_program(
     token = secrets.token_hex(16).encode()
     work = tempfile.mkdtemp(prefix="repro-sandbox-")
     fds: list[int] = []
+    ids = _IdMap() if _maps_ids(prefix) else None
     try:
         program = os.path.join(work, _PROGRAM_NAME)
         with open(program, "w", encoding="utf-8") as fh:
@@ -518,12 +616,23 @@ def run_program(
             fh.write(_bootstrap_code())
         if _is_bwrap(prefix):
             head = _bwrap_command(
-                prefix[0], _TMPFS_FILES * (lim.fsize_mb << 20),
-                ((program, _PROGRAM_NAME), (boot, _BOOT_NAME)),
+                prefix, _TMPFS_FILES * (lim.fsize_mb << 20),
+                ((program, _PROGRAM_NAME), (boot, _BOOT_NAME)), ids,
             )  # fmt: skip
             inside = _BOX
+            # its options through a pipe (--args): inside, bwrap's command line names no host path
+            args_r, args_w = os.pipe()
+            fds += [args_r, args_w]
+            options = "".join(f"{a}\0" for a in head[1:-1]).encode()
+            if len(options) > 60000:  # a pipe holds 64 KiB
+                raise SandboxError("repro.sandbox: the bwrap options do not fit in a pipe")
+            os.write(args_w, options)
+            os.close(args_w)
+            fds.remove(args_w)
+            head = [head[0], "--args", str(args_r), "--"]
+            keep = (args_r,)
         else:
-            head, inside = list(prefix), work
+            head, inside, keep = list(prefix), work, ()
         # verdict: the bootstrap writes b"1" when it starts, the token when the program is done
         verdict_r, verdict_w = os.pipe()
         token_r, token_w = os.pipe()
@@ -536,12 +645,13 @@ def run_program(
             f"{inside}/{_BOOT_NAME}", inside, f"{inside}/{_PROGRAM_NAME}",
             str(lim.cpu_s), str(lim.memory_mb << 20), str(lim.fsize_mb << 20), str(lim.nproc),
             str(_NOFILE), str(verdict_w), str(token_r), str(_GUARD),
+            str(_BOX_ID if ids else -1),
         ]  # fmt: skip
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
             rc, timed_out, wall = _run(
-                cmd, work, marker, out, err, (verdict_w, token_r), prefix, lim
+                cmd, work, marker, out, err, (verdict_w, token_r, *keep), prefix, lim, ids
             )
-            for fd in (verdict_w, token_r):
+            for fd in (verdict_w, token_r, *keep):
                 os.close(fd)
                 fds.remove(fd)
             said = _read_all(verdict_r)
@@ -550,6 +660,8 @@ def run_program(
     finally:
         for fd in fds:
             os.close(fd)
+        if ids is not None:
+            ids.close()
         _rmtree(work)
     if not said.startswith(b"1"):  # not the program's fault: never score it as a failure
         how = f"timed out after {lim.timeout_s:g} s" if timed_out else f"exit status {rc}"
@@ -586,12 +698,14 @@ def _run(
     keep_fds: tuple[int, ...],
     prefix: tuple,
     lim: _Limits,
+    ids: _IdMap | None,
 ) -> tuple[int | None, bool, float]:
     """Start ``cmd``, wait up to the timeout, kill and reap: (returncode, timed out, wall s)."""
     start = time.perf_counter()
     try:
-        proc = subprocess.Popen(
-            cmd, cwd=work, env=_child_env(work if not _is_bwrap(prefix) else _BOX, marker),
+        proc = _spawn(
+            cmd, ids, lim.timeout_s, cwd=work,
+            env=_child_env(work if not _is_bwrap(prefix) else _BOX, marker),
             stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True,
             close_fds=True, pass_fds=keep_fds,
         )  # fmt: skip

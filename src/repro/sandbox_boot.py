@@ -8,8 +8,9 @@ module (``repro.sandbox_boot``) runs nothing, which is how the tests exercise it
 
 Arguments (``sys.argv[2:]``): the work directory, the program's path, then ``RLIMIT_CPU`` (s),
 ``RLIMIT_AS``, ``RLIMIT_FSIZE`` (bytes), ``RLIMIT_NPROC``, ``RLIMIT_NOFILE``, the verdict
-descriptor, the token descriptor and ``1``/``0`` for the guard (``0`` only in the tests that show
-what the kernel-side layers hold without it).
+descriptor, the token descriptor, ``1``/``0`` for the guard (``0`` only in the tests that show
+what the kernel-side layers hold without it) and the uid/gid to switch to first (``-1``: none;
+bubblewrap started by root leaves that to the bootstrap, see ``repro.sandbox._BWRAP_AS_ROOT``).
 
 Everything the guard and the verdict use is bound to local variables before the program runs, so
 replacing builtins or module attributes afterwards does not change them.
@@ -24,7 +25,7 @@ def _setup(argv):
     import resource
 
     work, program = argv[2], argv[3]
-    cpu, mem, fsize, nproc, nofile, verdict, token_fd, guard = (int(v) for v in argv[4:12])
+    cpu, mem, fsize, nproc, nofile, verdict, token_fd, guard, drop = (int(v) for v in argv[4:13])
     _write, _close, _read, _exit = posix.write, posix.close, posix.read, posix._exit
     _write(verdict, b"1")  # tells the parent that the sandbox itself started
     # The per-run token: read to its end and the descriptor closed before any program code runs.
@@ -35,6 +36,10 @@ def _setup(argv):
             break
         token += chunk
     _close(token_fd)
+    if drop >= 0:  # bwrap started by root: become the unprivileged id (clears every capability)
+        posix.setgroups([])
+        posix.setresgid(drop, drop, drop)
+        posix.setresuid(drop, drop, drop)
     for which, value in (
         (resource.RLIMIT_CORE, 0), (resource.RLIMIT_CPU, cpu), (resource.RLIMIT_AS, mem),
         (resource.RLIMIT_FSIZE, fsize), (resource.RLIMIT_NPROC, nproc),
