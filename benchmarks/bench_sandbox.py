@@ -2,12 +2,14 @@
 
 1. Per-program overhead on a trivial program (``pass``), median of ``--reps`` runs each:
    in-process ``exec`` (what KL-flow does, no isolation), ``python -I -c pass`` run plainly as a
-   subprocess, the same under the ``unshare`` namespace prefix alone, and ``run_program("pass")``
-   (every layer). Overhead = sandbox − plain subprocess; target: well under 100 ms per program.
-2. Throughput over the 974 MBPP canonical solutions (``shared/data/mbpp/mbpp.jsonl``; skipped if
-   absent), solution + asserts, ``--workers`` at a time (default 2, the CI core count): plain
-   ``python -I program.py`` subprocesses vs ``run_many`` (timeout 3 s, the metric's default).
-   One known slow problem (task 123, ~3.6 s) times out in the sandbox and bounds its tail.
+   subprocess, the kernel-side layer alone (bubblewrap with its mounts and id maps, or the
+   ``unshare`` fallback) around ``python -c``, and ``run_program("pass")`` (every layer, verdict
+   token included). Overhead = sandbox − plain subprocess; target: at most 15 ms per program.
+2. Throughput over the 974 MBPP canonical solutions (``../shared/data/mbpp/mbpp.jsonl`` beside
+   the checkout; skipped if absent), solution + asserts, ``--workers`` at a time (default 2, the
+   CI core count): plain ``python -I program.py`` subprocesses vs ``run_many`` (timeout 3 s, the
+   metric's default). Targets: sandbox throughput at least 80 % of the plain one, 973 of 974 pass
+   (task 123, ~3.6 s, times out in the sandbox and bounds its tail).
 
 Prints a table with ratios; ``--json PATH`` also writes the numbers.
 """
@@ -44,7 +46,7 @@ def median_ms(fn, reps: int) -> float:
 
 
 def trivial(reps: int) -> dict[str, float]:
-    prefix = list(sandbox._namespace_prefix())
+    prefix = sandbox._namespace_prefix()
 
     def in_process() -> None:
         exec(compile("pass", "<bench>", "exec"), {})
@@ -53,7 +55,8 @@ def trivial(reps: int) -> dict[str, float]:
         subprocess.run([sys.executable, "-I", "-c", "pass"], check=True)
 
     def namespaces_only() -> None:
-        subprocess.run([*prefix, sys.executable, "-I", "-c", "pass"], check=True)
+        why = sandbox._probe(prefix)
+        assert why is None, why
 
     def sandboxed() -> None:
         res = sandbox.run_program("pass")
@@ -127,12 +130,12 @@ def main() -> None:
     print(f"  in-process exec          {t['in_process_exec_ms']:8.3f}")
     print(f"  python -I -c pass        {t['plain_subprocess_ms']:8.1f}")
     if "namespaces_only_ms" in t:
-        print(f"  unshare prefix + same    {t['namespaces_only_ms']:8.1f}")
+        print(f"  kernel layer alone       {t['namespaces_only_ms']:8.1f}")
     print(f"  run_program('pass')      {t['sandbox_ms']:8.1f}")
     print(
         f"  overhead vs plain        {t['overhead_ms']:8.1f}   "
-        f"(ratio {t['sandbox_ms'] / t['plain_subprocess_ms']:.2f}x plain, target < 100 ms: "
-        f"{'met' if t['overhead_ms'] < 100 else 'MISSED'})"
+        f"(ratio {t['sandbox_ms'] / t['plain_subprocess_ms']:.2f}x plain, target <= 15 ms: "
+        f"{'met' if t['overhead_ms'] <= 15 else 'MISSED'})"
     )
     m = mbpp_throughput(args.workers)
     if m is not None:
@@ -148,8 +151,11 @@ def main() -> None:
             f"{m['sandbox_programs_per_s']:6.1f}/s  passed {m['sandbox_passed']}, "
             f"{m['sandbox_timeouts']} timeout(s) holding {m['sandbox_seconds_in_timeouts']:.1f} s"
         )
+        rate = m["sandbox_programs_per_s"] / m["plain_programs_per_s"]
         print(
-            f"  ratio sandbox/plain {m['sandbox_seconds'] / m['plain_seconds']:.2f}x; mean wall per "
+            f"  sandbox throughput {100 * rate:.0f} % of plain (target >= 80 %: "
+            f"{'met' if rate >= 0.8 else 'MISSED'}); passed {m['sandbox_passed']}/{m['programs']} "
+            f"(target 973: {'met' if m['sandbox_passed'] >= 973 else 'MISSED'}); mean wall per "
             f"program in the sandbox {m['sandbox_mean_wall_ms']:.1f} ms"
         )
     results = {
