@@ -110,6 +110,7 @@ Known limits of the guard's file rules: opening directories is denied everywhere
 ``shutil.rmtree`` and ``tempfile.TemporaryDirectory`` cleanup fail even inside the sandbox;
 ``pathlib``/``str`` paths work, other path-like objects are refused by ``os`` functions.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -510,9 +511,10 @@ def describe(**limits: object) -> str:
     return (
         f"repro.sandbox: subprocess python {ver} {' '.join(_python_flags())} (stdlib only), "
         f"temp cwd, scrubbed env (PYTHONHASHSEED=0), rlimits cpu={lim.cpu_s}s "
-        f"as={lim.memory_mb}MB fsize={lim.fsize_mb}MB nproc={lim.nproc} core=0, audit-hook guard "
-        f"(no processes/signals/sockets/ctypes, fs confined), {namespace_layers()}, "
-        f"wall timeout {lim.timeout_s:g}s with process-group SIGKILL"
+        f"as={lim.memory_mb}MB fsize={lim.fsize_mb}MB nproc={lim.nproc} nofile={_NOFILE} core=0, "
+        f"audit-hook guard (no processes/signals/sockets/ctypes/tracing, fs confined), "
+        f"{namespace_layers()}, wall timeout {lim.timeout_s:g}s with process-group SIGKILL; "
+        f"ok = the harness reached the program's end (per-run token), not the exit status"
     )
 
 
