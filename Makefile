@@ -10,9 +10,20 @@ SMK    := $(BIN)/snakemake --profile workflow/profiles/local --cores $(CORES)
 # Jobs call `python -m repro.…`: the venv's python must come first on PATH.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup demo test test-fast test-slurm lint bench dag clean lock
+.PHONY: setup sandbox-tools demo test test-fast test-slurm lint bench dag clean lock
 
-setup: $(STAMP)
+setup: $(STAMP) sandbox-tools
+
+# repro.sandbox confines generated programs with bubblewrap; without it, a clear error and the
+# weaker layers (unshare namespaces + the in-process guard).
+sandbox-tools:
+	@command -v bwrap >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  { apt-get install -y --no-install-recommends bubblewrap >/dev/null 2>&1 || \
+	    { apt-get update >/dev/null 2>&1 && \
+	      apt-get install -y --no-install-recommends bubblewrap >/dev/null 2>&1; }; }; } || \
+	  echo "ERROR: bubblewrap (bwrap) is missing and could not be installed (needs root and" \
+	    "apt-get): generated code will run WITHOUT the sandbox's kernel-side filesystem" \
+	    "confinement. Install it: apt-get install bubblewrap" >&2
 
 $(STAMP): envs/requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
