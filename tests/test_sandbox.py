@@ -713,3 +713,18 @@ def test_a_sandbox_that_cannot_start_raises(prefix, timeout_s, pattern, monkeypa
     monkeypatch.setattr(sandbox, "_namespace_prefix", lambda: prefix)
     with pytest.raises(sandbox.SandboxError, match=pattern):
         run_program("print('never runs')\n", timeout_s=timeout_s)
+
+
+def test_bootstrap_is_the_repro_sandbox_boot_module():
+    """The child's bootstrap is the linted module: importing it runs nothing, and what the parent
+    hands the child is that file compiled."""
+    import marshal
+
+    from repro import sandbox_boot
+
+    assert sys.modules["__main__"] is not sandbox_boot
+    assert {"run", "_setup", "_install_guard"} <= set(vars(sandbox_boot))
+    code = marshal.loads(sandbox._bootstrap_code())
+    assert code.co_filename == "<repro.sandbox_boot>"
+    with open(sandbox_boot.__file__, encoding="utf-8") as fh:
+        assert code == compile(fh.read(), "<repro.sandbox_boot>", "exec", dont_inherit=True)
