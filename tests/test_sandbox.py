@@ -34,20 +34,16 @@ ORIGINAL = "precious data"
 TAG_VAR = "REPRO_SANDBOX_TEST_TAG"
 
 
-def _processes_naming(tag: str) -> list[psutil.Process]:
-    """Processes whose command line names ``tag`` or whose environment carries it in TAG_VAR."""
+def _processes_naming(*tags: str) -> list[psutil.Process]:
+    """Processes whose command line names one of ``tags`` or whose environment has it in TAG_VAR."""
     found = []
-    for proc in psutil.process_iter(["pid", "cmdline"]):
+    for proc in psutil.process_iter(["pid", "cmdline", "environ"]):
         if proc.pid == os.getpid():
             continue
-        if any(tag in arg for arg in proc.info["cmdline"] or ()):
+        cmdline = proc.info["cmdline"] or ()
+        env = proc.info["environ"] or {}
+        if env.get(TAG_VAR) in tags or any(t in arg for t in tags for arg in cmdline):
             found.append(proc)
-            continue
-        try:
-            if proc.environ().get(TAG_VAR) == tag:
-                found.append(proc)
-        except (psutil.Error, OSError):
-            continue
     return found
 
 
@@ -70,10 +66,10 @@ def tagged(tmp_path, monkeypatch):
     return tag
 
 
-def _left(tag: str) -> list[psutil.Process]:
+def _left(*tags: str) -> list[psutil.Process]:
     # A SIGKILLed sandbox can take a moment to be torn down on a loaded machine; what matters is
     # that nothing survives.
-    _, alive = psutil.wait_procs(_processes_naming(tag), timeout=10)
+    _, alive = psutil.wait_procs(_processes_naming(*tags), timeout=10)
     return alive
 
 
@@ -99,7 +95,7 @@ def box(request, tmp_path, monkeypatch, tagged):
     assert sentinel.read_text() == ORIGINAL
     assert sorted(tmp_path.iterdir()) == sorted([root, sentinel]), "something wrote outside"
     assert list(root.iterdir()) == [], "a sandbox directory was not removed"
-    assert _left(tagged) == [] and _left(str(tmp_path)) == [], "a sandboxed process is alive"
+    assert _left(tagged, str(tmp_path)) == [], "a sandboxed process is still alive"
     children_after = {p.pid for p in psutil.Process().children(recursive=True)}
     assert children_after <= children_before
 

@@ -191,7 +191,7 @@ def test_hostile_programs_are_scored_as_failures(guard, tmp_path, monkeypatch):
     assert not os.path.exists("/usr/pwned-by-code-test")
     # A SIGKILLed process group can take a moment to be torn down on a loaded machine (seen once
     # in a full-suite run at load ~3 on 2 cores); what matters is that nothing survives.
-    left = _processes_naming(tag) + _processes_naming(str(tmp_path))
+    left = _processes_naming(tag, str(tmp_path))
     _, alive = psutil.wait_procs(left, timeout=10)
     assert alive == []
 
