@@ -326,6 +326,16 @@ def test_exit_tricks_are_failures(name, guard, box, monkeypatch):
     assert not res.passed
 
 
+def test_code_cannot_swallow_the_first_assert():
+    """A trailing backslash continues the code's last line into the next one: `if 0: \\` would
+    make the first assert part of a never-taken branch if the tests followed the code directly."""
+    code = "def f():\n    return 1\nif 0: \\"
+    swallowed = run_program(code + "\nassert f() == 2\n")
+    assert swallowed.status == "ok", "the attack works on plain concatenation"
+    res = run_program(assemble_program(code, ["assert f() == 2"]))
+    assert res.status == "error" and "AssertionError" in res.stderr, res.stderr[-300:]
+
+
 def test_asserts_that_never_ran_do_not_pass(box):
     res = run_program("import sys\nsys.exit(0)\n" + PASSING_TESTS)
     assert res.status == "exited" and not res.passed
@@ -682,9 +692,12 @@ def test_assemble_program_orders_code_setup_tests():
     code = "class Node:\n    pass\ndef f(n):\n    return n"
     setup = "root = Node()"
     tests = ["assert f(1) == 1", "assert isinstance(root, Node)"]
-    assert assemble_program(code, tests, setup) == f"{code}\n{setup}\n{tests[0]}\n{tests[1]}\n"
+    sep = sandbox.SEPARATOR
+    assert (
+        assemble_program(code, tests, setup) == f"{code}\n{sep}\n{setup}\n{tests[0]}\n{tests[1]}\n"
+    )
     assert assemble_program(code, tests, setup, mode="compile") == code + "\n"
-    assert assemble_program(code, tests) == f"{code}\n{tests[0]}\n{tests[1]}\n"
+    assert assemble_program(code, tests) == f"{code}\n{sep}\n{tests[0]}\n{tests[1]}\n"
     with pytest.raises(ValueError, match="mode must be"):
         assemble_program(code, tests, mode="run")
     with pytest.raises(TypeError, match="list of assert statements"):

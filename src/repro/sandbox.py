@@ -154,6 +154,8 @@ _PROGRAM_NAME = "program.py"
 # `unshare --fork` (util-linux 2.38) passes a child's death by signal on by raising the same signal
 # on itself, which fails for SIGKILL (RLIMIT_CPU, OOM killer): it then prints this and exits 1.
 _UNSHARE_SIGKILL = "unshare: sigprocmask unblock failed: Invalid argument"
+#: The line between a solution and its tests (see :func:`assemble_program`).
+SEPARATOR = "pass  # (repro.sandbox: ends whatever line the code left open)"
 _TRUNCATION = "\n[... {n} bytes omitted by repro.sandbox ...]\n"
 
 
@@ -803,7 +805,12 @@ def assemble_program(
     """The program to run for one MBPP-style problem.
 
     ``mode="tests"``: ``code``, then ``setup``, then the ``tests`` asserts, newline-joined (the
-    solution + MBPP's ``test_setup_code`` + ``test_list``; it passes iff it exits 0). The setup
+    solution + MBPP's ``test_setup_code`` + ``test_list``; it passes iff the harness reaches its
+    end, see the verdict in the module docstring). One line, :data:`SEPARATOR` (``pass``), follows
+    the code, which is stricter than the papers' plain concatenation: code ending in a backslash
+    continuation (``if 0: \\``) would otherwise swallow the next line, i.e. skip the first assert
+    or the setup; the separator is what it swallows, and the setup and every assert still run. The
+    setup
     comes *after* the code because it builds test fixtures from what the solution defines: the two
     MBPP rows that have one (task ids 367 and 927) construct ``Node`` trees with the solution's
     ``Node`` class, and fail with ``NameError`` when the setup runs first; setup that only imports
@@ -816,5 +823,5 @@ def assemble_program(
         raise ValueError(f"repro.sandbox: mode must be 'tests' or 'compile', got {mode!r}")
     if isinstance(tests, str) or not all(isinstance(t, str) for t in tests):
         raise TypeError("repro.sandbox: tests must be a list of assert statements (strings)")
-    parts = [code] if mode == "compile" else [code, setup, *tests]
+    parts = [code] if mode == "compile" else [code, SEPARATOR, setup, *tests]
     return "\n".join(p for p in parts if p) + "\n"

@@ -335,6 +335,8 @@ def _install_guard(work):
         # a trace function can jump over lines (the asserts); frames of other threads
         "sys.settrace",
         "sys.setprofile",
+        "sys._settraceallthreads",
+        "sys._setprofileallthreads",
         "sys._current_frames",
     ):
         HANDLERS[name] = always

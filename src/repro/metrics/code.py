@@ -8,7 +8,8 @@ seed files of a cell (docs/methods.md §5.5).
 Modes (option ``mode``):
 
 * ``"tests"``  (pass@k): the program is the completed code, then the row's ``setup`` (MBPP's
-  ``test_setup_code``), then its ``tests`` asserts, newline-joined; it passes iff the sandbox's
+  ``test_setup_code``), then its ``tests`` asserts, newline-joined (one ``pass`` line after the
+  code, see :func:`repro.sandbox.assemble_program`); it passes iff the sandbox's
   harness ran it to its last statement within ``timeout_s`` (every assert ran and held; see the
   verdict in :mod:`repro.sandbox`: ending the interpreter early, e.g. ``sys.exit(0)``, fails).
 * ``"compile"`` (KL-flow's compiles@k): the completed code alone; it "compiles" iff it runs
