@@ -737,3 +737,21 @@ def test_bootstrap_is_the_repro_sandbox_boot_module():
     assert code.co_filename == "<repro.sandbox_boot>"
     with open(sandbox_boot.__file__, encoding="utf-8") as fh:
         assert code == compile(fh.read(), "<repro.sandbox_boot>", "exec", dont_inherit=True)
+
+
+def test_bwrap_without_id_maps_still_confines(monkeypatch, caplog):
+    """Root whose id maps cannot be written: bwrap maps the program to host root itself (no
+    process-count limit, said in the layer's name and a warning), the other guarantees hold."""
+    require_bwrap()
+    if os.geteuid() != 0:
+        pytest.skip("the id maps are written only when the caller is root")
+    monkeypatch.setattr(sandbox._IdMap, "write", lambda self, timeout: False)
+    sandbox._namespaces.cache_clear()
+    try:
+        with caplog.at_level("WARNING", logger="repro.sandbox"):
+            assert "host root: no process-count limit" in sandbox.namespace_layers()
+        assert "RLIMIT_NPROC" in caplog.text
+        res = run_program("import os\nprint(os.getuid())\nopen('/usr/x', 'w')\n")
+        assert "65534" in res.stdout and res.status == "denied"
+    finally:
+        sandbox._namespaces.cache_clear()

@@ -413,16 +413,25 @@ def _namespaces() -> tuple[str, tuple[str, ...]]:
     """
     bwrap = shutil.which("bwrap") or shutil.which("bwrap", path="/usr/bin:/bin")
     if bwrap is not None:
-        as_root = os.geteuid() == 0
-        prefix = (bwrap, *_BWRAP_NAMESPACES, *(_BWRAP_AS_ROOT if as_root else _BWRAP_AS_USER))
-        why = _probe(prefix)
-        if why is None:
-            return (
-                "bubblewrap (user+pid+net+ipc+uts+mount namespaces, read-only system, no host "
-                f"files, uid {_BOX_ID} without capabilities)",
-                prefix,
-            )
-        bwrap_why = f"cannot sandbox here ({why})"
+        layer = (
+            "bubblewrap (user+pid+net+ipc+uts+mount namespaces, read-only system, no host files, "
+            f"uid {_BOX_ID} without capabilities"
+        )
+        as_root = (bwrap, *_BWRAP_NAMESPACES, *_BWRAP_AS_ROOT)
+        as_user = (bwrap, *_BWRAP_NAMESPACES, *_BWRAP_AS_USER)
+        why = _probe(as_root) if os.geteuid() == 0 else None
+        if why is None and os.geteuid() == 0:
+            return f"{layer})", as_root
+        why_user = _probe(as_user)
+        if why_user is None:
+            if why is not None:  # root, but the id maps could not be written
+                log.warning(
+                    "repro.sandbox: bubblewrap runs the program as host root without "
+                    "capabilities (the kernel then ignores RLIMIT_NPROC): %s", why,
+                )  # fmt: skip
+                return f"{layer}, host root: no process-count limit)", as_user
+            return f"{layer})", as_user
+        bwrap_why = f"cannot sandbox here ({why or why_user})"
     else:
         bwrap_why = "is not installed"
     unshare = shutil.which("unshare")
