@@ -391,7 +391,8 @@ KERNEL_PROBES = {
         import os
         assert not os.path.exists('{sentinel}') and not os.path.exists('{tmp}')
         assert '{secret_var}' not in os.environ
-        assert not os.path.exists('/home') and not os.path.exists('/etc/passwd')
+        assert not any(os.path.exists(p) for p in {home_entries!r}), 'host home visible'
+        assert not os.path.exists('/etc/passwd')
         assert not os.path.exists('/sys/class') and not os.path.exists('/run')
         pids = sorted(int(p) for p in os.listdir('/proc') if p.isdigit())
         assert pids[-1] < 10, pids  # a pid namespace of its own
@@ -501,6 +502,15 @@ KERNEL_PROBES = {
 }
 
 
+def _home_entries() -> list[str]:
+    """What the caller's home holds, but the way to the interpreter (bound read-only if there)."""
+    home = os.path.expanduser("~")
+    python = os.path.realpath(sys.base_prefix)
+    with os.scandir(home) as entries:
+        paths = [e.path for e in entries if not (python + "/").startswith(e.path + "/")]
+    return sorted(paths)[:50]
+
+
 @pytest.mark.parametrize("box", ["ns"], indirect=True)
 @pytest.mark.parametrize("name", sorted(KERNEL_PROBES))
 def test_kernel_layer_contains_without_the_guard(name, box, listener, monkeypatch, tmp_path):
@@ -518,7 +528,7 @@ def test_kernel_layer_contains_without_the_guard(name, box, listener, monkeypatc
     source = _src(
         KERNEL_PROBES[name], box, port=listener.getsockname()[1], probe=probe,
         unix_path=str(tmp_path / "host.sock"), abstract=abstract_name, secret=SECRET,
-        nofile=sandbox._NOFILE, tmpfs_files=sandbox._TMPFS_FILES,
+        nofile=sandbox._NOFILE, tmpfs_files=sandbox._TMPFS_FILES, home_entries=_home_entries(),
     )  # fmt: skip
     try:
         res = run_program(source, fsize_mb=1, memory_mb=256, timeout_s=20.0)
