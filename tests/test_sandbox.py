@@ -545,6 +545,55 @@ def test_kernel_layer_contains_without_the_guard(name, box, listener, monkeypatc
     assert os.getpid() == psutil.Process().pid  # the caller is alive
 
 
+MEMFD_CHILDREN = """\
+import os
+r, w = os.pipe()
+for _ in range({children}):
+    if os.fork() == 0:
+        os.close(r)
+        while True:
+            try:
+                fd = os.memfd_create('m')
+            except OSError:  # RLIMIT_NOFILE
+                break
+            try:
+                while True:  # up to RLIMIT_FSIZE
+                    os.write(fd, b'x' * (1 << 20))
+                    os.write(w, b'.')  # one byte per MiB that the kernel accepted
+            except OSError:
+                pass
+        os._exit(0)
+os.close(w)
+total = 0
+while chunk := os.read(r, 4096):
+    total += len(chunk)
+print('MiB', total)
+"""
+
+
+@pytest.mark.parametrize("cgroup", [True, False], ids=["cgroup", "rlimits_only"])
+@pytest.mark.parametrize("box", ["ns"], indirect=True)
+def test_memory_of_the_whole_run_is_bounded(cgroup, box, monkeypatch):
+    """Memory RLIMIT_AS does not see (memfd files), in several processes, guard off: with the
+    per-run cgroup the run's total stays under its limit; without one (cgroups not writable: an
+    optional layer, skipped where absent, while ``rlimits_only`` always runs) the rlimits still
+    bound it, per process, at RLIMIT_NOFILE files of RLIMIT_FSIZE."""
+    if cgroup and not (sandbox._maps_ids(sandbox._namespace_prefix()) and sandbox._cgroups_work()):
+        pytest.skip("no writable memory/pids cgroup here (an optional layer)")
+    if not cgroup:
+        monkeypatch.setattr(sandbox, "_cgroups_work", lambda: False)
+    monkeypatch.setattr(sandbox, "_GUARD", 0)
+    children, limits = 4, {"memory_mb": 64, "fsize_mb": 2, "timeout_s": 30.0}
+    res = run_program(MEMFD_CHILDREN.format(children=children), **limits)
+    layer = sandbox.cgroup_layer(**limits)
+    if layer == "no cgroup":
+        assert res.status == "ok", (res.status, res.stderr[-500:])
+        total = int(res.stdout.split()[1])
+        assert limits["fsize_mb"] <= total <= children * sandbox._NOFILE * limits["fsize_mb"]
+    else:  # the kernel's OOM killer ends the run (here, 4 x ~116 MiB against 136 MiB)
+        assert res.status == "killed", (res.status, res.stdout, res.stderr[-500:])
+
+
 # --- the unshare fallback alone (no bwrap, no guard, no rlimits) ---------------------------------
 
 

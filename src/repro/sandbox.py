@@ -285,8 +285,9 @@ class _IdMap:
     def child_fds(self) -> tuple[int, int]:
         return self.info_w, self.block_r
 
-    def write(self, timeout: float) -> bool:
-        """After bwrap started: write the maps and let it go on; False if it never asked."""
+    def write(self, timeout: float, cgroup: _Cgroup | None = None) -> bool:
+        """After bwrap started: write the maps (and move its sandbox process into ``cgroup``),
+        then let it go on; False if it never asked or that failed."""
         os.close(self.info_w)
         os.close(self.block_r)
         self.info_w = self.block_r = -1
@@ -307,6 +308,8 @@ class _IdMap:
             for name in ("uid_map", "gid_map"):
                 with open(f"/proc/{pid}/{name}", "w") as fh:
                     fh.write(ids)
+            if cgroup is not None:
+                cgroup.add(pid)
         except (OSError, ValueError, KeyError, TypeError) as exc:
             log.warning("repro.sandbox: cannot write the sandbox's uid/gid maps: %s", exc)
             return False
@@ -318,6 +321,104 @@ class _IdMap:
             if fd >= 0:
                 os.close(fd)
         self.info_r = self.info_w = self.block_r = self.block_w = -1
+
+
+def _own_cgroups() -> dict[str, str]:
+    """This process's cgroup directory per controller we use (v1 ``memory``/``pids``, or v2)."""
+    found: dict[str, str] = {}
+    with contextlib.suppress(OSError), open("/proc/self/cgroup") as fh:
+        for line in fh:
+            _, controllers, path = line.rstrip("\n").split(":", 2)
+            for name in controllers.split(","):
+                if name in ("memory", "pids"):
+                    found[name] = f"/sys/fs/cgroup/{name}{path}"
+            if controllers == "" and os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
+                found.setdefault("v2", f"/sys/fs/cgroup{path}")
+    return found
+
+
+class _Cgroup:
+    """A memory + pids cgroup holding one bwrap sandbox (root only; where cgroups are writable).
+
+    It bounds what the rlimits cannot: the memory of every process of the run together, tmpfs
+    and ``memfd`` pages included, and their number even for a host-root uid. The parent moves
+    bwrap's sandbox process into it while that process waits for its id maps (:class:`_IdMap`),
+    so everything the program starts is born inside.
+    """
+
+    _seq = 0
+
+    def __init__(self, memory_bytes: int, pids: int) -> None:
+        _Cgroup._seq += 1
+        name = f"repro-sandbox-{os.getpid()}-{_Cgroup._seq}-{uuid.uuid4().hex[:8]}"
+        own = _own_cgroups()
+        if "memory" in own and "pids" in own:
+            limits = {
+                f"{own['memory']}/{name}": (
+                    ("memory.limit_in_bytes", memory_bytes),
+                    ("memory.memsw.limit_in_bytes", memory_bytes),
+                ),
+                f"{own['pids']}/{name}": (("pids.max", pids),),
+            }
+        elif "v2" in own:
+            limits = {
+                f"{own['v2']}/{name}": (
+                    ("memory.max", memory_bytes), ("memory.swap.max", 0), ("pids.max", pids),
+                ),
+            }  # fmt: skip
+        else:
+            raise OSError("no writable memory and pids cgroup controllers found")
+        self.dirs: list[str] = []
+        try:
+            for path, files in limits.items():
+                os.mkdir(path)
+                self.dirs.append(path)
+                for file, value in files:
+                    if file.startswith("memory.memsw") and not os.path.exists(f"{path}/{file}"):
+                        continue  # no swap accounting
+                    with open(f"{path}/{file}", "w") as fh:
+                        fh.write(str(value))
+        except OSError:
+            self.close()
+            raise
+
+    def add(self, pid: int) -> None:
+        for path in self.dirs:
+            with open(f"{path}/cgroup.procs", "w") as fh:
+                fh.write(str(pid))
+
+    def close(self) -> None:
+        """Remove the cgroups (their processes are gone or going: retry for a moment)."""
+        deadline = time.monotonic() + 5.0
+        for path in self.dirs:
+            while True:
+                try:
+                    os.rmdir(path)
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError as exc:
+                    if time.monotonic() > deadline:
+                        log.warning("repro.sandbox: cannot remove the cgroup %s: %s", path, exc)
+                        break
+                    time.sleep(0.01)
+        self.dirs = []
+
+
+@functools.lru_cache(maxsize=1)
+def _cgroups_work() -> bool:
+    """Whether a per-run cgroup can be made here (probed once)."""
+    if os.geteuid() != 0:
+        return False
+    try:
+        _Cgroup(64 << 20, 16).close()
+    except OSError as exc:
+        log.warning(
+            "repro.sandbox: no per-run memory/pids cgroup (%s): memory is bounded by the rlimits "
+            "and the work tmpfs only (see the module docstring)", exc,
+        )  # fmt: skip
+        return False
+    return True
 
 
 @functools.lru_cache(maxsize=1)
@@ -366,12 +467,15 @@ def _bwrap_command(
     return cmd
 
 
-def _spawn(cmd: list[str], ids: _IdMap | None, timeout: float, **popen: object):
+def _spawn(
+    cmd: list[str], ids: _IdMap | None, timeout: float, cgroup: _Cgroup | None = None,
+    **popen: object,
+):  # fmt: skip
     """``subprocess.Popen(cmd, **popen)``; with ``ids``, also write the sandbox's id maps."""
     if ids is not None:
         popen["pass_fds"] = (*popen.get("pass_fds", ()), *ids.child_fds())  # type: ignore[misc]
     proc = subprocess.Popen(cmd, **popen)  # type: ignore[call-overload]
-    if ids is not None and not ids.write(timeout):
+    if ids is not None and not ids.write(timeout, cgroup):
         _kill_process_group(proc.pid)  # it never reaches the program: reported as not started
     return proc
 
@@ -515,6 +619,17 @@ def _limits(
     )
 
 
+def cgroup_layer(**limits: object) -> str:
+    """The per-run cgroup programs get here (``"no cgroup"`` where none can be made)."""
+    if not (_maps_ids(_namespace_prefix()) and _cgroups_work()):
+        return "no cgroup"
+    lim = _limits(**limits)  # type: ignore[arg-type]
+    return (
+        f"cgroup memory={_cgroup_memory(lim) >> 20}MB (all processes, tmpfs and memfd included) "
+        f"pids={lim.nproc + _CGROUP_EXTRA_PIDS}"
+    )
+
+
 def describe(**limits: object) -> str:
     """One line naming the sandbox layers and limits (for metric ``variant`` strings)."""
     lim = _limits(**limits)  # type: ignore[arg-type]
@@ -524,7 +639,8 @@ def describe(**limits: object) -> str:
         f"temp cwd, scrubbed env (PYTHONHASHSEED=0), rlimits cpu={lim.cpu_s}s "
         f"as={lim.memory_mb}MB fsize={lim.fsize_mb}MB nproc={lim.nproc} nofile={_NOFILE} core=0, "
         f"audit-hook guard (no processes/signals/sockets/ctypes/tracing, fs confined), "
-        f"{namespace_layers()}, wall timeout {lim.timeout_s:g}s with process-group SIGKILL; "
+        f"{namespace_layers()}, {cgroup_layer(**limits)}, "
+        f"wall timeout {lim.timeout_s:g}s with process-group SIGKILL; "
         f"ok = the harness reached the program's end (per-run token), not the exit status"
     )
 
@@ -628,6 +744,17 @@ def _classify(timed_out: bool, rc: int | None, reached_end: bool, stderr_tail: s
 _NOFILE = 64
 #: The program's writable directory under bubblewrap is a tmpfs of this many times ``fsize_mb``.
 _TMPFS_FILES = 4
+#: The per-run cgroup's memory: the program's ``memory_mb`` and work tmpfs, plus this for the
+#: interpreter and bwrap themselves.
+_CGROUP_EXTRA_MB = 64
+#: ... and its process count: ``nproc`` plus bwrap's own processes.
+_CGROUP_EXTRA_PIDS = 4
+
+
+def _cgroup_memory(lim: _Limits) -> int:
+    return (lim.memory_mb + _CGROUP_EXTRA_MB << 20) + _TMPFS_FILES * (lim.fsize_mb << 20)
+
+
 #: Guard on (1) or off (0): off only in tests showing what the kernel-side layers hold alone.
 _GUARD = 1
 
@@ -669,7 +796,10 @@ def run_program(
     work = tempfile.mkdtemp(prefix="repro-sandbox-")
     fds: list[int] = []
     ids = _IdMap() if _maps_ids(prefix) else None
+    cgroup = None
     try:
+        if ids is not None and _cgroups_work():
+            cgroup = _Cgroup(_cgroup_memory(lim), lim.nproc + _CGROUP_EXTRA_PIDS)
         program = os.path.join(work, _PROGRAM_NAME)
         with open(program, "w", encoding="utf-8") as fh:
             fh.write(source)
@@ -711,7 +841,7 @@ def run_program(
         ]  # fmt: skip
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
             rc, timed_out, wall = _run(
-                cmd, work, marker, out, err, (verdict_w, token_r, *keep), prefix, lim, ids
+                cmd, work, marker, out, err, (verdict_w, token_r, *keep), prefix, lim, ids, cgroup
             )
             for fd in (verdict_w, token_r, *keep):
                 os.close(fd)
@@ -724,6 +854,8 @@ def run_program(
             os.close(fd)
         if ids is not None:
             ids.close()
+        if cgroup is not None:
+            cgroup.close()
         _rmtree(work)
     if not said.startswith(b"1"):  # not the program's fault: never score it as a failure
         how = f"timed out after {lim.timeout_s:g} s" if timed_out else f"exit status {rc}"
@@ -761,12 +893,13 @@ def _run(
     prefix: tuple,
     lim: _Limits,
     ids: _IdMap | None,
+    cgroup: _Cgroup | None,
 ) -> tuple[int | None, bool, float]:
     """Start ``cmd``, wait up to the timeout, kill and reap: (returncode, timed out, wall s)."""
     start = time.perf_counter()
     try:
         proc = _spawn(
-            cmd, ids, lim.timeout_s, cwd=work,
+            cmd, ids, lim.timeout_s, cgroup, cwd=work,
             env=_child_env(work if not _is_bwrap(prefix) else _BOX, marker),
             stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True,
             close_fds=True, pass_fds=keep_fds,
