@@ -374,7 +374,8 @@ class _Cgroup:
                 os.mkdir(path)
                 self.dirs.append(path)
                 for file, value in files:
-                    if file.startswith("memory.memsw") and not os.path.exists(f"{path}/{file}"):
+                    swap = file.startswith(("memory.memsw", "memory.swap"))
+                    if swap and not os.path.exists(f"{path}/{file}"):
                         continue  # no swap accounting
                     with open(f"{path}/{file}", "w") as fh:
                         fh.write(str(value))
