@@ -88,10 +88,16 @@ pass, but it still cannot escape (e).
     ``/proc``, so no secret outside the program's own files; no network, no host Unix socket
     (none is mounted) and no abstract socket (those are per network namespace); memory bounded:
     per process ``RLIMIT_AS`` + at most 64 ``memfd``/pipe buffers of ``RLIMIT_FSIZE`` each, at
-    most ``nproc`` processes, plus the work tmpfs; no host privilege; no process outlives the run.
-    *Does not:* hide the kernel itself (a kernel exploit is out of scope), bound CPU time beyond
-    ``RLIMIT_CPU`` per process and the wall-clock kill, or bound memory more tightly than that
-    sum (a memory cgroup would; cgroups are not assumed to be writable here).
+    most ``nproc`` processes, plus the work tmpfs (and (f) where available); no host privilege;
+    no process outlives the run. *Does not:* hide the kernel itself (a kernel exploit is out of
+    scope), or bound CPU time beyond ``RLIMIT_CPU`` per process and the wall-clock kill.
+(f) **Per-run cgroup** (root, where the ``memory`` and ``pids`` controllers are writable; v1 or
+    v2; probed once, named by :func:`describe`). The parent moves bwrap's sandbox process into a
+    fresh cgroup while it waits for its id maps, so every process of the run is born inside it:
+    memory of all of them together, tmpfs and ``memfd`` pages included, at most ``memory_mb`` +
+    the work tmpfs + 64 MiB (the kernel's OOM killer ends the run: status ``killed``), processes
+    at most ``nproc`` + 4. *Does not:* exist where cgroups are not writable (a container without
+    delegation, a non-root caller): then only the per-process sum of (e) bounds memory.
     *Fallback:* where bwrap is missing or cannot create its namespaces, one loud error is logged
     (``make setup`` installs it as root; CI requires it) and the strongest ``unshare`` that works
     is used (user+net+pid+mount namespaces: no network, no host processes, but the host
