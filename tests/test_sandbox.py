@@ -814,3 +814,11 @@ def test_bwrap_without_id_maps_still_confines(monkeypatch, caplog):
         assert "65534" in res.stdout and res.status == "denied"
     finally:
         sandbox._namespaces.cache_clear()
+
+
+def test_a_strict_umask_does_not_hide_the_program(box):
+    old = os.umask(0o077)
+    try:
+        assert run_program("print('read')\n").stdout == "read\n"
+    finally:
+        os.umask(old)

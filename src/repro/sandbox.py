@@ -813,6 +813,8 @@ def run_program(
         boot = os.path.join(work, _BOOT_NAME)
         with open(boot, "wb") as fh:
             fh.write(_bootstrap_code())
+        for path in (program, boot):  # readable by the sandbox's uid whatever the umask
+            os.chmod(path, 0o644)
         if _is_bwrap(prefix):
             head = _bwrap_command(
                 prefix, _TMPFS_FILES * (lim.fsize_mb << 20),
