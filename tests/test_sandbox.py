@@ -584,8 +584,13 @@ def test_memory_of_the_whole_run_is_bounded(cgroup, box, monkeypatch):
         monkeypatch.setattr(sandbox, "_cgroups_work", lambda: False)
     monkeypatch.setattr(sandbox, "_GUARD", 0)
     children, limits = 4, {"memory_mb": 64, "fsize_mb": 2, "timeout_s": 30.0}
-    res = run_program(MEMFD_CHILDREN.format(children=children), **limits)
+    source = MEMFD_CHILDREN.format(children=children)
+    res = run_program(source, **limits)
     layer = sandbox.cgroup_layer(**limits)
+    if layer != "no cgroup":  # also from a worker thread (its own cgroup, see _cgroup_for)
+        res_thread, ok = run_many([source, "print('next run')"], workers=1, **limits)
+        assert res_thread.status == "killed", (res_thread.status, res_thread.stderr[-500:])
+        assert ok.stdout == "next run\n"  # the same cgroup serves the next run
     if layer == "no cgroup":
         assert res.status == "ok", (res.status, res.stderr[-500:])
         total = int(res.stdout.split()[1])
@@ -804,7 +809,7 @@ def test_bwrap_without_id_maps_still_confines(monkeypatch, caplog):
     require_bwrap()
     if os.geteuid() != 0:
         pytest.skip("the id maps are written only when the caller is root")
-    monkeypatch.setattr(sandbox._IdMap, "write", lambda self, timeout: False)
+    monkeypatch.setattr(sandbox._IdMap, "write", lambda *_a, **_k: False)
     sandbox._namespaces.cache_clear()
     try:
         with caplog.at_level("WARNING", logger="repro.sandbox"):

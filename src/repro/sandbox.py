@@ -119,6 +119,7 @@ Known limits of the guard's file rules: opening directories is denied everywhere
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import functools
 import json
@@ -134,6 +135,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterable, Sequence
@@ -314,7 +316,7 @@ class _IdMap:
             for name in ("uid_map", "gid_map"):
                 with open(f"/proc/{pid}/{name}", "w") as fh:
                     fh.write(ids)
-            if cgroup is not None:
+            if cgroup is not None and not cgroup.born_inside:
                 cgroup.add(pid)
         except (OSError, ValueError, KeyError, TypeError) as exc:
             log.warning("repro.sandbox: cannot write the sandbox's uid/gid maps: %s", exc)
@@ -353,63 +355,133 @@ class _Cgroup:
     """
 
     _seq = 0
+    #: whether processes forked by the creating thread are born inside (see :func:`_cgroup_for`)
+    born_inside = False
 
     def __init__(self, memory_bytes: int, pids: int) -> None:
         _Cgroup._seq += 1
         name = f"repro-sandbox-{os.getpid()}-{_Cgroup._seq}-{uuid.uuid4().hex[:8]}"
         own = _own_cgroups()
         if "memory" in own and "pids" in own:
-            limits = {
-                f"{own['memory']}/{name}": (
-                    ("memory.limit_in_bytes", memory_bytes),
-                    ("memory.memsw.limit_in_bytes", memory_bytes),
-                ),
-                f"{own['pids']}/{name}": (("pids.max", pids),),
-            }
+            limits = [f"{own['memory']}/{name}", f"{own['pids']}/{name}"]
         elif "v2" in own:
-            limits = {
-                f"{own['v2']}/{name}": (
-                    ("memory.max", memory_bytes), ("memory.swap.max", 0), ("pids.max", pids),
-                ),
-            }  # fmt: skip
+            limits = [f"{own['v2']}/{name}"]
         else:
             raise OSError("no writable memory and pids cgroup controllers found")
+        self.v1 = "v2" not in limits and "memory" in own
         self.dirs: list[str] = []
+        self.limits: tuple[int, int] = (1 << 62, 0)  # a new cgroup's: unlimited
         try:
-            for path, files in limits.items():
+            for path in limits:
                 os.mkdir(path)
                 self.dirs.append(path)
-                for file, value in files:
-                    swap = file.startswith(("memory.memsw", "memory.swap"))
-                    if swap and not os.path.exists(f"{path}/{file}"):
-                        continue  # no swap accounting
-                    with open(f"{path}/{file}", "w") as fh:
-                        fh.write(str(value))
+            self.set_limits(memory_bytes, pids)
         except OSError:
             self.close()
             raise
 
+    def set_limits(self, memory_bytes: int, pids: int) -> None:
+        if self.limits == (memory_bytes, pids):
+            return
+        # v1 wants limit_in_bytes <= memsw.limit_in_bytes at every step: raise memsw first,
+        # lower it last
+        memory = ("memory.limit_in_bytes", "memory.memsw.limit_in_bytes")
+        if memory_bytes > self.limits[0]:
+            memory = memory[::-1]
+        for path in self.dirs:
+            names = os.listdir(path)
+            for file, value in (
+                *((name, memory_bytes) for name in memory),
+                ("memory.max", memory_bytes), ("memory.swap.max", 0), ("pids.max", pids),
+            ):  # fmt: skip
+                if file in names:  # (no swap accounting: no swap file)
+                    with open(f"{path}/{file}", "w") as fh:
+                        fh.write(str(value))
+        self.limits = (memory_bytes, pids)
+
     def add(self, pid: int) -> None:
+        """Move process ``pid`` in (a cgroup migration: ~10 ms of RCU grace period)."""
         for path in self.dirs:
             with open(f"{path}/cgroup.procs", "w") as fh:
                 fh.write(str(pid))
 
-    def close(self) -> None:
-        """Remove the cgroups (their processes are gone or going: retry for a moment)."""
-        deadline = time.monotonic() + 5.0
+    def enter_thread(self) -> None:
+        """Move the calling thread in (cgroup v1 only), once: what it forks is born inside."""
         for path in self.dirs:
-            while True:
+            with open(f"{path}/tasks", "w") as fh:
+                fh.write(str(threading.get_native_id()))
+        self.born_inside = True
+
+    def close(self) -> None:
+        """Remove the cgroups; one whose last process is still exiting is removed later."""
+        with _STALE_LOCK:
+            _STALE.extend(self.dirs)
+        self.dirs = []
+        _remove_stale()
+
+
+#: Cgroups of finished runs not removable yet (rmdir: EBUSY while a process is still exiting).
+_STALE: list[str] = []
+_STALE_LOCK = threading.Lock()
+
+
+def _remove_stale(wait_s: float = 0.0) -> None:
+    """rmdir the stale cgroups, retrying for up to ``wait_s`` (at exit) or not at all."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        with _STALE_LOCK:
+            left = []
+            for path in _STALE:
                 try:
                     os.rmdir(path)
-                    break
                 except FileNotFoundError:
-                    break
-                except OSError as exc:
-                    if time.monotonic() > deadline:
-                        log.warning("repro.sandbox: cannot remove the cgroup %s: %s", path, exc)
-                        break
-                    time.sleep(0.01)
-        self.dirs = []
+                    pass
+                except OSError:
+                    left.append(path)
+            _STALE[:] = left
+        if not left or time.monotonic() >= deadline:
+            break
+        time.sleep(0.01)
+    if left and wait_s:
+        log.warning("repro.sandbox: cannot remove the cgroups %s", ", ".join(left))
+
+
+atexit.register(_remove_stale, 2.0)
+
+
+_THREAD_CGROUP = threading.local()
+
+
+@functools.lru_cache(maxsize=1)
+def _helper() -> ThreadPoolExecutor:
+    """The thread that runs :func:`run_program` for the main thread when cgroups are in use."""
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="repro-sandbox")
+
+
+def _cgroup_for(memory_bytes: int, pids: int) -> _Cgroup:
+    """The cgroup of this run.
+
+    A worker thread (not the main one, whose cgroup decides where the whole process's memory is
+    charged) on cgroup v1 gets one of its own, once, and stays in it: every bwrap it starts is
+    then born inside, free of a per-run migration. Otherwise a fresh cgroup per run, which the
+    sandbox process is moved into (``_Cgroup.add``) and which :func:`run_program` removes.
+    """
+    group = getattr(_THREAD_CGROUP, "group", None)
+    if group is not None:
+        group.set_limits(memory_bytes, pids + 1)  # (+1: the thread itself)
+        return group
+    group = _Cgroup(memory_bytes, pids)
+    if group.v1 and threading.current_thread() is not threading.main_thread():
+        try:
+            group.set_limits(memory_bytes, pids + 1)
+            group.enter_thread()
+        except OSError:
+            group.close()
+            raise
+        _THREAD_CGROUP.group = group
+        with _STALE_LOCK:  # removed once the thread has ended (rmdir fails while it lives)
+            _STALE.extend(group.dirs)
+    return group
 
 
 @functools.lru_cache(maxsize=1)
@@ -798,6 +870,16 @@ def run_program(
     if not sys.executable:
         raise SandboxError("repro.sandbox: sys.executable is empty; cannot start an interpreter")
     prefix = _namespace_prefix()
+    if (
+        threading.current_thread() is threading.main_thread()
+        and _maps_ids(prefix)
+        and _cgroups_work()
+        and _own_cgroups().get("memory")
+    ):  # cgroup v1: run from the helper thread, which keeps a cgroup (see _cgroup_for)
+        return _helper().submit(
+            run_program, source, timeout_s=timeout_s, cpu_s=cpu_s, memory_mb=memory_mb,
+            fsize_mb=fsize_mb, nproc=nproc, output_limit=output_limit,
+        ).result()  # fmt: skip
     marker = uuid.uuid4().hex
     token = secrets.token_hex(16).encode()
     work = tempfile.mkdtemp(prefix="repro-sandbox-")
@@ -806,7 +888,7 @@ def run_program(
     cgroup = None
     try:
         if ids is not None and _cgroups_work():
-            cgroup = _Cgroup(_cgroup_memory(lim), lim.nproc + _CGROUP_EXTRA_PIDS)
+            cgroup = _cgroup_for(_cgroup_memory(lim), lim.nproc + _CGROUP_EXTRA_PIDS)
         program = os.path.join(work, _PROGRAM_NAME)
         with open(program, "w", encoding="utf-8") as fh:
             fh.write(source)
@@ -863,7 +945,7 @@ def run_program(
             os.close(fd)
         if ids is not None:
             ids.close()
-        if cgroup is not None:
+        if cgroup is not None and not cgroup.born_inside:
             cgroup.close()
         _rmtree(work)
     if not said.startswith(b"1"):  # not the program's fault: never score it as a failure
@@ -946,6 +1028,7 @@ def run_many(sources: Iterable[str], *, workers: int = 2, **limits: object) -> l
     if not sources:
         return []
     _namespaces()  # probe once, before the threads start
+    _remove_stale()  # the cgroups of earlier calls' worker threads
     with ThreadPoolExecutor(max_workers=min(workers, len(sources))) as pool:
         return list(pool.map(lambda s: run_program(s, **limits), sources))  # type: ignore[arg-type]
 
