@@ -91,13 +91,17 @@ pass, but it still cannot escape (e).
     most ``nproc`` processes, plus the work tmpfs (and (f) where available); no host privilege;
     no process outlives the run. *Does not:* hide the kernel itself (a kernel exploit is out of
     scope), or bound CPU time beyond ``RLIMIT_CPU`` per process and the wall-clock kill.
-(f) **Per-run cgroup** (root, where the ``memory`` and ``pids`` controllers are writable; v1 or
-    v2; probed once, named by :func:`describe`). The parent moves bwrap's sandbox process into a
-    fresh cgroup while it waits for its id maps, so every process of the run is born inside it:
-    memory of all of them together, tmpfs and ``memfd`` pages included, at most ``memory_mb`` +
-    the work tmpfs + 64 MiB (the kernel's OOM killer ends the run: status ``killed``), processes
-    at most ``nproc`` + 4. *Does not:* exist where cgroups are not writable (a container without
-    delegation, a non-root caller): then only the per-process sum of (e) bounds memory.
+(f) **A memory + pids cgroup per run** (root, where those controllers are writable; probed
+    once, named by :func:`describe`). On cgroup v1 each worker thread that starts sandboxes (those
+    of :func:`run_many`; a helper thread for :func:`run_program` called from the main thread) is
+    put once into a cgroup of its own, so every process of its runs is born inside (the parent's
+    own memory stays charged to its main thread's cgroup); on v2 the parent moves bwrap's sandbox
+    process into a fresh cgroup while it waits for its id maps (a migration: ~10 ms). Memory of
+    all the run's processes together, tmpfs and ``memfd`` pages included, at most ``memory_mb`` +
+    the work tmpfs + 64 MiB (the kernel's OOM killer ends the run: status ``killed``; page cache
+    of what it read counts too, and is reclaimed first), processes at most ``nproc`` + 4.
+    *Does not:* exist where cgroups are not writable (a container without delegation, a non-root
+    caller): then only the per-process sum of (e) bounds memory.
     *Fallback:* where bwrap is missing or cannot create its namespaces, one loud error is logged
     (``make setup`` installs it as root; CI requires it) and the strongest ``unshare`` that works
     is used (user+net+pid+mount namespaces: no network, no host processes, but the host
