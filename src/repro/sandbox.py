@@ -335,6 +335,7 @@ class _IdMap:
         self.info_r = self.info_w = self.block_r = self.block_w = -1
 
 
+@functools.lru_cache(maxsize=1)
 def _own_cgroups() -> dict[str, str]:
     """This process's cgroup directory per controller we use (v1 ``memory``/``pids``, or v2)."""
     found: dict[str, str] = {}
