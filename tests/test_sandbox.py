@@ -827,3 +827,19 @@ def test_a_strict_umask_does_not_hide_the_program(box):
         assert run_program("print('read')\n").stdout == "read\n"
     finally:
         os.umask(old)
+
+
+def test_a_forked_caller_can_still_run_programs():
+    """The helper thread that runs programs for the main thread is not inherited by a fork."""
+    assert run_program("print(1)\n").stdout == "1\n"
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover (the child reports through the pipe)
+        try:
+            os.write(w, run_program("print(2)\n", timeout_s=10.0).stdout.encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    _, status = os.waitpid(pid, 0)
+    with os.fdopen(r, "rb") as fh:
+        assert fh.read() == b"2\n" and status == 0

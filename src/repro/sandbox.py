@@ -457,10 +457,17 @@ atexit.register(_remove_stale, 2.0)
 _THREAD_CGROUP = threading.local()
 
 
-@functools.lru_cache(maxsize=1)
+_HELPER: dict[int, ThreadPoolExecutor] = {}
+
+
 def _helper() -> ThreadPoolExecutor:
-    """The thread that runs :func:`run_program` for the main thread when cgroups are in use."""
-    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="repro-sandbox")
+    """The thread that runs :func:`run_program` for the main thread when cgroups are in use
+    (one per process: a forked child does not inherit the thread)."""
+    with _STALE_LOCK:
+        if os.getpid() not in _HELPER:
+            _HELPER.clear()
+            _HELPER[os.getpid()] = ThreadPoolExecutor(1, thread_name_prefix="repro-sandbox")
+        return _HELPER[os.getpid()]
 
 
 def _cgroup_for(memory_bytes: int, pids: int) -> _Cgroup:
