@@ -840,6 +840,12 @@ def test_a_forked_caller_can_still_run_programs():
         finally:
             os._exit(0)
     os.close(w)
-    _, status = os.waitpid(pid, 0)
+    deadline = time.monotonic() + 60
+    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if done[0] == 0:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked caller hung")
     with os.fdopen(r, "rb") as fh:
-        assert fh.read() == b"2\n" and status == 0
+        assert fh.read() == b"2\n" and done[1] == 0
