@@ -900,7 +900,10 @@ def run_program(
     cgroup = None
     try:
         if ids is not None and _cgroups_work():
-            cgroup = _cgroup_for(_cgroup_memory(lim), lim.nproc + _CGROUP_EXTRA_PIDS)
+            try:
+                cgroup = _cgroup_for(_cgroup_memory(lim), lim.nproc + _CGROUP_EXTRA_PIDS)
+            except OSError as exc:  # it worked when probed: do not quietly run without it
+                raise SandboxError(f"repro.sandbox: cannot set up the run's cgroup: {exc}") from exc
         program = os.path.join(work, _PROGRAM_NAME)
         with open(program, "w", encoding="utf-8") as fh:
             fh.write(source)
