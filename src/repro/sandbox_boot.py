@@ -4,7 +4,7 @@ This file runs inside the sandbox before the untrusted program, in the same inte
 :mod:`repro.sandbox` for the layers around it). The parent compiles it once and hands the code
 object to the child marshalled (``python -S -s -B [-P] -c LOADER BOOT ARGS...``); the loader
 executes it in the child's ``__main__`` namespace, where :func:`run` takes over. Importing this
-module (``repro.sandbox_boot``) runs nothing, which is how the tests exercise its pieces.
+module (``repro.sandbox_boot``) runs nothing: ruff lints it and the tests import it like any other.
 
 Arguments (``sys.argv[2:]``): the work directory, the program's path, then ``RLIMIT_CPU`` (s),
 ``RLIMIT_AS``, ``RLIMIT_FSIZE`` (bytes), ``RLIMIT_NPROC``, ``RLIMIT_NOFILE``, the verdict
