@@ -849,3 +849,22 @@ def test_a_forked_caller_can_still_run_programs():
         pytest.fail("the forked caller hung")
     with os.fdopen(r, "rb") as fh:
         assert fh.read() == b"2\n" and done[1] == 0
+
+
+def test_cgroups_of_dead_callers_are_swept():
+    if not (sandbox._maps_ids(sandbox._namespace_prefix()) and sandbox._cgroups_work()):
+        pytest.skip("no writable memory/pids cgroup here (an optional layer)")
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()  # a pid that no longer exists
+    dirs = [f"{base}/repro-sandbox-{proc.pid}-1-test" for base in sandbox._own_cgroups().values()]
+    mine = f"{next(iter(sandbox._own_cgroups().values()))}/repro-sandbox-{os.getpid()}-0-test"
+    for path in [*dirs, mine]:
+        os.mkdir(path)
+    try:
+        sandbox._sweep_dead_cgroups()
+        assert not any(os.path.exists(p) for p in dirs)
+        assert os.path.exists(mine), "a live caller's cgroup was removed"
+    finally:
+        for path in [*dirs, mine]:
+            if os.path.exists(path):
+                os.rmdir(path)

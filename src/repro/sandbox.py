@@ -498,11 +498,30 @@ def _cgroup_for(memory_bytes: int, pids: int) -> _Cgroup:
     return group
 
 
+def _sweep_dead_cgroups() -> None:
+    """Remove the empty cgroups left by processes that ended without their exit handler (a
+    ``fork``-ed caller's ``os._exit``): ``repro-sandbox-<pid>-...`` whose pid is gone."""
+    for base in set(_own_cgroups().values()):
+        with contextlib.suppress(OSError):
+            for entry in os.scandir(base):
+                pid = entry.name.split("-")[2] if entry.name.startswith("repro-sandbox-") else ""
+                if not pid.isdigit():
+                    continue
+                try:
+                    os.kill(int(pid), 0)
+                except ProcessLookupError:
+                    with contextlib.suppress(OSError):
+                        os.rmdir(entry.path)  # (fails unless empty)
+                except OSError:
+                    continue
+
+
 @functools.lru_cache(maxsize=1)
 def _cgroups_work() -> bool:
     """Whether a per-run cgroup can be made here (probed once)."""
     if os.geteuid() != 0:
         return False
+    _sweep_dead_cgroups()
     try:
         _Cgroup(64 << 20, 16).close()
     except OSError as exc:
