@@ -10,12 +10,13 @@ SMK    := $(BIN)/snakemake --profile workflow/profiles/local --cores $(CORES)
 # Jobs call `python -m repro.…`: the venv's python must come first on PATH.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup sandbox-tools demo test test-fast test-slurm lint bench dag clean lock
+.PHONY: setup demo test test-fast test-slurm lint bench dag clean lock
 
 setup: $(STAMP) sandbox-tools
 
 # repro.sandbox confines generated programs with bubblewrap; without it, a clear error and the
 # weaker layers (unshare namespaces + the in-process guard).
+.PHONY: sandbox-tools
 sandbox-tools:
 	@command -v bwrap >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 	  { apt-get install -y --no-install-recommends bubblewrap >/dev/null 2>&1 || \
