@@ -12,7 +12,19 @@ export PATH := $(abspath $(BIN)):$(PATH)
 
 .PHONY: setup demo test test-fast test-slurm lint bench gpu-check dag clean lock unlock report plan
 
-setup: $(STAMP)
+setup: $(STAMP) sandbox-tools
+
+# repro.sandbox confines generated programs with bubblewrap; without it, a clear error and the
+# weaker layers (unshare namespaces + the in-process guard).
+.PHONY: sandbox-tools
+sandbox-tools:
+	@command -v bwrap >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  { apt-get install -y --no-install-recommends bubblewrap >/dev/null 2>&1 || \
+	    { apt-get update >/dev/null 2>&1 && \
+	      apt-get install -y --no-install-recommends bubblewrap >/dev/null 2>&1; }; }; } || \
+	  echo "ERROR: bubblewrap (bwrap) is missing and could not be installed (needs root and" \
+	    "apt-get): generated code will run WITHOUT the sandbox's kernel-side filesystem" \
+	    "confinement. Install it: apt-get install bubblewrap" >&2
 
 $(STAMP): envs/requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

@@ -10,6 +10,7 @@ command line names this test's temporary directory, which every sandboxed proces
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -30,21 +31,59 @@ SECRET = "s3cr3t-8d1f0c2e-do-not-leak"
 ORIGINAL = "precious data"
 
 
-def _processes_naming(tag: str) -> list[psutil.Process]:
+TAG_VAR = "REPRO_SANDBOX_TEST_TAG"
+
+
+def _processes_naming(*tags: str) -> list[psutil.Process]:
+    """Processes whose command line names one of ``tags`` or whose environment has it in TAG_VAR."""
     found = []
-    for proc in psutil.process_iter(["pid", "cmdline"]):
-        if proc.pid != os.getpid() and any(tag in arg for arg in proc.info["cmdline"] or ()):
+    for proc in psutil.process_iter(["pid", "cmdline", "environ"]):
+        if proc.pid == os.getpid():
+            continue
+        cmdline = proc.info["cmdline"] or ()
+        env = proc.info["environ"] or {}
+        if env.get(TAG_VAR) in tags or any(t in arg for t in tags for arg in cmdline):
             found.append(proc)
     return found
 
 
+def require_bwrap() -> None:
+    """Skip without bubblewrap, except in CI (``CI=true``), where its absence is a failure."""
+    if sandbox._is_bwrap(sandbox._namespace_prefix()):
+        return
+    why = f"bubblewrap is not the active sandbox layer here ({sandbox.namespace_layers()})"
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{why}; CI must install it (.ci/run does: apt-get install bubblewrap)")
+    pytest.skip(why)
+
+
+@pytest.fixture
+def tagged(tmp_path, monkeypatch):
+    """Every sandboxed process carries this test's tag in its environment (see _processes_naming)."""
+    tag = f"tag-{os.getpid()}-{tmp_path.name}"
+    child_env = sandbox._child_env
+    monkeypatch.setattr(sandbox, "_child_env", lambda *a: {**child_env(*a), TAG_VAR: tag})
+    return tag
+
+
+def _left(*tags: str) -> list[psutil.Process]:
+    # A SIGKILLed sandbox can take a moment to be torn down on a loaded machine; what matters is
+    # that nothing survives.
+    _, alive = psutil.wait_procs(_processes_naming(*tags), timeout=10)
+    return alive
+
+
 @pytest.fixture(params=["ns", "no_ns"])
-def box(request, tmp_path, monkeypatch):
-    """Sandbox directories under this test's tmp_path, a sentinel beside them, a secret in env."""
+def box(request, tmp_path, monkeypatch, tagged):
+    """Sandbox directories under this test's tmp_path, a sentinel beside them, a secret in env.
+
+    ``ns``: the strongest kernel-side layer of this machine (bubblewrap; required in CI);
+    ``no_ns``: none at all (the degraded mode of a machine without bwrap or unshare).
+    """
     if request.param == "no_ns":
         monkeypatch.setattr(sandbox, "_namespace_prefix", lambda: ())
-    elif not sandbox._namespace_prefix():
-        pytest.skip("unshare cannot create namespaces on this machine")
+    else:
+        require_bwrap()
     root = tmp_path / "boxes"
     root.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(root))
@@ -56,7 +95,7 @@ def box(request, tmp_path, monkeypatch):
     assert sentinel.read_text() == ORIGINAL
     assert sorted(tmp_path.iterdir()) == sorted([root, sentinel]), "something wrote outside"
     assert list(root.iterdir()) == [], "a sandbox directory was not removed"
-    assert _processes_naming(str(tmp_path)) == [], "a sandboxed process is still alive"
+    assert _left(tagged, str(tmp_path)) == [], "a sandboxed process is still alive"
     children_after = {p.pid for p in psutil.Process().children(recursive=True)}
     assert children_after <= children_before
 
@@ -226,7 +265,7 @@ def test_secret_environment_is_not_inherited(box):
     assert SECRET_VAR not in names and SECRET not in res.stdout
     assert names <= {
         "PATH", "LANG", "LC_ALL", "PYTHONHASHSEED", "PYTHONDONTWRITEBYTECODE", "PYTHONUTF8",
-        "PYTHONIOENCODING", "HOME", "TMPDIR", sandbox._MARKER_VAR,
+        "PYTHONIOENCODING", "HOME", "TMPDIR", "PWD", sandbox._MARKER_VAR, TAG_VAR,
     }  # fmt: skip
 
 
@@ -237,18 +276,342 @@ def test_timeout_kills_promptly_and_reports_it(box):
     assert res.stdout == "started\n"
 
 
-# --- the namespace layer alone (no guard, no rlimits) -------------------------------------------
+# --- the verdict: "ok" only when the harness reached the end of the program -------------------
+
+# Ways of ending the interpreter with status 0 before the asserts, or after a failing one. Each
+# comes before `def f(): return 1` and a failing `assert f() == 2` (so an exit-status verdict
+# would turn a failure into a pass); "before_passing_asserts" shows that asserts which never ran
+# do not count either (stricter than an exit status, as the harness writes the token only after
+# the program's last statement).
+EXIT_TRICKS = {
+    "sys_exit_0": "import sys\nsys.exit(0)\n",
+    "sys_exit_main": (
+        "import sys\ndef main():\n    return 0\nif __name__ == '__main__':\n    sys.exit(main())\n"
+    ),
+    "raise_systemexit": "raise SystemExit\n",
+    "os_exit_0": "import os\nos._exit(0)\n",
+    "atexit_handler": "import atexit, os\natexit.register(os._exit, 0)\n",
+    "excepthook": "import os, sys\nsys.excepthook = lambda *a: os._exit(0)\n",
+    "thread_exit_0": (
+        "import os, threading, time\n"
+        "threading.Thread(target=lambda: (time.sleep(0.3), os._exit(0))).start()\n"
+    ),
+    "del_at_shutdown": (
+        "import os\nclass Bye:\n    def __del__(self, _exit=os._exit):\n        _exit(0)\n"
+        "keep = Bye()\n"
+    ),
+    "fake_token_on_every_fd": (
+        "import os\nfor fd in range(3, 64):\n    try:\n        os.write(fd, b'1' + b'0' * 32)\n"
+        "    except OSError:\n        pass\nos._exit(0)\n"
+    ),
+    # whatever the frames below the program hold, calling it does not produce the token
+    "call_what_the_frames_hold": (
+        "import sys\nframe = sys._getframe().f_back\nwhile frame is not None:\n"
+        "    for ns in (frame.f_locals, frame.f_globals):\n"
+        "        for value in list(ns.values()):\n"
+        "            try:\n                value()\n            except Exception:\n                pass\n"
+        "    frame = frame.f_back\nsys.exit(0)\n"
+    ),
+}
+FAILING_TESTS = "def f():\n    return 1\nassert f() == 2\n"
+PASSING_TESTS = "def f():\n    return 1\nassert f() == 1\n"
 
 
-def _prefix_or_skip(flag: str) -> tuple[str, ...]:
-    prefix = sandbox._namespace_prefix()
-    if flag not in prefix:
-        pytest.skip(f"unshare {flag} is not available on this machine")
-    return prefix
+@pytest.mark.parametrize("guard", [1, 0], ids=["guard", "no_guard"])
+@pytest.mark.parametrize("name", sorted(EXIT_TRICKS))
+def test_exit_tricks_are_failures(name, guard, box, monkeypatch):
+    monkeypatch.setattr(sandbox, "_GUARD", guard)
+    res = run_program(EXIT_TRICKS[name] + FAILING_TESTS)
+    assert (res.status, res.returncode) == ("exited", 0), (res.status, res.stderr[-600:])
+    assert not res.passed
+
+
+def test_code_cannot_swallow_the_first_assert():
+    """A trailing backslash continues the code's last line into the next one: `if 0: \\` would
+    make the first assert part of a never-taken branch if the tests followed the code directly."""
+    code = "def f():\n    return 1\nif 0: \\"
+    swallowed = run_program(code + "\nassert f() == 2\n")
+    assert swallowed.status == "ok", "the attack works on plain concatenation"
+    res = run_program(assemble_program(code, ["assert f() == 2"]))
+    assert res.status == "error" and "AssertionError" in res.stderr, res.stderr[-300:]
+
+
+def test_asserts_that_never_ran_do_not_pass(box):
+    res = run_program("import sys\nsys.exit(0)\n" + PASSING_TESTS)
+    assert res.status == "exited" and not res.passed
+    res = run_program(PASSING_TESTS + "import sys\nsys.exit(0)\n")
+    assert res.status == "exited", "the program itself must end normally too"
+    assert run_program(PASSING_TESTS).passed
+
+
+# Forging the verdict through what only the guard denies (with it off these would work: the
+# verdict rests on the guard against deliberate forgery, see the module docstring).
+FORGERIES = {
+    "gc_find_finish": (
+        "import gc\nfor o in gc.get_objects():\n    if getattr(o, '__name__', '') == 'finish':\n"
+        "        o()\n"
+    ),
+    # a trace function may set frame.f_lineno: jump over the asserts
+    "settrace": "import sys\nsys.settrace(lambda *a: None)\n",
+    "read_own_memory": "open('/proc/self/mem', 'rb')\n",
+    "fd_of_the_token_pipe": "import os\nprint(os.listdir('/proc/self/fd'))\n",
+}
+
+
+@pytest.mark.parametrize("name", sorted(FORGERIES))
+def test_verdict_forgeries_are_denied(name, box):
+    res = run_program(FORGERIES[name] + FAILING_TESTS)
+    assert res.status == "denied", (res.status, res.stderr[-600:])
+
+
+# --- the kernel-side layer alone (bubblewrap, audit-hook guard switched off) -------------------
+
+# Each probe attempts one attack class and asserts that the kernel stopped it; "contained" at the
+# end means every attempt failed (the box fixture checks the host side afterwards).
+KERNEL_PROBES = {
+    "write_outside": """\
+        import os
+        for path in ['{sentinel}', '{tmp}/new.txt', '{tmp}/boxes/new.txt', '/usr/{probe}',
+                     '/{probe}', '/dev/shm/{probe}', '/dev/{probe}', '/proc/{probe}']:
+            try:
+                open(path, 'w').write('pwned')
+            except OSError:
+                continue
+            raise SystemExit('wrote ' + path)
+        for op in (os.remove, lambda p: os.rename(p, 'x'), lambda p: os.chmod(p, 0),
+                   lambda p: os.truncate(p, 0)):
+            try:
+                op('{sentinel}')
+            except OSError:
+                continue
+            raise SystemExit('changed the sentinel')
+        print('contained')
+        """,
+    "read_secrets": """\
+        import os
+        assert not os.path.exists('{sentinel}') and not os.path.exists('{tmp}')
+        assert '{secret_var}' not in os.environ
+        assert not any(os.path.exists(p) for p in {home_entries!r}), 'host home visible'
+        assert not os.path.exists('/etc/passwd')
+        assert not os.path.exists('/sys/class') and not os.path.exists('/run')
+        pids = sorted(int(p) for p in os.listdir('/proc') if p.isdigit())
+        assert pids[-1] < 10, pids  # a pid namespace of its own
+        for pid in pids:
+            for what in ('environ', 'cmdline'):
+                try:
+                    data = open('/proc/%d/%s' % (pid, what), 'rb').read()
+                except OSError:
+                    continue
+                assert b'{secret}' not in data and b'{tmp}' not in data, (pid, what)
+        print('contained')
+        """,
+    "sockets": """\
+        import socket
+        tries = [(socket.AF_INET, ('127.0.0.1', {port})), (socket.AF_UNIX, '{unix_path}'),
+                 (socket.AF_UNIX, '\\0{abstract}')]
+        for family, address in tries:
+            s = socket.socket(family)
+            s.settimeout(2)
+            try:
+                s.connect(address)
+            except OSError:
+                continue
+            raise SystemExit('connected to %r' % (address,))
+        try:
+            socket.create_connection(('10.0.0.1', 80), timeout=2)
+            raise SystemExit('network')
+        except OSError:
+            pass
+        print('contained')
+        """,
+    "privileges": """\
+        import os, socket
+        assert (os.getuid(), os.geteuid(), os.getgid()) == (65534, 65534, 65534)
+        status = open('/proc/self/status').read()
+        fields = dict(line.split(':\\t') for line in status.splitlines() if ':\\t' in line)
+        assert {{fields[k] for k in ('CapPrm', 'CapEff', 'CapAmb')}} == {{'0' * 16}}, status
+        assert fields['NoNewPrivs'] == '1', status  # no setuid binary or file capability works
+        for op in (lambda: os.setuid(0), lambda: os.chroot('/'), lambda: socket.sethostname('x'),
+                   lambda: os.setgroups([0])):
+            try:
+                op()
+            except OSError:
+                continue
+            raise SystemExit('privileged operation worked')
+        print('contained')
+        """,
+    "memory_outside_rlimit_as": """\
+        import os
+        total = 0
+        try:
+            while True:  # memfd files: at most RLIMIT_NOFILE of RLIMIT_FSIZE bytes each
+                fd = os.memfd_create('m')
+                try:
+                    while True:
+                        total += os.write(fd, b'x' * (1 << 20))
+                except OSError:
+                    pass
+        except OSError:
+            pass
+        assert total <= {nofile} * (1 << 20), total
+        files = 0
+        try:
+            while True:  # the writable directory: a size-limited tmpfs
+                with open('f%d' % files, 'wb') as fh:
+                    fh.write(b'x' * (1 << 19))
+                files += 1
+        except OSError:
+            pass
+        assert files * (1 << 19) <= {tmpfs_files} * (1 << 20), files
+        print('contained', total >> 20, files)
+        """,
+    "daemon_outlives_the_run": """\
+        import os, time
+        if os.fork() == 0:
+            os.setsid()
+            if os.fork() == 0:
+                time.sleep(600)
+            os._exit(0)
+        time.sleep(0.2)
+        print('contained')
+        """,
+    "fork_bomb": """\
+        import os, time
+        n = 0
+        try:
+            for _ in range(200):
+                if os.fork() == 0:
+                    time.sleep(60)
+                    os._exit(0)
+                n += 1
+        except OSError:
+            pass
+        assert n < 200, n
+        print('contained')
+        """,
+    "signal_the_host": """\
+        import os, signal
+        for pid in ({pid}, os.getppid()):  # the caller (not in this pid namespace), bwrap's init
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                continue
+            raise SystemExit('signalled %d' % pid)
+        print('contained')
+        """,
+}
+
+
+def _home_entries() -> list[str]:
+    """What the caller's home holds, but the way to the interpreter (bound read-only if there)."""
+    home = os.path.expanduser("~")
+    python = os.path.realpath(sys.base_prefix)
+    with os.scandir(home) as entries:
+        paths = [e.path for e in entries if not (python + "/").startswith(e.path + "/")]
+    return sorted(paths)[:50]
+
+
+@pytest.mark.parametrize("box", ["ns"], indirect=True)
+@pytest.mark.parametrize("name", sorted(KERNEL_PROBES))
+def test_kernel_layer_contains_without_the_guard(name, box, listener, monkeypatch, tmp_path):
+    monkeypatch.setattr(sandbox, "_GUARD", 0)
+    unix = socket.socket(socket.AF_UNIX)
+    unix.bind(str(tmp_path / "host.sock"))
+    unix.listen()
+    abstract = socket.socket(socket.AF_UNIX)
+    abstract_name = f"repro-sandbox-test-{os.getpid()}-{tmp_path.name}"
+    abstract.bind("\0" + abstract_name)
+    abstract.listen()
+    for s in (unix, abstract):
+        s.setblocking(False)
+    probe = f"repro-sandbox-probe-{tmp_path.name}"
+    source = _src(
+        KERNEL_PROBES[name], box, port=listener.getsockname()[1], probe=probe,
+        unix_path=str(tmp_path / "host.sock"), abstract=abstract_name, secret=SECRET,
+        nofile=sandbox._NOFILE, tmpfs_files=sandbox._TMPFS_FILES, home_entries=_home_entries(),
+    )  # fmt: skip
+    try:
+        res = run_program(source, fsize_mb=1, memory_mb=256, timeout_s=20.0)
+        assert (res.status, res.stdout.split()[:1]) == ("ok", ["contained"]), res.stderr[-800:]
+        for s in (unix, abstract):
+            with pytest.raises(BlockingIOError):
+                s.accept()
+    finally:
+        unix.close()
+        abstract.close()
+        (tmp_path / "host.sock").unlink()
+        for path in (f"/usr/{probe}", f"/{probe}"):
+            assert not os.path.exists(path)
+    assert os.getpid() == psutil.Process().pid  # the caller is alive
+
+
+MEMFD_CHILDREN = """\
+import os
+r, w = os.pipe()
+for _ in range({children}):
+    if os.fork() == 0:
+        os.close(r)
+        while True:
+            try:
+                fd = os.memfd_create('m')
+            except OSError:  # RLIMIT_NOFILE
+                break
+            try:
+                while True:  # up to RLIMIT_FSIZE
+                    os.write(fd, b'x' * (1 << 20))
+                    os.write(w, b'.')  # one byte per MiB that the kernel accepted
+            except OSError:
+                pass
+        os._exit(0)
+os.close(w)
+total = 0
+while chunk := os.read(r, 4096):
+    total += len(chunk)
+print('MiB', total)
+"""
+
+
+@pytest.mark.parametrize("cgroup", [True, False], ids=["cgroup", "rlimits_only"])
+@pytest.mark.parametrize("box", ["ns"], indirect=True)
+def test_memory_of_the_whole_run_is_bounded(cgroup, box, monkeypatch):
+    """Memory RLIMIT_AS does not see (memfd files), in several processes, guard off: with the
+    per-run cgroup the run's total stays under its limit; without one (cgroups not writable: an
+    optional layer, skipped where absent, while ``rlimits_only`` always runs) the rlimits still
+    bound it, per process, at RLIMIT_NOFILE files of RLIMIT_FSIZE."""
+    if cgroup and not (sandbox._maps_ids(sandbox._namespace_prefix()) and sandbox._cgroups_work()):
+        pytest.skip("no writable memory/pids cgroup here (an optional layer)")
+    if not cgroup:
+        monkeypatch.setattr(sandbox, "_cgroups_work", lambda: False)
+    monkeypatch.setattr(sandbox, "_GUARD", 0)
+    children, limits = 4, {"memory_mb": 64, "fsize_mb": 2, "timeout_s": 30.0}
+    source = MEMFD_CHILDREN.format(children=children)
+    res = run_program(source, **limits)
+    layer = sandbox.cgroup_layer(**limits)
+    if layer != "no cgroup":  # also from a worker thread (its own cgroup, see _cgroup_for)
+        res_thread, ok = run_many([source, "print('next run')"], workers=1, **limits)
+        assert res_thread.status == "killed", (res_thread.status, res_thread.stderr[-500:])
+        assert ok.stdout == "next run\n"  # the same cgroup serves the next run
+    if layer == "no cgroup":
+        assert res.status == "ok", (res.status, res.stderr[-500:])
+        total = int(res.stdout.split()[1])
+        assert limits["fsize_mb"] <= total <= children * sandbox._NOFILE * limits["fsize_mb"]
+    else:  # the kernel's OOM killer ends the run (here, 4 x ~116 MiB against 136 MiB)
+        assert res.status == "killed", (res.status, res.stdout, res.stderr[-500:])
+
+
+# --- the unshare fallback alone (no bwrap, no guard, no rlimits) ---------------------------------
+
+
+def _unshare_or_skip() -> tuple[str, ...]:
+    unshare = shutil.which("unshare")
+    flags = sandbox._NAMESPACE_CANDIDATES[0][1]
+    if unshare is None or sandbox._probe([unshare, *flags]) is not None:
+        pytest.skip("unshare cannot create user+net+pid namespaces here")
+    return (unshare, *flags)
 
 
 def test_network_namespace_has_no_network(listener):
-    prefix = _prefix_or_skip("--net")
+    prefix = _unshare_or_skip()
     port = listener.getsockname()[1]
     code = f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=2)\n"
     res = subprocess.run(
@@ -259,7 +622,7 @@ def test_network_namespace_has_no_network(listener):
 
 
 def test_pid_namespace_kills_everything_the_program_started(tmp_path):
-    prefix = _prefix_or_skip("--pid")
+    prefix = _unshare_or_skip()
     tag = f"repro-sandbox-fork-test-{os.getpid()}-{tmp_path.name}"
     code = textwrap.dedent(
         f"""\
@@ -323,7 +686,7 @@ def test_benign_program_runs_and_its_directory_is_removed(box):
         ("raise ValueError('boom')\n", "error", 1),
         ("def f(:\n", "error", 1),
         ("import sys\nsys.exit(3)\n", "error", 3),
-        ("import sys\nsys.exit(0)\n", "ok", 0),
+        ("import sys\nsys.exit(0)\n", "exited", 0),
         ("assert 1 + 1 == 3\n", "error", 1),
         ("import numpy\n", "error", 1),  # -S: the standard library only
     ],
@@ -372,13 +735,16 @@ def test_describe_names_layers_and_limits():
 
 
 def test_degraded_mode_logs_once(monkeypatch, caplog):
-    monkeypatch.setattr(sandbox.shutil, "which", lambda _name: None)
+    monkeypatch.setattr(sandbox.shutil, "which", lambda *_a, **_k: None)
     sandbox._namespaces.cache_clear()
     try:
         with caplog.at_level("WARNING", logger="repro.sandbox"):
             assert sandbox._namespace_prefix() == ()
             assert sandbox._namespace_prefix() == ()
-        assert [r.message.count("no `unshare`") for r in caplog.records] == [1]
+        assert [r.levelname for r in caplog.records] == ["ERROR", "WARNING"]
+        assert "bubblewrap (`bwrap`) is not installed" in caplog.records[0].message
+        assert "apt-get install bubblewrap" in caplog.records[0].message
+        assert "no `unshare`" in caplog.records[1].message
     finally:
         sandbox._namespaces.cache_clear()
 
@@ -390,9 +756,12 @@ def test_assemble_program_orders_code_setup_tests():
     code = "class Node:\n    pass\ndef f(n):\n    return n"
     setup = "root = Node()"
     tests = ["assert f(1) == 1", "assert isinstance(root, Node)"]
-    assert assemble_program(code, tests, setup) == f"{code}\n{setup}\n{tests[0]}\n{tests[1]}\n"
+    sep = sandbox.SEPARATOR
+    assert (
+        assemble_program(code, tests, setup) == f"{code}\n{sep}\n{setup}\n{tests[0]}\n{tests[1]}\n"
+    )
     assert assemble_program(code, tests, setup, mode="compile") == code + "\n"
-    assert assemble_program(code, tests) == f"{code}\n{tests[0]}\n{tests[1]}\n"
+    assert assemble_program(code, tests) == f"{code}\n{sep}\n{tests[0]}\n{tests[1]}\n"
     with pytest.raises(ValueError, match="mode must be"):
         assemble_program(code, tests, mode="run")
     with pytest.raises(TypeError, match="list of assert statements"):
@@ -417,3 +786,85 @@ def test_a_sandbox_that_cannot_start_raises(prefix, timeout_s, pattern, monkeypa
     monkeypatch.setattr(sandbox, "_namespace_prefix", lambda: prefix)
     with pytest.raises(sandbox.SandboxError, match=pattern):
         run_program("print('never runs')\n", timeout_s=timeout_s)
+
+
+def test_bootstrap_is_the_repro_sandbox_boot_module():
+    """The child's bootstrap is the linted module: importing it runs nothing, and what the parent
+    hands the child is that file compiled."""
+    import marshal
+
+    from repro import sandbox_boot
+
+    assert sys.modules["__main__"] is not sandbox_boot
+    assert {"run", "_setup", "_install_guard"} <= set(vars(sandbox_boot))
+    code = marshal.loads(sandbox._bootstrap_code())
+    assert code.co_filename == "<repro.sandbox_boot>"
+    with open(sandbox_boot.__file__, encoding="utf-8") as fh:
+        assert code == compile(fh.read(), "<repro.sandbox_boot>", "exec", dont_inherit=True)
+
+
+def test_bwrap_without_id_maps_still_confines(monkeypatch, caplog):
+    """Root whose id maps cannot be written: bwrap maps the program to host root itself (no
+    process-count limit, said in the layer's name and a warning), the other guarantees hold."""
+    require_bwrap()
+    if os.geteuid() != 0:
+        pytest.skip("the id maps are written only when the caller is root")
+    monkeypatch.setattr(sandbox._IdMap, "write", lambda *_a, **_k: False)
+    sandbox._namespaces.cache_clear()
+    try:
+        with caplog.at_level("WARNING", logger="repro.sandbox"):
+            assert "host root: no process-count limit" in sandbox.namespace_layers()
+        assert "RLIMIT_NPROC" in caplog.text
+        res = run_program("import os\nprint(os.getuid())\nopen('/usr/x', 'w')\n")
+        assert "65534" in res.stdout and res.status == "denied"
+    finally:
+        sandbox._namespaces.cache_clear()
+
+
+def test_a_strict_umask_does_not_hide_the_program(box):
+    old = os.umask(0o077)
+    try:
+        assert run_program("print('read')\n").stdout == "read\n"
+    finally:
+        os.umask(old)
+
+
+def test_a_forked_caller_can_still_run_programs():
+    """The helper thread that runs programs for the main thread is not inherited by a fork."""
+    assert run_program("print(1)\n").stdout == "1\n"
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover (the child reports through the pipe)
+        try:
+            os.write(w, run_program("print(2)\n", timeout_s=10.0).stdout.encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    deadline = time.monotonic() + 60
+    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if done[0] == 0:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked caller hung")
+    with os.fdopen(r, "rb") as fh:
+        assert fh.read() == b"2\n" and done[1] == 0
+
+
+def test_cgroups_of_dead_callers_are_swept():
+    if not (sandbox._maps_ids(sandbox._namespace_prefix()) and sandbox._cgroups_work()):
+        pytest.skip("no writable memory/pids cgroup here (an optional layer)")
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()  # a pid that no longer exists
+    dirs = [f"{base}/repro-sandbox-{proc.pid}-1-test" for base in sandbox._own_cgroups().values()]
+    mine = f"{next(iter(sandbox._own_cgroups().values()))}/repro-sandbox-{os.getpid()}-0-test"
+    for path in [*dirs, mine]:
+        os.mkdir(path)
+    try:
+        sandbox._sweep_dead_cgroups()
+        assert not any(os.path.exists(p) for p in dirs)
+        assert os.path.exists(mine), "a live caller's cgroup was removed"
+    finally:
+        for path in [*dirs, mine]:
+            if os.path.exists(path):
+                os.rmdir(path)

@@ -19,9 +19,11 @@ from pathlib import Path
 import psutil
 import pytest
 
+from repro import sandbox
 from repro.io import InputError
 from repro.metrics.base import FIELD_TYPES, MetricResult
 from repro.metrics.code import code_exec
+from tests.test_sandbox import EXIT_TRICKS, TAG_VAR, _processes_naming, require_bwrap
 
 MBPP = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "mbpp" / "mbpp.jsonl"
 
@@ -76,7 +78,7 @@ def test_pass_and_compile_per_example():
     assert res.per_example == [1.0, 0.0, 0.0, 0.0, 1.0, 1.0]
     assert res.value == pytest.approx(3 / 6)
     assert res.details["status_counts"] == {
-        "ok": 3, "error": 3, "denied": 0, "memory": 0, "timeout": 0, "killed": 0,
+        "ok": 3, "exited": 0, "error": 3, "denied": 0, "memory": 0, "timeout": 0, "killed": 0,
     }  # fmt: skip
     messages = {f["id"]: f["message"] for f in res.details["first_failures"]}
     assert messages["t/1"] == "AssertionError"
@@ -131,11 +133,23 @@ def test_bad_options(opts, pattern):
 # --- hostile programs score 0 -------------------------------------------------------------------
 
 
-def test_hostile_programs_are_scored_as_failures(tmp_path, monkeypatch):
+@pytest.mark.parametrize("guard", [1, 0], ids=["guard", "kernel_only"])
+def test_hostile_programs_are_scored_as_failures(guard, tmp_path, monkeypatch):
+    """Every attack class scores 0, harms nothing, leaves no process; with the audit-hook guard
+    switched off (``kernel_only``: bubblewrap alone, required in CI) too. With the guard each
+    sample's asserts would pass, so the attack itself must be what fails it; without it the asserts
+    fail, so that only an escape or a fooled verdict could score 1. The exit-0 tricks always come
+    with failing asserts."""
+    if not guard:
+        require_bwrap()
+    monkeypatch.setattr(sandbox, "_GUARD", guard)
     boxes = tmp_path / "boxes"
     boxes.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(boxes))
     monkeypatch.setenv("REPRO_CODE_TEST_SECRET", "hunter2")
+    tag = f"code-tag-{os.getpid()}-{tmp_path.name}"
+    child_env = sandbox._child_env
+    monkeypatch.setattr(sandbox, "_child_env", lambda *a: {**child_env(*a), TAG_VAR: tag})
     sentinel = tmp_path / "sentinel.txt"
     sentinel.write_text("keep")
     s = str(sentinel)
@@ -145,31 +159,39 @@ def test_hostile_programs_are_scored_as_failures(tmp_path, monkeypatch):
         # a linear, bounded fork loop: even a broken guard must not hurt this machine
         "import os, time\nfor _ in range(100):\n    if os.fork() == 0:\n        time.sleep(20)\n"
         "        os._exit(0)\n",
+        "import os, time\nif os.fork() == 0:\n    os.setsid()\n    time.sleep(60)\n",  # daemon
         "import subprocess\nsubprocess.run(['true'])\n",
         "import os\nos.system('true')\n",
         f"open({s!r}, 'w').write('pwned')\n",
         f"import os\nos.remove({s!r})\n",
+        "open('/usr/pwned-by-code-test', 'w')\n",
         "import os\nassert os.environ['REPRO_CODE_TEST_SECRET'] == 'hunter2'\n",
+        f"assert open({s!r}).read() == 'keep'\n",
         "import socket\nsocket.create_connection(('127.0.0.1', 9), timeout=1)\n",
         f"import os, signal\nos.kill({os.getpid()}, signal.SIGKILL)\n",
         "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\n",
+        "import os\nwhile True:\n    os.write(os.memfd_create('m'), b'x' * (1 << 24))\n",
         "while True:\n    print('y' * 10000)\n",
     ]
-    samples = [_sample(i, "def f():\n    return 1\n" + src, ["assert f() == 1"])
+    body = "def f():\n    return 1\n"
+    samples = [_sample(i, body + src, ["assert f() == 1" if guard else "assert f() == 2"])
                for i, src in enumerate(hostile)]  # fmt: skip
+    samples += [_sample(len(samples) + i, body + src, ["assert f() == 2"])
+                for i, src in enumerate(EXIT_TRICKS.values())]  # fmt: skip
     start = time.monotonic()
     res = code_exec(samples, timeout_s=1.0, memory_mb=128)
-    assert time.monotonic() - start < 15.0
-    assert res.per_example == [0.0] * len(hostile)
+    assert time.monotonic() - start < 30.0
+    assert res.per_example == [0.0] * len(samples), res.details["first_failures"]
     assert res.value == 0.0
-    assert sum(res.details["status_counts"].values()) == len(hostile)
+    assert sum(res.details["status_counts"].values()) == len(samples)
+    assert res.details["status_counts"]["exited"] >= len(EXIT_TRICKS)
     assert sentinel.read_text() == "keep"
     assert sorted(tmp_path.iterdir()) == sorted([boxes, sentinel])
     assert list(boxes.iterdir()) == []
-    left = [p for p in psutil.process_iter(["cmdline"])
-            if any(str(tmp_path) in a for a in p.info["cmdline"] or ())]  # fmt: skip
+    assert not os.path.exists("/usr/pwned-by-code-test")
     # A SIGKILLed process group can take a moment to be torn down on a loaded machine (seen once
     # in a full-suite run at load ~3 on 2 cores); what matters is that nothing survives.
+    left = _processes_naming(tag, str(tmp_path))
     _, alive = psutil.wait_procs(left, timeout=10)
     assert alive == []
 

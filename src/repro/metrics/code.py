@@ -8,11 +8,13 @@ seed files of a cell (docs/methods.md §5.5).
 Modes (option ``mode``):
 
 * ``"tests"``  (pass@k): the program is the completed code, then the row's ``setup`` (MBPP's
-  ``test_setup_code``), then its ``tests`` asserts, newline-joined; it passes iff it exits 0
-  within ``timeout_s``.
+  ``test_setup_code``), then its ``tests`` asserts, newline-joined (one ``pass`` line after the
+  code, see :func:`repro.sandbox.assemble_program`); it passes iff the sandbox's
+  harness ran it to its last statement within ``timeout_s`` (every assert ran and held; see the
+  verdict in :mod:`repro.sandbox`: ending the interpreter early, e.g. ``sys.exit(0)``, fails).
 * ``"compile"`` (KL-flow's compiles@k): the completed code alone; it "compiles" iff it runs
-  without error within ``timeout_s`` (methods.md: "c = #samples whose code alone executes
-  without error" — stricter than ``compile()``: top-level statements run).
+  to its end without error within ``timeout_s`` (methods.md: "c = #samples whose code alone
+  executes without error" — stricter than ``compile()``: top-level statements run).
 
 Programs never run in this process: each runs in :mod:`repro.sandbox` (fresh interpreter, temp
 directory, scrubbed environment, resource limits, audit-hook guard, namespaces where available),
@@ -103,8 +105,8 @@ def code_exec(
 
     Reads ``hypothesis`` (the completed program), ``tests`` (list of asserts; needed by mode
     ``"tests"``) and ``setup`` (optional). ``details``: the count of each sandbox status
-    (``ok``, ``error``, ``denied``, ``memory``, ``timeout``, ``killed``), the first failures'
-    last stderr line, and the total wall time.
+    (``ok``, ``exited``, ``error``, ``denied``, ``memory``, ``timeout``, ``killed``), the first
+    failures' last stderr line, and the total wall time.
     """
     check_choice("code_exec", "mode", mode, MODES)
     if (
@@ -129,9 +131,9 @@ def code_exec(
         if not r.passed
     ][:N_ERRORS_KEPT]
     what = (
-        "pass: completed code + setup + test asserts exits 0"
+        "pass: completed code + setup + test asserts all ran and held"
         if mode == "tests"
-        else "compiles: completed code alone runs without error"
+        else "compiles: completed code alone runs to its end without error"
     )
     variant = f"code_exec mode={mode} ({what}), 0/1 per sample, mean; " + describe(
         timeout_s=timeout_s, memory_mb=memory_mb

@@ -1,0 +1,386 @@
+"""The sandboxed child's bootstrap: limits, the in-process guard, the program, the verdict.
+
+This file runs inside the sandbox before the untrusted program, in the same interpreter (see
+:mod:`repro.sandbox` for the layers around it). The parent compiles it once and hands the code
+object to the child marshalled (``python -S -s -B [-P] -c LOADER BOOT ARGS...``); the loader
+executes it in the child's ``__main__`` namespace, where :func:`run` takes over. Importing this
+module (``repro.sandbox_boot``) runs nothing: ruff lints it and the tests import it like any other.
+
+Arguments (``sys.argv[2:]``): the work directory, the program's path, then ``RLIMIT_CPU`` (s),
+``RLIMIT_AS``, ``RLIMIT_FSIZE`` (bytes), ``RLIMIT_NPROC``, ``RLIMIT_NOFILE``, the verdict
+descriptor, the token descriptor, ``1``/``0`` for the guard (``0`` only in the tests that show
+what the kernel-side layers hold without it) and the uid/gid to switch to first (``-1``: none;
+bubblewrap started by root leaves that to the bootstrap, see ``repro.sandbox._BWRAP_AS_ROOT``).
+
+Everything the guard and the verdict use is bound to local variables before the program runs, so
+replacing builtins or module attributes afterwards does not change them.
+"""
+
+import sys
+
+
+def _setup(argv):
+    """Limits, token, guard, program: returns ``(code, namespace, finish)``; runs no program code."""
+    import posix
+    import resource
+
+    work, program = argv[2], argv[3]
+    cpu, mem, fsize, nproc, nofile, verdict, token_fd, guard, drop = (int(v) for v in argv[4:13])
+    _write, _close, _read, _exit = posix.write, posix.close, posix.read, posix._exit
+    _write(verdict, b"1")  # tells the parent that the sandbox itself started
+    # The per-run token: read to its end and the descriptor closed before any program code runs.
+    token = b""
+    while True:
+        chunk = _read(token_fd, 64)
+        if not chunk:
+            break
+        token += chunk
+    _close(token_fd)
+    if drop >= 0:  # bwrap started by root: become the unprivileged id (clears every capability)
+        posix.setgroups([])
+        posix.setresgid(drop, drop, drop)
+        posix.setresuid(drop, drop, drop)
+    for which, value in (
+        (resource.RLIMIT_CORE, 0), (resource.RLIMIT_CPU, cpu), (resource.RLIMIT_AS, mem),
+        (resource.RLIMIT_FSIZE, fsize), (resource.RLIMIT_NPROC, nproc),
+        (resource.RLIMIT_NOFILE, nofile),
+    ):  # fmt: skip
+        if value < 0:
+            continue
+        hard = resource.getrlimit(which)[1]
+        if hard != resource.RLIM_INFINITY:
+            value = min(value, hard)
+        resource.setrlimit(which, (value, value))
+    if guard:
+        _install_guard(work)
+
+    with open(program, encoding="utf-8") as fh:
+        source = fh.read()
+    # optimize=0: asserts are never compiled away, whatever the interpreter's flags
+    code = compile(source, program, "exec", dont_inherit=True, optimize=0)
+    main = type(sys)("__main__")
+    main.__file__ = program
+    sys.modules["__main__"] = main
+    sys.argv = [program]
+
+    flushes = tuple(s.flush for s in (sys.stdout, sys.stderr) if s is not None)
+    _len, _BaseException = len, BaseException
+
+    def finish():
+        # Reached only when the program's code object returned normally: every statement ran.
+        done = 0
+        while done < _len(token):
+            done += _write(verdict, token[done:])
+        _close(verdict)
+        for flush in flushes:
+            try:  # noqa: SIM105 (no contextlib import in the child)
+                flush()
+            except _BaseException:  # a program may have closed or detached stdout
+                pass
+        _exit(0)  # no atexit handler, thread join or __del__ of the program runs after this
+
+    return code, main.__dict__, finish
+
+
+def _install_guard(work):
+    """The audit-hook guard (layer d of :mod:`repro.sandbox`)."""
+    import os
+    import posix
+
+    for module in (os, posix):  # escape hatches that raise no audit event
+        for name in ("setsid", "setpgid", "setpgrp", "pidfd_open", "mkfifo", "mknod"):
+            if hasattr(module, name):
+                delattr(module, name)
+    _signal = sys.modules.get("_signal")
+    if _signal is not None and hasattr(_signal, "pidfd_send_signal"):
+        del _signal.pidfd_send_signal
+
+    _isinstance, _str, _bytes, _int, _bool = isinstance, str, bytes, int, bool
+    _tuple, _len, _any = tuple, len, any
+    _Denied = PermissionError
+    _lstat, _stat, _readlink, _getcwd, _getpid = (
+        posix.lstat,
+        posix.stat,
+        posix.readlink,
+        posix.getcwd,
+        posix.getpid,
+    )
+    _getframe = sys._getframe
+    _join = str.join
+    _compile_bytecode = sys.modules["_frozen_importlib_external"]._compile_bytecode.__code__
+    WRITE_FLAGS = (
+        os.O_WRONLY
+        | os.O_RDWR
+        | os.O_APPEND
+        | os.O_CREAT
+        | os.O_TRUNC
+        | getattr(os, "O_TMPFILE", 0)
+    )
+    IFMT, IFLNK, IFDIR = 0o170000, 0o120000, 0o040000
+
+    def deny(event, why):
+        raise _Denied(f"repro-sandbox: {event} denied ({why})")
+
+    def as_text(event, p):
+        # the exact text of a str/bytes path (subclass methods are never called); deny the rest
+        if _isinstance(p, _str):
+            return _join("", (p,))
+        if _isinstance(p, _bytes):
+            return _bytes.decode(_bytes.join(b"", (p,)), "utf-8", "surrogateescape")
+        deny(event, "only str or bytes paths are accepted inside the sandbox")
+
+    def resolve(event, path):
+        # absolute path with every symlink followed (like os.path.realpath(strict=False))
+        if not path.startswith("/"):
+            path = _getcwd() + "/" + path
+        todo = path.split("/")[::-1]
+        out = []
+        hops = 0
+        while todo:
+            part = todo.pop()
+            if part in ("", "."):
+                continue
+            if part == "..":
+                if out:
+                    out.pop()
+                continue
+            here = "/" + "/".join(out + [part])
+            try:
+                mode = _lstat(here).st_mode
+            except (OSError, ValueError):
+                out.append(part)
+                continue
+            if mode & IFMT == IFLNK:
+                hops += 1
+                if hops > 40:
+                    deny(event, "too many levels of symbolic links")
+                target = _readlink(here)
+                if target.startswith("/"):
+                    out = []
+                todo.extend(target.split("/")[::-1])
+                continue
+            out.append(part)
+        return "/" + "/".join(out)
+
+    def is_dir(path):
+        try:
+            return _stat(path).st_mode & IFMT == IFDIR
+        except (OSError, ValueError):
+            return False
+
+    def under(path, roots):
+        for root in roots:  # noqa: SIM110 (a hot path: every import; no generator)
+            if path == root or path.startswith(root + "/"):
+                return True
+        return False
+
+    WORK = resolve("install", work)
+    STDLIB = []
+    for entry in sys.path:
+        if entry and _isinstance(entry, _str):
+            real = resolve("install", entry)
+            if is_dir(real) and not under(real, (WORK,)) and real not in STDLIB:
+                STDLIB.append(real)
+    STDLIB = _tuple(STDLIB)
+    DEVICES = ("/dev/null", "/dev/zero", "/dev/urandom", "/dev/random")
+    # (no /proc at all: /proc/self/mem and /proc/self/fd would reach the harness's memory and
+    # descriptors, see the verdict in run())
+    READ_ROOTS = (WORK,) + STDLIB + DEVICES + ("/usr/share/zoneinfo",)
+    WRITE_ROOTS = (WORK, "/dev/null")
+
+    def check(event, path, roots, what):
+        text = as_text(event, path)
+        if (
+            roots is READ_ROOTS
+            and text.startswith("/")
+            and "/." not in text
+            and "//" not in text
+            and under(text, STDLIB)
+        ):  # fast path for imports: the program cannot change these
+            return text
+        real = resolve(event, text)
+        if not under(real, roots):
+            deny(event, f"{what} outside the sandbox directory: {real}")
+        return real
+
+    def read_path(event, args):
+        path = args[0] if args else None
+        if path is None or _isinstance(path, _int):
+            return  # the cwd (inside) or an already opened descriptor
+        check(event, path, READ_ROOTS, "reading")
+
+    def write_path(event, args, allow_fd=False):
+        path = args[0]
+        if _isinstance(path, _int) and not _isinstance(path, _bool):
+            if allow_fd:
+                return
+            deny(event, "changing a file by descriptor")
+        check(event, path, WRITE_ROOTS, "changing")
+
+    def dir_fd_free(event, args, positions):
+        for i in positions:
+            if _len(args) > i and args[i] is not None and args[i] != -1:
+                deny(event, "dir_fd arguments")
+
+    def on_open(event, args):
+        path, flags = args[0], args[2]
+        if _isinstance(path, _int):
+            return
+        write = _isinstance(flags, _int) and flags & WRITE_FLAGS
+        if not _isinstance(flags, _int) and _isinstance(args[1], _str):
+            write = _any(c in args[1] for c in "wax+")
+        real = check(
+            event, path, WRITE_ROOTS if write else READ_ROOTS, "writing" if write else "reading"
+        )
+        if args[1] is None and is_dir(real):  # os.open (io.open cannot open directories)
+            deny(event, f"opening a directory: {real}")
+
+    def on_two_paths(event, args):  # rename / link: both ends inside
+        dir_fd_free(event, args, (2, 3))
+        check(event, args[0], WRITE_ROOTS, "changing")
+        check(event, args[1], WRITE_ROOTS, "changing")
+
+    def on_symlink(event, args):
+        dir_fd_free(event, args, (2,))
+        target = as_text(event, args[0])
+        if not target.startswith("/"):
+            deny(event, "relative symlink targets; use an absolute path inside the sandbox")
+        check(event, target, WRITE_ROOTS, "linking to")
+        check(event, args[1], WRITE_ROOTS, "changing")
+
+    def on_kill(event, args):
+        pid = args[0]
+        if not (_isinstance(pid, _int) and pid > 0 and pid == _getpid()):
+            deny(event, f"signals to other processes (pid {pid!r})")
+
+    def on_chdir(event, args):
+        if not _isinstance(args[0], (_str, _bytes)):
+            deny(event, "changing directory by descriptor")
+        check(event, args[0], (WORK,), "changing directory")
+
+    def on_import(event, args):
+        name = args[0] if _isinstance(args[0], _str) else ""
+        top = name.partition(".")[0]
+        if top in BLOCKED_MODULES or top.startswith("_test"):
+            deny(event, f"importing {name}")
+
+    def on_marshal(event, args):
+        # bytecode is loaded only by the import system, only from the standard library
+        frame = _getframe(2)  # 0: on_marshal, 1: hook, 2: the caller of marshal.loads
+        if frame.f_code is _compile_bytecode:
+            path = frame.f_locals.get("bytecode_path")
+            if _isinstance(path, _str) and under(resolve(event, path), STDLIB):
+                return  # (its file was opened through check() already)
+        deny(event, "loading bytecode from outside the standard library")
+
+    def always(event, args):
+        deny(event, "not allowed inside the sandbox")
+
+    BLOCKED_MODULES = frozenset(
+        (
+            "ctypes",
+            "_ctypes",
+            "cffi",
+            "_cffi_backend",
+            "_posixsubprocess",
+            "_posixshmem",
+            "_xxsubinterpreters",
+            "_xxinterpchannels",
+            "_interpreters",
+            "_interpchannels",
+        )
+    )
+    HANDLERS = {
+        "open": on_open,
+        "import": on_import,
+        "os.listdir": read_path,
+        "os.scandir": read_path,
+        "os.getxattr": read_path,
+        "os.listxattr": read_path,
+        "os.remove": lambda e, a: (dir_fd_free(e, a, (1,)), write_path(e, a)),
+        "os.rmdir": lambda e, a: (dir_fd_free(e, a, (1,)), write_path(e, a)),
+        "os.mkdir": lambda e, a: (dir_fd_free(e, a, (2,)), write_path(e, a)),
+        "os.truncate": lambda e, a: write_path(e, a, allow_fd=True),
+        "os.utime": lambda e, a: (dir_fd_free(e, a, (3,)), write_path(e, a)),
+        "os.chmod": lambda e, a: (dir_fd_free(e, a, (2,)), write_path(e, a)),
+        "os.chown": lambda e, a: (dir_fd_free(e, a, (3,)), write_path(e, a)),
+        "os.setxattr": write_path,
+        "os.removexattr": write_path,
+        "shutil.rmtree": write_path,
+        "os.rename": on_two_paths,
+        "os.link": on_two_paths,
+        "os.symlink": on_symlink,
+        "os.chdir": on_chdir,
+        "os.kill": on_kill,
+        "marshal.loads": on_marshal,
+        "marshal.load": on_marshal,
+    }
+    for name in (
+        "os.system",
+        "os.exec",
+        "os.posix_spawn",
+        "os.fork",
+        "os.forkpty",
+        "subprocess.Popen",
+        "pty.spawn",
+        "os.killpg",
+        "gc.get_objects",
+        "gc.get_referrers",
+        "gc.get_referents",
+        "code.__new__",
+        "cpython.PyInterpreterState_New",
+        "resource.setrlimit",
+        "resource.prlimit",
+        "fcntl.ioctl",
+        # a trace function can jump over lines (the asserts); frames of other threads
+        "sys.settrace",
+        "sys.setprofile",
+        "sys._settraceallthreads",
+        "sys._setprofileallthreads",
+        "sys._current_frames",
+    ):
+        HANDLERS[name] = always
+    _get = HANDLERS.get
+    _prefixes = ("socket.", "ctypes.")
+
+    def hook(event, args):
+        handler = _get(event)
+        if handler is not None:
+            handler(event, args)
+        elif event.startswith(_prefixes):
+            deny(event, "not allowed inside the sandbox")
+
+    sys.addaudithook(hook)
+
+
+def run(namespace):
+    """Run the program; on normal completion write the token and ``_exit(0)``.
+
+    ``namespace`` is the loader's globals (the dict this function's caller runs in). The last
+    step is a chain of C calls with no Python frame of the harness on the program's stack:
+    ``namespace.clear()`` empties the only Python-visible place that held the harness, then
+    ``exec(code)`` runs the program, then ``finish()`` writes the token. ``finish`` is referenced
+    only by the chain's iterator (C state, no frame locals), so a program that walks its frames
+    finds empty globals; reaching it otherwise needs ``gc`` walks, ``/proc/self/mem`` or native
+    code, which the guard denies. Any way out of ``exec`` but a normal return (an exception,
+    ``SystemExit``, ``os._exit`` from any thread, a signal) skips ``finish``: no token.
+    """
+    from collections import deque
+    from itertools import starmap
+
+    try:
+        from operator import call
+    except ImportError:  # Python < 3.11: a frame that holds only exec and its arguments
+
+        def call(func, *args):
+            return func(*args)
+
+    code, program_ns, finish = _setup(sys.argv)
+    # the chain leaves this frame's locals before it runs: `chain` is empty while the program runs
+    chain = [iter(((namespace.clear,), (exec, code, program_ns), (finish,)))]
+    del code, program_ns, finish
+    deque(starmap(call, chain.pop()), 0)
+
+
+if __name__ == "__main__":  # the child: exec'ed by the loader in its __main__ namespace
+    run(globals())
