@@ -16,10 +16,10 @@ rule analyse_loss_vs_t:
         "../../envs/repro.yaml"
     threads: C.resource("sample", "threads", 1)
     resources:
+        **R.stage_site("sample"),
         mem_mb=R.mem("sample", 8000),
         runtime=R.runtime("sample", 60),
         gpu=C.resource("sample", "gpu", 0),
-        **R.stage_site("sample"),
     params:
         opts=lambda wc: C.analysis_options(wc.dataset),
         code=lambda wc: C.method_digest(wc.experiment, "analysis"),

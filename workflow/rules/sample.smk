@@ -24,10 +24,10 @@ rule sample_text:
         "../../envs/repro.yaml"
     threads: C.resource("sample", "threads", 1)
     resources:
+        **R.stage_site("sample"),
         mem_mb=R.mem("sample", 8000),
         runtime=R.runtime("sample", 60),
         gpu=C.resource("sample", "gpu", 0),
-        **R.stage_site("sample"),
     params:
         sampler=lambda wc: C.sampler_params(wc.experiment, wc.sampler),
         eval=lambda wc: C.eval_params(wc.dataset),

@@ -22,11 +22,11 @@ rule score_samples:
         "../../envs/repro.yaml"
     threads: C.resource("score", "threads", 1)
     resources:
+        **R.score_site(),
         mem_mb=R.mem("score", 4000),
         runtime=R.runtime("score", 30),
         # resources.score.gpu only for jobs whose metrics run a model (BERTScore, judges)
         gpu=R.score_gpu,
-        **R.score_site(),
     params:
         metrics=lambda wc: C.metrics_for(
             wc.dataset, wc.experiment, wc.sampler, int(wc.nfe), wc.draw

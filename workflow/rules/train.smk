@@ -16,16 +16,17 @@ rule train_model:
         "logs/train_model/{dataset}/{experiment}.log",
     benchmark:
         "benchmarks/train_model/{dataset}/{experiment}.tsv"
+    # critical path (DiffuSeq before the FM runs reading its embeddings), then longest first
+    priority: lambda wc: P.train(wc.dataset, wc.experiment)
     # Retries belong to the main Snakemake process (each one a new SLURM job with more runtime).
     # Inside a SLURM job the jobstep honours a rule's `retries` too and would restart the job in
     # the same, almost used-up allocation: none there (workflow.remote_exec).
     retries: 0 if workflow.remote_exec else C.resource("train", "retries", 0)
-    # critical path (DiffuSeq before the FM runs reading its embeddings), then longest first
-    priority: lambda wc: P.train(wc.dataset, wc.experiment)
     conda:
         "../../envs/repro.yaml"
     threads: R.train_threads
     resources:
+        **R.train_site(),
         # resources.train overridden by experiments.<name>.resources (repro.cluster). One node:
         # gpu=G, nodes=1 (the jobstep's srun -n1 holds the G GPUs, Lightning spawns G ranks);
         # several nodes: the MPI path (mpi, tasks_per_node, gres, cpus_per_task) and the
@@ -42,7 +43,6 @@ rule train_model:
         # them never makes a trained model stale
         launcher=R.train_launcher,
         stop_margin_s=R.train_stop_margin,
-        **R.train_site(),
     params:
         cfg=lambda wc: C.train_params(wc.dataset, wc.experiment),
         code=lambda wc: C.method_digest(wc.experiment, "train"),
