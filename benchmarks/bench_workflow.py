@@ -162,7 +162,7 @@ def main() -> None:
             if smk_cpu:
                 print(f"Snakemake's own process: {float(smk_cpu[-1]):.1f} CPU s "
                       f"({float(smk_cpu[-1]) / wall:.0%} of one core over the run)")
-                results["smoke_snakemake_cpu_s"] = float(smk_cpu[-1])
+                results["smoke_snakemake_process"] = {"cpu_seconds": float(smk_cpu[-1])}
             rules = per_rule(project)
             print("smoke DAG, per rule (wall: benchmark files; stage: the repro.job line of each log)")
             share = print_rules(rules)

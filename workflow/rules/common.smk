@@ -9,10 +9,12 @@ import sys
 
 from snakemake.utils import validate
 
-from repro import cluster, overrides
+from repro import cluster, overrides, snakemake_patches
 from repro.priorities import Priorities
 from repro.workflow_utils import SPLITS, Catalogue, lock_digest, stage_digest
 
+# one wake-up timer for the scheduling loop instead of one more per pass (repro.snakemake_patches)
+snakemake_patches.apply()
 # single keys from the command line (REPRO_SET, --config set="a.b=1 …"), typed, before validation
 for _item in overrides.apply(config, os.environ):
     print(f"repro: config override {_item}", file=sys.stderr)
