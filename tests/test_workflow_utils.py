@@ -527,6 +527,10 @@ DAG_CHECKS = [
     # an NFE the sampler cannot make (DiffuSeq ddpm makes exactly T = 200 calls in the smoke config)
     (_set("tables.qqp_paraphrase.rows[0].nfe", 100),
      "tables.qqp_paraphrase.rows[0].nfe: sampler 'ddpm' makes exactly T = 200 network calls"),
+    # gap-DDIM steps every T // nfe: nfe 16 at T = 200 would make 17 calls under the label 16
+    (_set("tables.qqp_nfe.rows[1].nfe", [1, 16]),
+     "tables.qqp_nfe.rows[1].nfe[1]: sampler 'ddim_gap' steps every T // nfe = 12 of T = 200 "
+     "steps, which makes 17 network calls, not nfe = 16"),
     (_set("tables.table4.rows[2].nfe", 144),
      "tables.table4.rows[2].nfe: nfe = 144 gives 143 Euler steps"),
     (_set("tables.table1.rows[1].nfe", [20, 0]), "tables.table1.rows[1].nfe[1]: nfe must be a positive int"),

@@ -315,8 +315,8 @@ def test_loss_rejects_rows_longer_than_the_model():
     [
         ("ddpm", T, T),
         ("ddim_gap", 1, 1),
-        ("ddim_gap", 3, 4),  # g = 6: t = 19, 13, 7, 1 → ⌈20/6⌉ = 4
-        ("ddim_gap", 7, 10),  # g = 2 → 10
+        ("ddim_gap", 4, 4),  # g = 5: t = 19, 14, 9, 4
+        ("ddim_gap", 10, 10),  # g = 2
         ("ddim_gap", 5, 5),
         ("ddim_gap", T, T),  # = DDPM, as DiffuSeq's decode script
         ("ddim_respaced", 1, 1),
@@ -355,6 +355,10 @@ def test_nfe_errors_and_options():
             method.sample(model, cond, T + 1, sampler, g)
     with pytest.raises(InputError, match="positive"):
         method.sample(model, cond, 0, "ddim_gap", g)
+    # gap g = T // nfe visits ⌈T / g⌉ steps: nfe 3 and 7 at T = 20 would make 4 and 10 calls
+    for nfe, calls in ((3, 4), (7, 10)):
+        with pytest.raises(InputError, match=f"makes {calls} network calls, not nfe = {nfe}"):
+            method.sample(model, cond, nfe, "ddim_gap", g)
     with pytest.raises(ValueError, match="no sampler"):
         method.sample(model, cond, T, "euler", g)
     with pytest.raises(InputError, match="unknown"):

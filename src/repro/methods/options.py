@@ -100,6 +100,16 @@ def diffuseq_nfe(sampler: str, nfe: Any, T: int) -> int:
         )
     if nfe > T:
         raise OptionError("nfe", f"sampler {sampler!r} can make at most T = {T} calls, got nfe = {nfe}")
+    if sampler == "ddim_gap" and nfe < T:
+        gap = T // nfe  # DiffuSeq's decoding: every gap-th step from T - 1 down, ceil(T / gap) calls
+        calls = -(-T // gap)
+        if calls != nfe:
+            raise OptionError(
+                "nfe",
+                f"sampler 'ddim_gap' steps every T // nfe = {gap} of T = {T} steps, which makes "
+                f"{calls} network calls, not nfe = {nfe}; use an nfe with ceil(T / (T // nfe)) "
+                "= nfe (every divisor of T is one) or 'ddim_respaced', which makes exactly nfe",
+            )
     return nfe
 
 
