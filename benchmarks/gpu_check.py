@@ -876,11 +876,10 @@ def train_jobs(cat: Catalogue) -> list[tuple[str, str]]:
     the FM experiments' embedding sources included."""
     jobs: set[tuple[str, str]] = set()
     cells = [c for t in cat.tables for _, c in cat.table_cells(t)]
-    cells += [c for f in cat.figures if not cat.is_analysis("figure", f)
+    cells += [c for f in cat.figures if not cat.is_analysis("figures", f)
               for _, c in cat.figure_cells(f)]
-    for c in cells:
-        if cat.implemented(c.experiment):
-            jobs.add((cat.source(c.dataset), c.experiment))
+    for c in cells:  # every method is implemented: an unknown one is a config error
+        jobs.add((cat.source(c.dataset), c.experiment))
     for dataset, experiment in list(jobs):
         src = cat.embedding_source(experiment)
         if src is not None:

@@ -871,6 +871,12 @@ def _cgroup_memory(lim: _Limits) -> int:
 _GUARD = 1
 
 
+#: bwrap's stderr when a fork failed with EAGAIN (a pids limit reached) before the program started
+_EAGAIN = "Resource temporarily unavailable"
+#: how often a run whose sandbox could not start for that reason is started again
+_START_RETRIES = 4
+
+
 def run_program(
     source: str,
     *,
@@ -880,6 +886,7 @@ def run_program(
     fsize_mb: int = 16,
     nproc: int = 64,
     output_limit: int = 4096,
+    _attempt: int = 0,
 ) -> RunResult:
     """Run the Python program ``source`` in the sandbox (see the module docstring).
 
@@ -985,6 +992,14 @@ def run_program(
             cgroup.close()
         _rmtree(work)
     if not said.startswith(b"1"):  # not the program's fault: never score it as a failure
+        if not timed_out and _EAGAIN in stderr and _attempt < _START_RETRIES:
+            # bwrap could not fork its pid 1: the previous run's processes in the same cgroup
+            # (pids.max) are still being torn down. Nothing of the program ran: start it again.
+            time.sleep(0.05 * 2**_attempt)
+            return run_program(
+                source, timeout_s=timeout_s, cpu_s=cpu_s, memory_mb=memory_mb, fsize_mb=fsize_mb,
+                nproc=nproc, output_limit=output_limit, _attempt=_attempt + 1,
+            )  # fmt: skip
         how = f"timed out after {lim.timeout_s:g} s" if timed_out else f"exit status {rc}"
         raise SandboxError(
             f"repro.sandbox: the sandboxed interpreter never reached its bootstrap ({how}; "

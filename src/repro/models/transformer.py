@@ -290,7 +290,8 @@ def rope_tables(n_pos: int, head_dim: int, base: float) -> tuple[torch.Tensor, t
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate (B, H, T, Dh) queries or keys by the (T, Dh) angles of their absolute positions."""
+    """Rotate queries or keys (last dim Dh) by the angles of their absolute positions; ``cos`` and
+    ``sin`` broadcast against ``x`` ((T, Dh) for (B, H, T, Dh) inputs)."""
     x1, x2 = x.chunk(2, dim=-1)
     rotated = torch.cat([-x2, x1], dim=-1)  # (B, H, T, Dh)
     return x * cos.to(x.dtype) + rotated * sin.to(x.dtype)
@@ -327,9 +328,14 @@ class SelfAttention(nn.Module):
     ) -> torch.Tensor:
         B, T, D = x.shape
         qkv = self.qkv(x).view(B, T, 3, self.n_heads, self.head_dim)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each (B, H, T, Dh)
-        if rope is not None:
-            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        if rope is None:
+            q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each (B, H, T, Dh)
+        else:
+            # queries and keys rotated in one pass over their (B, T, 2, H, Dh) slice: the same
+            # elementwise arithmetic as rotating each, in half the operations
+            cos, sin = (table[:, None, None, :] for table in rope)  # (T, 1, 1, Dh)
+            q, k = apply_rope(qkv[:, :, :2], cos, sin).permute(2, 0, 3, 1, 4)
+            v = qkv[:, :, 2].transpose(1, 2)  # (B, H, T, Dh)
         mask, is_causal = None, self.causal
         if kv_cache is not None:
             offset = kv_cache.pos
