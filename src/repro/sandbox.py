@@ -91,8 +91,11 @@ pass, but it still cannot escape (e).
     (none is mounted) and no abstract socket (those are per network namespace); memory bounded:
     per process ``RLIMIT_AS`` + at most 64 ``memfd``/pipe buffers of ``RLIMIT_FSIZE`` each, at
     most ``nproc`` processes, plus the work tmpfs (and (f) where available); no host privilege;
-    no process outlives the run. *Does not:* hide the kernel itself (a kernel exploit is out of
-    scope), or bound CPU time beyond ``RLIMIT_CPU`` per process and the wall-clock kill.
+    no process outlives the run, and none is left a zombie: the caller becomes a child subreaper
+    and reaps bwrap's pid 1, which bwrap itself does not wait for (``_become_subreaper``; as
+    root only, where the parent already learns that pid). *Does not:* hide the kernel itself (a
+    kernel exploit is out of scope), or bound CPU time beyond ``RLIMIT_CPU`` per process and the
+    wall-clock kill.
 (f) **A memory + pids cgroup per run** (root, where those controllers are writable; probed
     once, named by :func:`describe`). On cgroup v1 each worker thread that starts sandboxes (those
     of :func:`run_many`; a helper thread for :func:`run_program` called from the main thread) is
@@ -292,6 +295,8 @@ class _IdMap:
     def __init__(self) -> None:
         self.info_r, self.info_w = os.pipe()
         self.block_r, self.block_w = os.pipe()
+        self.pidfd = -1  # bwrap's pid 1 of the sandbox, to be reaped (see _reap_pid1)
+        _become_subreaper()
 
     def flags(self) -> list[str]:
         return ["--info-fd", str(self.info_w), "--userns-block-fd", str(self.block_r)]
@@ -318,6 +323,8 @@ class _IdMap:
             data += chunk
         try:
             pid = int(json.loads(data)["child-pid"])
+            # opened while it waits for us on the block fd: this pidfd names exactly that process
+            self.pidfd = os.pidfd_open(pid) if hasattr(os, "P_PIDFD") else -1
             ids = f"0 0 1\n{_BOX_ID} {_BOX_ID} 1\n"
             for name in ("uid_map", "gid_map"):
                 with open(f"/proc/{pid}/{name}", "w") as fh:
@@ -331,10 +338,65 @@ class _IdMap:
         return True
 
     def close(self) -> None:
-        for fd in (self.info_r, self.info_w, self.block_r, self.block_w):
+        """Reap the sandbox's pid 1 (see :func:`_reap_pid1`) and close the pipes."""
+        if self.pidfd >= 0:
+            _reap_pid1(self.pidfd)
+        for fd in (self.info_r, self.info_w, self.block_r, self.block_w, self.pidfd):
             if fd >= 0:
                 os.close(fd)
-        self.info_r = self.info_w = self.block_r = self.block_w = -1
+        self.info_r = self.info_w = self.block_r = self.block_w = self.pidfd = -1
+
+
+_SUBREAPER: set[int] = set()
+
+
+def _become_subreaper() -> None:
+    """Make this process the reaper of its orphaned descendants (``PR_SET_CHILD_SUBREAPER``),
+    once per process (a forked child does not inherit it).
+
+    With a pid namespace, bwrap's outer process exits as soon as its pid 1 reports the program's
+    exit status, without waiting for that pid 1, which the kernel then hands to the nearest
+    subreaper, else to the machine's pid 1. Where that pid 1 never reaps (a container whose
+    entry point is not an init: this CI's, many ``docker run`` without ``--init``), every run left
+    a zombie behind, still charged to the run's pids cgroup: a worker thread's cgroup, kept
+    across runs on cgroup v1, refused to fork after ``nproc`` runs ("bwrap: Can't fork for pid 1:
+    Resource temporarily unavailable"), and the machine's pid table filled up. As the subreaper,
+    this process gets that pid 1 and :func:`_reap_pid1` reaps it (and nothing else: only the
+    exact process behind a pidfd, never ``waitpid(-1)``, which would steal the exit status of a
+    ``subprocess.Popen`` child from another thread). Any other orphaned descendant of this
+    process now stays its zombie until it exits, instead of the machine's init's.
+    """
+    pid = os.getpid()
+    if pid in _SUBREAPER:
+        return
+    with _STALE_LOCK:
+        if pid in _SUBREAPER:
+            return
+        try:
+            import ctypes  # (the host process: the guard's ctypes ban is for programs only)
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            if libc.prctl(36, 1, 0, 0, 0) != 0:  # PR_SET_CHILD_SUBREAPER
+                raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+        except (OSError, AttributeError) as exc:
+            log.warning(
+                "repro.sandbox: cannot become a child subreaper (%s): each run may leave "
+                "a zombie process where the machine's pid 1 does not reap them",
+                exc,
+            )
+        _SUBREAPER.add(pid)
+
+
+def _reap_pid1(pidfd: int, wait_s: float = 5.0) -> None:
+    """Reap the process behind ``pidfd`` (bwrap's pid 1 of a finished run) once it has exited,
+    if it is this process's child by now (see :func:`_become_subreaper`); otherwise leave it."""
+    poller = select.poll()
+    poller.register(pidfd, select.POLLIN)
+    if not poller.poll(int(wait_s * 1000)):  # still running: it exits with the namespace
+        log.warning("repro.sandbox: a sandbox's pid 1 was still running %g s after its run", wait_s)
+        return
+    with contextlib.suppress(ChildProcessError, OSError):  # not our child: its parent reaps it
+        os.waitid(os.P_PIDFD, pidfd, os.WEXITED)  # (Linux >= 5.4; pidfd_open needs 5.3)
 
 
 @functools.lru_cache(maxsize=1)
@@ -871,12 +933,6 @@ def _cgroup_memory(lim: _Limits) -> int:
 _GUARD = 1
 
 
-#: bwrap's stderr when a fork failed with EAGAIN (a pids limit reached) before the program started
-_EAGAIN = "Resource temporarily unavailable"
-#: how often a run whose sandbox could not start for that reason is started again
-_START_RETRIES = 4
-
-
 def run_program(
     source: str,
     *,
@@ -886,7 +942,6 @@ def run_program(
     fsize_mb: int = 16,
     nproc: int = 64,
     output_limit: int = 4096,
-    _attempt: int = 0,
 ) -> RunResult:
     """Run the Python program ``source`` in the sandbox (see the module docstring).
 
@@ -992,14 +1047,6 @@ def run_program(
             cgroup.close()
         _rmtree(work)
     if not said.startswith(b"1"):  # not the program's fault: never score it as a failure
-        if not timed_out and _EAGAIN in stderr and _attempt < _START_RETRIES:
-            # bwrap could not fork its pid 1: the previous run's processes in the same cgroup
-            # (pids.max) are still being torn down. Nothing of the program ran: start it again.
-            time.sleep(0.05 * 2**_attempt)
-            return run_program(
-                source, timeout_s=timeout_s, cpu_s=cpu_s, memory_mb=memory_mb, fsize_mb=fsize_mb,
-                nproc=nproc, output_limit=output_limit, _attempt=_attempt + 1,
-            )  # fmt: skip
         how = f"timed out after {lim.timeout_s:g} s" if timed_out else f"exit status {rc}"
         raise SandboxError(
             f"repro.sandbox: the sandboxed interpreter never reached its bootstrap ({how}; "

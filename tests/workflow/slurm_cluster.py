@@ -232,6 +232,12 @@ def stop(munge: bool = True) -> None:
             _wait(lambda p=pid: not _alive(p), 20, f"{name} to stop")
         except ClusterUnavailable:
             os.kill(pid, signal.SIGKILL)
+    # The configuration goes too: with a slurm.conf naming a controller that is down,
+    # `scontrol show config` waits ~9 s before failing, and the SLURM executor plugin runs it when
+    # Snakemake imports its plugins, so every later `snakemake` call here (a dry run included:
+    # the tests after these, `make demo`) took 9 s longer. Without a slurm.conf it fails at once.
+    if CONF.exists() and MARKER in CONF.read_text():
+        CONF.unlink()
 
 
 def _alive(pid: int) -> bool:
