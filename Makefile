@@ -51,8 +51,11 @@ unlock: setup  ## after Snakemake itself was killed: remove its stale lock if no
 test: setup  ## unit tests, workflow tests (dry runs, smoke DAG, staleness, profiles, live SLURM), lint
 	$(BIN)/python -m pytest
 
+# test-fast's pytest-xdist processes (whole files per process: module fixtures are built once)
+TEST_WORKERS ?= 2
+
 test-fast: setup  ## the edit-test loop: every test but the smoke DAG build and SLURM (<= 3 min)
-	$(BIN)/python -m pytest -m "not slow and not slurm"
+	$(BIN)/python -m pytest -m "not slow and not slurm" -n $(TEST_WORKERS) --dist loadfile
 
 test-slurm: setup  ## only the SLURM tests: profile/sbatch calls, cluster helpers, live one-node cluster (root)
 	$(BIN)/python -m pytest tests/test_cluster.py tests/test_train_cluster.py \

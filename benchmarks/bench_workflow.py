@@ -119,6 +119,16 @@ def per_rule(project: Path) -> dict[str, dict]:
     return rules
 
 
+def slowest_jobs(project: Path, n: int = 10) -> list[tuple[float, str]]:
+    """The ``n`` longest jobs (benchmark-file wall seconds, job) of the built project."""
+    bench = project / "benchmarks"
+    jobs = [
+        (float(tsv.read_text().splitlines()[-1].split("\t")[0]), str(tsv.relative_to(bench)))
+        for tsv in bench.rglob("*.tsv")
+    ]
+    return sorted(jobs, reverse=True)[:n]
+
+
 def print_rules(rules: dict[str, dict]) -> float:
     print(f"{'rule':<22}{'jobs':>6}{'wall s':>9}{'s/job':>8}{'stage s':>9}{'cpu s':>8}"
           f"{'warm':>6}{'not work':>10}")
@@ -166,6 +176,9 @@ def main() -> None:
             rules = per_rule(project)
             print("smoke DAG, per rule (wall: benchmark files; stage: the repro.job line of each log)")
             share = print_rules(rules)
+            slowest = slowest_jobs(project)
+            print("slowest jobs (wall s): " + ", ".join(f"{j} {w:.1f}" for w, j in slowest))
+            results["smoke_slowest_jobs"] = dict((j, w) for w, j in slowest)
             results["smoke_not_work_share"] = {"seconds": share, "budget": 0.25}
             results["smoke_rules"] = rules
             noop = [
