@@ -95,14 +95,20 @@ def job_count(output: str) -> int:
 _STAGE = re.compile(r"^repro\.job: \S+ exit -?\d+ in ([\d.]+) s \(cpu ([\d.]+) s, (\w+)\)", re.M)
 
 
-def per_rule(project: Path) -> dict[str, dict]:
+def job_walls(project: Path) -> dict[Path, float]:
+    """Each benchmarked job (its benchmark file under ``benchmarks/``) and its wall seconds."""
+    bench = project / "benchmarks"
+    return {
+        tsv.relative_to(bench): float(tsv.read_text().splitlines()[-1].split("\t")[0])
+        for tsv in sorted(bench.rglob("*.tsv"))
+    }
+
+
+def per_rule(project: Path, walls: dict[Path, float]) -> dict[str, dict]:
     """Per rule: jobs, wall (benchmark files), stage wall/CPU (job logs), warm-served jobs."""
     rules: dict[str, dict] = {}
-    bench = project / "benchmarks"
-    for tsv in sorted(bench.rglob("*.tsv")):
-        rel = tsv.relative_to(bench)
+    for rel, wall in walls.items():
         rule = rel.parts[0]
-        wall = float(tsv.read_text().splitlines()[-1].split("\t")[0])
         log = project / "logs" / rel.with_suffix(".log")
         found = _STAGE.findall(log.read_text()) if log.is_file() else []
         r = rules.setdefault(rule, {"jobs": 0, "wall": 0.0, "stage": 0.0, "cpu": 0.0,
@@ -117,16 +123,6 @@ def per_rule(project: Path) -> dict[str, dict]:
         else:
             r["untimed"] += 1
     return rules
-
-
-def slowest_jobs(project: Path, n: int = 10) -> list[tuple[float, str]]:
-    """The ``n`` longest jobs (benchmark-file wall seconds, job) of the built project."""
-    bench = project / "benchmarks"
-    jobs = [
-        (float(tsv.read_text().splitlines()[-1].split("\t")[0]), str(tsv.relative_to(bench)))
-        for tsv in bench.rglob("*.tsv")
-    ]
-    return sorted(jobs, reverse=True)[:n]
 
 
 def print_rules(rules: dict[str, dict]) -> float:
@@ -173,12 +169,13 @@ def main() -> None:
                 print(f"Snakemake's own process: {float(smk_cpu[-1]):.1f} CPU s "
                       f"({float(smk_cpu[-1]) / wall:.0%} of one core over the run)")
                 results["smoke_snakemake_process"] = {"cpu_seconds": float(smk_cpu[-1])}
-            rules = per_rule(project)
+            walls = job_walls(project)
+            rules = per_rule(project, walls)
             print("smoke DAG, per rule (wall: benchmark files; stage: the repro.job line of each log)")
             share = print_rules(rules)
-            slowest = slowest_jobs(project)
-            print("slowest jobs (wall s): " + ", ".join(f"{j} {w:.1f}" for w, j in slowest))
-            results["smoke_slowest_jobs"] = dict((j, w) for w, j in slowest)
+            slowest = sorted(walls.items(), key=lambda kv: -kv[1])[:10]
+            print("slowest jobs (wall s): " + ", ".join(f"{j} {w:.1f}" for j, w in slowest))
+            results["smoke_slowest_jobs"] = {str(j): w for j, w in slowest}
             results["smoke_not_work_share"] = {"seconds": share, "budget": 0.25}
             results["smoke_rules"] = rules
             noop = [

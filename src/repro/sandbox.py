@@ -347,9 +347,6 @@ class _IdMap:
         self.info_r = self.info_w = self.block_r = self.block_w = self.pidfd = -1
 
 
-_SUBREAPER: set[int] = set()
-
-
 def _become_subreaper() -> None:
     """Make this process the reaper of its orphaned descendants (``PR_SET_CHILD_SUBREAPER``),
     once per process (a forked child does not inherit it).
@@ -366,25 +363,23 @@ def _become_subreaper() -> None:
     ``subprocess.Popen`` child from another thread). Any other orphaned descendant of this
     process now stays its zombie until it exits, instead of the machine's init's.
     """
-    pid = os.getpid()
-    if pid in _SUBREAPER:
-        return
-    with _STALE_LOCK:
-        if pid in _SUBREAPER:
-            return
-        try:
-            import ctypes  # (the host process: the guard's ctypes ban is for programs only)
+    _subreaper_in(os.getpid())
 
-            libc = ctypes.CDLL(None, use_errno=True)
-            if libc.prctl(36, 1, 0, 0, 0) != 0:  # PR_SET_CHILD_SUBREAPER
-                raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
-        except (OSError, AttributeError) as exc:
-            log.warning(
-                "repro.sandbox: cannot become a child subreaper (%s): each run may leave "
-                "a zombie process where the machine's pid 1 does not reap them",
-                exc,
-            )
-        _SUBREAPER.add(pid)
+
+@functools.cache
+def _subreaper_in(pid: int) -> None:  # (keyed by pid: a forked child must set it again)
+    try:
+        import ctypes  # (the host process: the guard's ctypes ban is for programs only)
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(36, 1, 0, 0, 0) != 0:  # PR_SET_CHILD_SUBREAPER (idempotent)
+            raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+    except (OSError, AttributeError) as exc:
+        log.warning(
+            "repro.sandbox: cannot become a child subreaper (%s): each run may leave "
+            "a zombie process where the machine's pid 1 does not reap them",
+            exc,
+        )
 
 
 def _reap_pid1(pidfd: int, wait_s: float = 5.0) -> None:
