@@ -55,3 +55,19 @@ def test_bad_assignments_name_the_item_and_source(text, message):
 def test_set_must_be_a_string():
     with pytest.raises(overrides.OverrideError, match="--config set"):
         overrides.apply({"set": {"a": "1"}}, {})
+
+
+def test_data_root_prefixes_relative_local_paths_of_datasets_and_judges():
+    cfg = {"data_root": "/samples",
+           "datasets": {"qqp": {"local": {"valid": "qqp/valid.jsonl", "test": "/abs/test.jsonl"}},
+                        "lm": {"local": {"train": ["a.jsonl", "b.jsonl"]}},
+                        "syn": {"loader": "synthetic"}},
+           "judges": {"j": {"local": "judges/j"}, "h": {"hub": {"id": "x", "revision": "y"}}}}
+    assert overrides.resolve_data_root(cfg) == "/samples"
+    assert cfg["datasets"]["qqp"]["local"] == {"valid": "/samples/qqp/valid.jsonl",
+                                               "test": "/abs/test.jsonl"}
+    assert cfg["datasets"]["lm"]["local"] == {"train": ["/samples/a.jsonl", "/samples/b.jsonl"]}
+    assert cfg["judges"]["j"]["local"] == "/samples/judges/j"
+    assert overrides.resolve_data_root({"datasets": {"q": {"local": {"t": "x"}}}}) is None
+    with pytest.raises(overrides.OverrideError, match="data_root"):
+        overrides.resolve_data_root({"data_root": 3})

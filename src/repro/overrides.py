@@ -17,6 +17,7 @@ typo gives a new key that the schema then rejects, naming it. ``REPRO_SET`` is a
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 from collections.abc import MutableMapping
@@ -108,3 +109,37 @@ def apply(config: MutableMapping[str, Any], environ: MutableMapping[str, str]) -
             assign(config, parts, value, source)
             applied.append(f"{'.'.join(parts)}={value!r}")
     return applied
+
+
+#: the top-level key under which relative ``local:`` paths are resolved
+DATA_ROOT_KEY = "data_root"
+
+
+def resolve_data_root(config: MutableMapping[str, Any]) -> str | None:
+    """Prefix ``config["data_root"]`` to every relative path of ``datasets.*.local`` and
+    ``judges.*.local``, in place; return the root (None when the key is absent).
+
+    One key moves a config's local files: ``--config data_root=/scratch/samples`` (or
+    ``set="data_root=…"``). Absolute paths are left as they are. The prefixed paths are what the
+    data stage reads and what Snakemake tracks, so moving the files re-prepares the datasets.
+    """
+    root = config.get(DATA_ROOT_KEY)
+    if root is None:
+        return None
+    if not isinstance(root, str) or not root:
+        raise OverrideError(f"{DATA_ROOT_KEY}: expected a directory path, got {root!r}")
+
+    def under(path: Any) -> Any:
+        if not isinstance(path, str) or not path:
+            return path  # the schema names the key
+        return path if os.path.isabs(path) else os.path.join(root, path)
+
+    for ds in (config.get("datasets") or {}).values():
+        local = ds.get("local") if isinstance(ds, MutableMapping) else None
+        if isinstance(local, MutableMapping):
+            for split, paths in local.items():
+                local[split] = [under(p) for p in paths] if isinstance(paths, list) else under(paths)
+    for judge in (config.get("judges") or {}).values():
+        if isinstance(judge, MutableMapping) and "local" in judge:
+            judge["local"] = under(judge["local"])
+    return root
