@@ -80,7 +80,9 @@ def test_train_and_sample_costs_follow_the_config():
 def test_whole_split_of_an_unprepared_dataset_is_unknown_unless_given(tmp_path):
     cfg = _smoke()
     cfg["datasets"]["syn_stories"]["eval"]["max_examples"] = 0
-    del cfg["datasets"]["syn_stories"]["synthetic"]["size"]
+    ds = cfg["datasets"]["syn_stories"]  # a real dataset: its split's rows are unknown until prepared
+    del ds["synthetic"]
+    ds.update(loader="jsonl", local={"train": "stories.jsonl"}, fields={"text": "story"})
     sjob = plan.DagJob("sample_text", {"dataset": "syn_stories", "experiment": "klflow",
                                        "sampler": "basic", "nfe": "8", "seed": "0"}, 1)
     cost = plan.Planner(cfg, _tp(), root=tmp_path).cost(sjob)

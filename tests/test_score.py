@@ -297,3 +297,22 @@ def test_empty_option_of_bleu_klflow_and_rouge():
     ]
     with pytest.raises(InputError, match=r"empty='none' is not one of 'keep', 'drop'"):
         compute_metric("bleu_klflow", rows, empty="none")
+
+
+def test_a_capped_samples_file_is_scored_on_its_own_rows(tmp_path):
+    """A sampler's ``max_examples`` leaves fewer samples than the split has references: each row
+    carries its reference, so the scores cover exactly the sampled rows and the table's
+    ``n_examples`` says how many."""
+    from repro.report import AGGREGATES, load_cell
+
+    cfg = {"bleu": CFG["bleu"]}
+    full, capped = tmp_path / "full.json", tmp_path / "capped.json"
+    assert main(["--samples", str(_write(tmp_path / "a.jsonl", ROWS)), "--metrics-json",
+                 json.dumps(cfg), "--out", str(full)]) == 0
+    assert main(["--samples", str(_write(tmp_path / "b.jsonl", ROWS[:2])), "--metrics-json",
+                 json.dumps(cfg), "--out", str(capped)]) == 0
+    a, b = json.loads(full.read_text()), json.loads(capped.read_text())
+    assert b["n"] == 2 and b["ids"] == a["ids"][:2]
+    assert b["metrics"]["bleu"]["per_example"] == a["metrics"]["bleu"]["per_example"][:2]
+    assert AGGREGATES["mean"](load_cell([str(capped)], "bleu")).n_examples == 2
+    assert AGGREGATES["mean"](load_cell([str(full)], "bleu")).n_examples == 3

@@ -616,3 +616,38 @@ def test_gen_ppl_max_length_is_checked_against_a_downloaded_judges_config(smoke,
     with pytest.raises(ConfigError, match="metrics.gen_ppl_judge.max_length: .*max_length 96 "
                                           "exceeds the context \\(64\\)"):
         Catalogue(cfg)
+
+
+def test_sampler_max_examples_caps_only_that_samplers_eval_params(smoke):
+    base = Catalogue(smoke)
+    ds = "syn_paraphrase"  # eval.max_examples 64
+    assert base.sample_eval_params(ds, "diffuseq", "ddpm") == base.eval_params(ds)
+    cfg = copy.deepcopy(smoke)
+    cfg["experiments"]["diffuseq"]["samplers"]["ddpm"]["max_examples"] = 8
+    capped = Catalogue(cfg)
+    assert capped.sample_eval_params(ds, "diffuseq", "ddpm") == {**base.eval_params(ds), "max_examples": 8}
+    # the method never sees it; the other samplers and the dataset's own eval params are unchanged
+    assert capped.sampler_params("diffuseq", "ddpm") == base.sampler_params("diffuseq", "ddpm")
+    assert capped.sample_eval_params(ds, "diffuseq", "ddim_gap") == base.eval_params(ds)
+    assert capped.eval_params(ds) == base.eval_params(ds)
+    # the smaller of the two; a dataset that evaluates all rows (0) takes the sampler's cap
+    cfg["experiments"]["diffuseq"]["samplers"]["ddpm"]["max_examples"] = 500
+    assert Catalogue(cfg).sample_eval_params(ds, "diffuseq", "ddpm")["max_examples"] == 64
+    cfg["datasets"][ds]["eval"]["max_examples"] = 0
+    assert Catalogue(cfg).sample_eval_params(ds, "diffuseq", "ddpm")["max_examples"] == 500
+    for bad in (0, True, "5"):
+        cfg["experiments"]["diffuseq"]["samplers"]["ddpm"]["max_examples"] = bad
+        with pytest.raises(ConfigError, match=r"experiments\.diffuseq\.samplers\.ddpm\.max_examples: "
+                                              r"expected an integer >= 1"):
+            Catalogue(cfg)
+
+
+def test_dataset_config_errors_surface_in_the_catalogue(smoke, tmp_path):
+    cfg = copy.deepcopy(smoke)
+    cfg["datasets"]["mine"] = {"kind": "seq2seq", "loader": "jsonl", "seq_len": 32,
+                               "local": {"train": str(tmp_path / "t.jsonl")}, "fields": {"src": "q"},
+                               "tokenizer": {"train": {"algorithm": "wordlevel", "vocab_size": 100}}}
+    with pytest.raises(ConfigError, match=r"datasets\.mine\.fields\.trg: missing"):
+        Catalogue(cfg)
+    cfg["datasets"]["mine"]["fields"]["trg"] = "p"
+    Catalogue(cfg)

@@ -321,6 +321,9 @@ class Planner:
         seq_len = int(self.cat.datasets[self.cat.source(ds)]["seq_len"])
         nfe = int(job.wildcards["nfe"])
         n = self.examples(ds)
+        cap = exp.get("samplers", {}).get(job.wildcards.get("sampler"), {}).get("max_examples")
+        if cap is not None:  # the sampler's own cap on evaluation rows
+            n = cap if n is None else min(n, cap)
         if n is None:
             out.gpu_hours = None
             out.note = (f"eval.max_examples 0: rows of {ds}'s split unknown until it is prepared "

@@ -103,6 +103,16 @@ def _format_options(dataset: dict) -> dict:
     return out
 
 
+#: keys of a sampler's config that the workflow reads and the method's sampler never sees:
+#: ``max_examples`` caps the evaluation rows of the sampler's sample jobs
+WORKFLOW_SAMPLER_KEYS: tuple[str, ...] = ("max_examples",)
+
+
+def method_sampler(cfg: dict) -> dict:
+    """A config's sampler without the keys only the workflow reads (:data:`WORKFLOW_SAMPLER_KEYS`)."""
+    return {k: v for k, v in cfg.items() if k not in WORKFLOW_SAMPLER_KEYS}
+
+
 class ConfigError(ValueError):
     """The config is well-typed (the schema passed) but inconsistent; the message names the key."""
 
@@ -373,7 +383,13 @@ class Catalogue:
 
     # ------------------------------------------------------------------ validation
     def _check(self) -> None:
+        from repro.data import data_subconfig, parse_config
+
         for name, d in self.datasets.items():
+            try:  # what prepare_dataset would refuse (fields, local keys, splits, options)
+                parse_config(name, data_subconfig(d))
+            except InputError as err:
+                raise ConfigError(str(err)) from None
             src = d.get("train_on")
             if src is None:
                 if "tokenizer" not in d:
@@ -411,6 +427,12 @@ class Catalogue:
                 )
             self._check_embedding_source(name, exp)
             for sname, scfg in exp.get("samplers", {}).items():
+                cap = scfg.get("max_examples")
+                if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
+                    raise ConfigError(
+                        f"{where}.samplers.{sname}.max_examples: expected an integer >= 1 (the "
+                        f"evaluation rows this sampler completes), got {cap!r}"
+                    )
                 if "weights" in scfg:
                     self._check_weights(f"{where}.samplers.{sname}.weights", scfg["weights"], exp)
                 if scfg["kind"] not in info.samplers:
@@ -421,7 +443,8 @@ class Catalogue:
                 swept = self._sweep_origin.get((name, sname))
                 if info.sampler_checks is not None:
                     with _config_path(swept or f"{where}.samplers.{sname}", swept is None):
-                        check_sampler_config(info.sampler_checks, scfg, exp.get("model", {}))
+                        check_sampler_config(info.sampler_checks, method_sampler(scfg),
+                                             exp.get("model", {}))
         for name, m in self.metrics.items():
             judge = m.get("judge")
             if judge is not None and judge not in self.judges:
@@ -469,7 +492,8 @@ class Catalogue:
             at = f"{where}.nfe" + (f"[{i}]" if isinstance(row["nfe"], list) else "")
             for sampler in samplers:
                 with _config_path(at, False):
-                    check_sampler_config(checks, exp["samplers"][sampler], exp.get("model", {}),
+                    check_sampler_config(checks, method_sampler(exp["samplers"][sampler]),
+                                         exp.get("model", {}),
                                          nfe)
 
     def _check_pass_at_k(self, table: str, spec: dict) -> None:
@@ -786,7 +810,19 @@ class Catalogue:
         return source_digest(*import_closure(*STAGE_SOURCES[stage], *method_source_files(method)))
 
     def sampler_params(self, experiment: str, sampler: str) -> str:
-        return canonical_json(self.experiments[experiment]["samplers"][sampler])
+        """The sampler's config as ``sample_text`` passes it on (``kind`` and options; the keys of
+        :data:`WORKFLOW_SAMPLER_KEYS` are read by the workflow and left out)."""
+        return canonical_json(method_sampler(self.experiments[experiment]["samplers"][sampler]))
+
+    def sample_eval_params(self, dataset: str, experiment: str, sampler: str) -> dict:
+        """:meth:`eval_params` of one sampler's sample jobs: its ``max_examples`` caps the rows
+        (the smaller of it and the dataset's ``eval.max_examples`` when that is > 0); without one
+        the dataset's params, unchanged."""
+        ev = self.eval_params(dataset)
+        cap = self.experiments[experiment]["samplers"][sampler].get("max_examples")
+        if cap is not None:
+            ev = {**ev, "max_examples": min(cap, ev["max_examples"]) if ev["max_examples"] > 0 else cap}
+        return ev
 
     def analysis_options(self, dataset: str) -> dict:
         """Options of analyse_loss_vs_t: the t grid and the validation examples it averages.

@@ -343,7 +343,7 @@ def test_empty_split_names_dataset_and_split(tmp_path):
 
 def test_missing_local_split_without_hub_copy(tmp_path):
     path = _jsonl(tmp_path / "t.jsonl", [{"src": "a", "trg": "b"}])
-    cfg = {"loader": "qqp", "local": {"test": str(path)}}
+    cfg = {"loader": "qqp", "local": {"validation": str(path)}}
     with pytest.raises(InputError, match=r"source split 'train' is neither a local file.*local\.train"):
         load_split("q", cfg, "train")
     with pytest.raises(InputError, match=r"file not found: .*nope\.jsonl"):

@@ -14,7 +14,7 @@ import pytest
 from repro.config_file import load_config_file, main
 from repro.io import InputError
 
-from .conftest import Project, load_smoke
+from .conftest import Project, jobs_by_rule, load_smoke
 
 
 @pytest.fixture(scope="module")
@@ -101,3 +101,27 @@ def test_config_file_checker_names_the_line(tmp_path, capsys):
     path.write_text("a: {x: 1}\nb: &anchor {y: 2}\nc:\n  <<: *anchor\n  y: 3\n")  # merge keys stay
     assert load_config_file(path)["c"] == {"y": 3}
     assert main([str(path)]) == 0
+
+
+def test_a_generic_jsonl_dataset_builds_the_dag_and_its_mapping_is_checked(project):
+    """loader jsonl in place of a synthetic dataset: the DAG reads the local files (inputs of
+    prepare_dataset) and a missing field mapping fails the dry run naming its config key."""
+    data = project.root / "mydata"
+    data.mkdir(exist_ok=True)
+    for split in ("train", "validation", "test"):
+        (data / f"{split}.jsonl").write_text('{"question": "how are you ?", "para": "how do you do ?"}\n')
+    cfg = copy.deepcopy(load_smoke())
+    ds = cfg["datasets"]["syn_paraphrase"]
+    del ds["synthetic"]
+    ds.update(loader="jsonl", fields={"src": "question", "trg": "para"},
+              local={s: f"mydata/{s}.jsonl" for s in ("train", "validation", "test")})
+    project.write_config(cfg, "jsonl.yaml")
+    jobs = jobs_by_rule(project.dry_run("--configfile=config/jsonl.yaml", "all"))
+    assert {"dataset": "syn_paraphrase"} in [j.wildcards for j in jobs["prepare_dataset"]]
+    assert "download_dataset" not in jobs
+    assert any(j.wildcards["dataset"] == "syn_paraphrase" for j in jobs["sample_text"])
+    del ds["fields"]["trg"]
+    project.write_config(cfg, "jsonl.yaml")
+    proc = project.snakemake("-n", "--cores", "1", "--configfile=config/jsonl.yaml", "all",
+                             check=False)
+    _fails(proc, "datasets.syn_paraphrase.fields.trg: missing; loader 'jsonl' of kind 'seq2seq'")

@@ -30,7 +30,7 @@ rule sample_text:
         gpu=C.resource("sample", "gpu", 0),
     params:
         sampler=lambda wc: C.sampler_params(wc.experiment, wc.sampler),
-        eval=lambda wc: C.eval_params(wc.dataset),
+        eval=lambda wc: C.sample_eval_params(wc.dataset, wc.experiment, wc.sampler),
         code=lambda wc: C.method_digest(wc.experiment, "sample"),
         data_dir=lambda wc, input: input.data[-1].rsplit("/", 1)[0],
         device="cpu" if config.get("accelerator") == "cpu" else "auto",

@@ -30,6 +30,14 @@ TASK_FIELDS: dict[str, tuple[str, ...]] = {
     "code": ("prompt", "code", "tests", "setup"),
 }
 
+#: loader ``jsonl``: task kind -> (prepared fields ``fields`` must map, fields it may map); ``id``
+#: maps a source id (string or integer) that names the row (``{dataset}/{id}``)
+GENERIC_FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "seq2seq": (("src", "trg"), ("id",)),
+    "text": (("text",), ("id",)),
+    "code": (("code",), ("prompt", "tests", "setup", "id")),
+}
+
 #: fields that may be the empty string (all other str fields must hold non-blank text)
 _MAY_BE_EMPTY = frozenset({"prompt", "setup"})
 
@@ -143,12 +151,38 @@ def map_qqp(raw: Mapping[str, Any], loc: str, opts: Mapping[str, Any]) -> dict |
 
 
 def map_wmt14(raw: Mapping[str, Any], loc: str, opts: Mapping[str, Any]) -> dict:
-    """WMT14: the hub's ``{"translation": {"de","en"}}`` or flat ``{"de","en"}``; de→en default."""
+    """WMT14: the hub's ``{"translation": {"de","en"}}`` or flat ``{"de","en"}``; de→en default.
+
+    With ``detokenize: moses`` both sides are detokenized by sacremoses' ``MosesDetokenizer`` of
+    their language, which also unescapes Moses' XML entities (``it &apos;s .`` → ``it's.``).
+    """
     src_lang, trg_lang = opts.get("direction", "de-en").split("-")
     pair = raw.get("translation", raw)
     if not isinstance(pair, Mapping):
         raise InputError(f"{loc}: field 'translation' must be an object with keys de/en")
-    return {"src": _text(pair, (src_lang,), loc), "trg": _text(pair, (trg_lang,), loc)}
+    src, trg = _text(pair, (src_lang,), loc), _text(pair, (trg_lang,), loc)
+    if opts.get("detokenize") == "moses":
+        src, trg = moses_detokenize(src, src_lang), moses_detokenize(trg, trg_lang)
+        for name, value in ((src_lang, src), (trg_lang, trg)):
+            if not value.strip():
+                raise EmptyField(f"{loc}: field {name!r} is empty after detokenization")
+    return {"src": src, "trg": trg}
+
+
+def moses_detokenize(text: str, lang: str) -> str:
+    """``text`` (Moses-tokenized, XML-escaped) detokenized by sacremoses for language ``lang``."""
+    return _moses_detokenizer(lang).detokenize(text.split())
+
+
+_DETOKENIZERS: dict[str, Any] = {}
+
+
+def _moses_detokenizer(lang: str) -> Any:
+    if lang not in _DETOKENIZERS:
+        from sacremoses import MosesDetokenizer
+
+        _DETOKENIZERS[lang] = MosesDetokenizer(lang=lang)
+    return _DETOKENIZERS[lang]
 
 
 def map_lamini(raw: Mapping[str, Any], loc: str, opts: Mapping[str, Any]) -> dict:
@@ -251,3 +285,77 @@ def map_tiny_codes(raw: Mapping[str, Any], loc: str, opts: Mapping[str, Any]) ->
             return FILTERED
     return {"prompt": _lf(_text(raw, ("prompt",), loc)), "code": block[1], "tests": [],
             "setup": ""}
+
+
+# --------------------------------------------------------------------------- generic loader
+
+
+def _lookup(raw: Mapping[str, Any], key: str) -> Any:
+    """``raw[key]``; a dotted ``key`` that is not a key of ``raw`` is a path into nested objects."""
+    if key in raw or "." not in key:
+        return raw.get(key)
+    value: Any = raw
+    for part in key.split("."):
+        if not isinstance(value, Mapping) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+def make_field_mapper(dataset: str, kind: str, fields: Mapping[str, str]) -> Mapper:
+    """The mapper of loader ``jsonl``: prepared field ``f`` of ``kind`` is ``row[fields[f]]``.
+
+    Text fields must be strings (``src``, ``trg``, ``text``, ``code`` non-blank: else
+    :class:`EmptyField`), ``tests`` a list of strings, ``id`` a string or an integer. Code fields
+    get LF line endings; unmapped optional code fields are empty (``prompt``, ``setup``: ``""``,
+    ``tests``: ``[]``). Errors name the source location (file:line), the key of the file and the
+    config key ``datasets.<dataset>.fields.<field>`` that chose it.
+    """
+    where = f"datasets.{dataset}.fields"
+    mapping = dict(fields)
+
+    def value(raw: Mapping[str, Any], f: str, loc: str) -> Any:
+        key = mapping[f]
+        v = _lookup(raw, key)
+        if v is None:
+            have = sorted(raw)[:12]
+            raise InputError(f"{loc}: missing field {key!r} ({where}.{f}); the row has {have}")
+        return v
+
+    def text(raw: Mapping[str, Any], f: str, loc: str) -> str:
+        v = value(raw, f, loc)
+        if not isinstance(v, str):
+            raise InputError(
+                f"{loc}: field {mapping[f]!r} ({where}.{f}) must be a string, got "
+                f"{type(v).__name__} ({v!r:.60})"
+            )
+        if f not in _MAY_BE_EMPTY and not v.strip():
+            raise EmptyField(f"{loc}: field {mapping[f]!r} ({where}.{f}) is empty; it must hold text")
+        return _lf(v) if kind == "code" else v
+
+    def mapper(raw: Mapping[str, Any], loc: str, opts: Mapping[str, Any]) -> dict:
+        out: dict[str, Any] = {}
+        for f in TASK_FIELDS[kind]:
+            if f not in mapping:
+                out[f] = [] if f == "tests" else ""
+            elif f == "tests":
+                v = value(raw, f, loc)
+                if not isinstance(v, list) or not all(isinstance(t, str) for t in v):
+                    raise InputError(
+                        f"{loc}: field {mapping[f]!r} ({where}.tests) must be a list of strings "
+                        f"(assert statements), got {v!r:.80}"
+                    )
+                out[f] = [_lf(t) for t in v]
+            else:
+                out[f] = text(raw, f, loc)
+        if "id" in mapping:
+            v = value(raw, "id", loc)
+            if isinstance(v, bool) or not isinstance(v, int | str) or v == "":
+                raise InputError(
+                    f"{loc}: field {mapping['id']!r} ({where}.id) must be a non-empty string or an "
+                    f"integer, got {v!r:.60}"
+                )
+            out["_source_id"] = str(v)
+        return out
+
+    return mapper

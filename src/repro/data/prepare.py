@@ -30,8 +30,8 @@ from repro.io import InputError, atomic_write_json, json_object_arg, write_jsonl
 
 from .config import DataConfig, parse_config
 from .hub import open_source
-from .normalise import FILTERED, TASK_FIELDS, EmptyField, check_field
-from .registry import LOADERS, SPLITS
+from .normalise import FILTERED, TASK_FIELDS, EmptyField, Mapper, check_field, make_field_mapper
+from .registry import GENERIC_LOADER, LOADERS, SPLITS
 from .synthetic import generate
 
 
@@ -120,14 +120,14 @@ def _real_rows(
 ) -> Iterator[tuple[str, dict]]:
     spec = dc.splits[split]
     src = open_source(dc, spec.source, raw_dir)
-    loader = LOADERS[dc.loader]
+    mapper, filters = _mapper(dc)
     n = len(src)
     stats.update(source=f"{spec} <- {src.desc}", source_rows=n, filtered=0, dropped_empty=0)
 
     def normalised(start: int, stop: int) -> Iterator[tuple[str, dict]]:
         for loc, raw in src.iter_rows(start, stop):
             try:
-                row = loader.mapper(raw, loc, dc.options)
+                row = mapper(raw, loc, dc.options)
             except EmptyField:
                 if not dc.options.get("drop_empty"):
                     raise
@@ -138,7 +138,7 @@ def _real_rows(
                 continue
             yield loc, row
 
-    if loader.filters:  # slice bounds index the rows that survive filtering: scan them all
+    if filters:  # slice bounds index the rows that survive filtering: scan them all
         kept = list(normalised(0, n))
         start, stop = spec.bounds(len(kept))
         stats["slice"] = [start, stop]
@@ -147,6 +147,14 @@ def _real_rows(
         start, stop = spec.bounds(n)
         stats["slice"] = [start, stop]
         yield from normalised(start, stop)
+
+
+def _mapper(dc: DataConfig) -> tuple[Mapper, bool]:
+    """The row mapper of ``dc``'s loader and whether it may filter rows (slices then count kept rows)."""
+    if dc.loader == GENERIC_LOADER:
+        return make_field_mapper(dc.name, dc.kind, dc.fields), False
+    spec = LOADERS[dc.loader]
+    return spec.mapper, spec.filters
 
 
 # --------------------------------------------------------------------------- CLI
