@@ -20,7 +20,14 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from repro.io import InputError, atomic_write_text, iter_jsonl_at, json_object_arg, read_jsonl
+from repro.io import (
+    InputError,
+    atomic_write_text,
+    iter_jsonl,
+    iter_jsonl_at,
+    json_object_arg,
+    read_jsonl,
+)
 
 from .layouts import (
     KINDS,
@@ -50,9 +57,11 @@ def _read_split(data_dir: Path, split: str) -> tuple[Path, list[dict]]:
     return path, rows
 
 
-def _training_texts(path: Path, rows: list[dict], kind: str) -> Iterator[str]:
+def _training_texts(path: Path, kind: str, count: list[int]) -> Iterator[str]:
+    """The texts of the train split, streamed row by row; ``count[0]`` counts the rows."""
     fields = {"seq2seq": ("src", "trg"), "text": ("text",), "code": ("prompt", "code")}[kind]
-    for i, row in enumerate(rows, start=1):
+    for i, (_, row) in enumerate(iter_jsonl(path), start=1):
+        count[0] = i
         got = infer_kind(row, f"{path}: row {i}")
         if got != kind:
             raise InputError(f"{path}: row {i} is a {got} row, but --kind is {kind}")
@@ -72,9 +81,11 @@ def cmd_train(args: argparse.Namespace) -> None:
             f"{{\"pretrained\": {{...}}}}, got keys {sorted(cfg)}"
         )
     if "train" in cfg:
-        path, rows = _read_split(Path(args.data_dir), "train")
-        tok = train_tokenizer(_training_texts(path, rows, args.kind), cfg["train"])
-        how = f"trained on {len(rows)} rows of {path}"
+        path, count = Path(args.data_dir) / "train.jsonl", [0]
+        tok = train_tokenizer(_training_texts(path, args.kind, count), cfg["train"])
+        if not count[0]:
+            raise InputError(f"{path}: the train split of {args.data_dir} is empty")
+        how = f"trained on {count[0]} rows of {path}"
     else:
         tok = load_pretrained(cfg["pretrained"])
         how = f"pretrained {cfg['pretrained'].get('id')}"
