@@ -10,7 +10,7 @@ SMK    := $(BIN)/snakemake --profile workflow/profiles/local --cores $(CORES)
 # Jobs call `python -m repro.…`: the venv's python must come first on PATH.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup demo test test-fast test-slurm lint bench gpu-check dag clean lock unlock report plan
+.PHONY: setup demo test test-fast test-slurm lint bench bench-packing gpu-check dag clean lock unlock report plan
 
 setup: $(STAMP) sandbox-tools
 
@@ -68,6 +68,9 @@ lint: setup  ## ruff, snakefmt (formatting of Snakefile and workflow/), snakemak
 
 bench: setup  ## budgets of the spine: smoke DAG wall time, DAG build and no-op rerun times
 	$(BIN)/python benchmarks/bench_workflow.py
+
+bench-packing: setup  ## lm/stream tokenize on a 100M-token slice, sharded vs in memory (~4 min)
+	$(BIN)/python benchmarks/bench_packing.py $(SAMPLES)
 
 gpu-check: setup  ## on one CUDA GPU (<= 8 min on an H100): runs, CPU agreement, speed, paper-scale fit
 	$(BIN)/python benchmarks/gpu_check.py --device cuda

@@ -242,16 +242,44 @@ def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
         for lineno, line in enumerate(fh, start=1):
             if not line.strip():
                 continue
-            check_utf8(line, f"{path}:{lineno}")
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise InputError(f"{path}:{lineno}: not valid JSON ({err.msg})") from None
-            if not isinstance(row, dict):
-                raise InputError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
-            if ESCAPED_SURROGATE.search(line):
-                check_strings(row, f"{path}:{lineno}")
-            yield lineno, row
+            yield lineno, _parse_jsonl_line(line, f"{path}:{lineno}")
+
+
+def iter_jsonl_at(
+    path: str | os.PathLike, start: int = 0, first_lineno: int = 1
+) -> Iterator[tuple[int, int, int, dict]]:
+    """``(line number, byte offset of the line, byte offset after it, object)`` for each non-blank
+    line from byte ``start`` on (the line there is numbered ``first_lineno``).
+
+    Lines end at ``\n`` only; each line is checked as in :func:`iter_jsonl`. The offsets let a
+    reader stop and later resume at a line without parsing the lines before it.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: file not found")
+    opener = gzip.open if path.name.endswith(".gz") else open
+    with opener(path, "rb") as fh:
+        fh.seek(start)
+        offset, lineno = start, first_lineno
+        for raw in fh:
+            end = offset + len(raw)
+            line = raw.decode("utf-8", errors="surrogateescape")
+            if line.strip():
+                yield lineno, offset, end, _parse_jsonl_line(line, f"{path}:{lineno}")
+            offset, lineno = end, lineno + 1
+
+
+def _parse_jsonl_line(line: str, where: str) -> dict:
+    check_utf8(line, where)
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as err:
+        raise InputError(f"{where}: not valid JSON ({err.msg})") from None
+    if not isinstance(row, dict):
+        raise InputError(f"{where}: expected a JSON object, got {type(row).__name__}")
+    if ESCAPED_SURROGATE.search(line):
+        check_strings(row, where)
+    return row
 
 
 #: a JSON ``\uD800``–``\uDFFF`` escape: valid in a pair (one character), a lone one is not text

@@ -4,7 +4,8 @@ The stage entry point (:mod:`repro.train`) stays a thin CLI; everything it runs 
 be unit-tested:
 
 * :class:`TrainConfig` — the validated ``train`` sub-config (unknown keys are rejected by name).
-* :func:`open_split` — memory-mapped ``{split}.ids.npy`` / ``{split}.cond.npy`` arrays.
+* :func:`open_split` — memory-mapped ``{split}.ids.npy`` / ``{split}.cond.npy`` arrays (or the
+  shards of a sharded split, read as one array).
 * :func:`batch_rows` — the rows of micro-batch ``m``: a pure function of ``(seed, m)``, so a resumed
   run reads exactly the batches an uninterrupted one would (no sampler state to save).
 * :class:`EMA` — exponential moving average of the trainable weights, kept in Lightning checkpoints
@@ -377,9 +378,9 @@ def time_budget_seconds(max_minutes: float, margin_s: float | None = None) -> fl
 class TokenArrays:
     """One split of a tokenized layout, memory-mapped."""
 
-    ids: np.ndarray  # (N, L) int32
+    ids: np.ndarray  # (N, L) int32 (a ShardedArray for a sharded split)
     cond: np.ndarray  # (N, L) uint8
-    row_ids: list[str] | None
+    row_ids: Sequence[str] | None
 
     def __len__(self) -> int:
         return int(self.ids.shape[0])
@@ -401,9 +402,17 @@ def read_meta(data_dir: str | os.PathLike) -> dict:
 
 
 def open_split(data_dir: str | os.PathLike, split: str, meta: dict | None = None) -> TokenArrays:
-    """Memory-map ``{split}.ids.npy`` and ``{split}.cond.npy``; check shapes against meta.json."""
+    """Memory-map ``{split}.ids.npy`` and ``{split}.cond.npy``; check shapes against meta.json.
+
+    A sharded split (meta.json ``splits.{split}.shards``) is mapped as one array over its shards.
+    """
     data_dir = Path(data_dir)
     meta = read_meta(data_dir) if meta is None else meta
+    info = meta.get("splits", {}).get(split, {})
+    if isinstance(info, dict) and "shards" in info:
+        from repro.tokenization.shards import open_shards
+
+        return TokenArrays(*open_shards(data_dir, split, info, meta["seq_len"]))
     arrays = []
     for kind in ("ids", "cond"):
         path = data_dir / f"{split}.{kind}.npy"

@@ -349,3 +349,14 @@ def test_missing_local_split_without_hub_copy(tmp_path):
     with pytest.raises(InputError, match=r"file not found: .*nope\.jsonl"):
         cfg = {"loader": "qqp", "local": {"test": str(tmp_path / "nope.jsonl")}, **TEST_IS_TEST}
         load_split("q", cfg, "test")
+
+
+def test_local_jsonl_is_read_row_by_row(tmp_path):
+    from repro.data.hub import _read_local_file
+
+    path = _jsonl(tmp_path / "t.jsonl", [{"text": f"t{i}"} for i in range(6)])
+    part = _read_local_file(path, "here")
+    assert len(part) == 6 and not hasattr(part, "rows")  # counted, not held
+    got = list(part.iter_rows(2, 5))
+    assert [loc for loc, _ in got] == [f"{path}:{i}" for i in (3, 4, 5)]
+    assert [row["text"] for _, row in got] == ["t2", "t3", "t4"]

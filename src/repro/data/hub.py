@@ -50,7 +50,7 @@ class Source:
     """A source split: ``len()`` rows, iterated as ``(location, raw row)`` pairs."""
 
     def __init__(self, parts: Sequence[Any], desc: str) -> None:
-        self._parts = list(parts)  # each: _LinesPart or _ArrowPart
+        self._parts = list(parts)  # each: _JsonlPart, _LinesPart or _ArrowPart
         self.desc = desc
 
     def __len__(self) -> int:
@@ -96,11 +96,32 @@ class _ArrowPart:
             yield f"{self.desc} row {i}", row
 
 
+class _JsonlPart:
+    """A JSON Lines file read row by row: checked and counted when opened, then re-read on each
+    iteration, so no more than one row is held; exact ``file:line`` locations."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.n = sum(1 for _ in iter_jsonl(path))  # every line is checked, as a full read would
+
+    def __len__(self) -> int:
+        return self.n
+
+    def iter_rows(self, lo: int, hi: int) -> Iterator[tuple[str, dict]]:
+        if lo >= hi:
+            return
+        for i, (lineno, row) in enumerate(iter_jsonl(self.path)):
+            if i >= lo:
+                yield f"{self.path}:{lineno}", row
+            if i + 1 >= hi:
+                return
+
+
 # --------------------------------------------------------------------------- local files
 
 
-def _read_json_lines(path: Path) -> list[tuple[str, dict]]:
-    return [(f"{path}:{lineno}", row) for lineno, row in iter_jsonl(path)]
+def _read_json_lines(path: Path) -> _JsonlPart:
+    return _JsonlPart(path)
 
 
 def _read_local_file(path: Path, where: str) -> Any:
@@ -110,12 +131,12 @@ def _read_local_file(path: Path, where: str) -> Any:
     if path.name.lower().endswith(".jsonl.gz"):
         suffix = ".jsonl"
     if suffix == ".jsonl":
-        return _LinesPart(_read_json_lines(path))
+        return _read_json_lines(path)
     if suffix == ".json":
         with open(path, encoding="utf-8", errors="surrogateescape") as fh:
             head = fh.read(4096).lstrip()
         if not head.startswith("["):
-            return _LinesPart(_read_json_lines(path))
+            return _read_json_lines(path)
         text = path.read_text(encoding="utf-8", errors="surrogateescape")
         for lineno, line in enumerate(text.split("\n"), start=1):
             check_utf8(line, f"{path}:{lineno}")

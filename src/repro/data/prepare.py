@@ -56,7 +56,9 @@ def prepare_dataset(
     """Write ``out_dir/{train,validation,test}.jsonl`` and ``stats.json``; returns row counts.
 
     Validation and test are built first and train is streamed to disk, so a failure in any split
-    leaves no ``.jsonl`` of this call behind (each file is also written atomically).
+    leaves no ``.jsonl`` of this call behind (each file is also written atomically). Local JSON
+    Lines files and saved hub copies are read row by row, so train's memory does not grow with
+    its size (except for loaders that filter rows, whose slice bounds need the kept rows).
     """
     dc = parse_config(name, cfg)
     out = Path(out_dir)
@@ -79,14 +81,15 @@ def _iter_split(
     rows = _synthetic_rows(dc, split, stats) if dc.is_synthetic else _real_rows(dc, split, raw_dir, stats)
     cap = dc.max_rows.get(split)
     fields = TASK_FIELDS[dc.kind]
-    seen: set[str] = set()
+    seen: set[str] = set()  # ids from the source; the numbered ones are distinct by construction
     n = 0
     for n, (loc, row) in enumerate(islice(rows, cap), start=1):
         source_id = row.pop("_source_id", None)
         rid = f"{dc.name}/{source_id}" if source_id is not None else f"{dc.name}/{split}/{n - 1}"
         if rid in seen:
             raise InputError(f"{loc}: duplicate id {rid!r} in {dc.name}/{split}")
-        seen.add(rid)
+        if source_id is not None:
+            seen.add(rid)
         for f in fields:
             if f not in row:
                 raise InputError(f"{loc}: missing field {f!r}")

@@ -8,7 +8,8 @@
         [--options-json '{...}'] --out-dir results/tokenized/NAME/LAYOUT
 
 ``train`` fits on the train split only (seq2seq: src and trg; text: text; code: prompt and code)
-or loads the pretrained tokenizer; ``encode`` writes train/validation/test arrays and meta.json.
+or loads the pretrained tokenizer; ``encode`` writes train/validation/test arrays and meta.json
+(``lm`` with ``shard_windows``: streamed into resumable shards, see :mod:`.shards`).
 Bad input exits with status 2 and one ``error:`` line naming the file, row or key.
 """
 
@@ -19,9 +20,26 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from repro.io import InputError, atomic_write_text, json_object_arg, read_jsonl
+from repro.io import (
+    InputError,
+    atomic_write_text,
+    iter_jsonl,
+    iter_jsonl_at,
+    json_object_arg,
+    read_jsonl,
+)
 
-from .layouts import KINDS, encode_split, get_layout, infer_kind, layouts_for, write_tokenized
+from .layouts import (
+    KINDS,
+    EncodedSplit,
+    Layout,
+    encode_split,
+    get_layout,
+    infer_kind,
+    layouts_for,
+    write_tokenized,
+)
+from .shards import ShardedSplit, write_stream_shards
 from .vocab import load_pretrained, load_tokenizer, specials_of, train_tokenizer
 
 SPLITS = ("train", "validation", "test")
@@ -39,9 +57,11 @@ def _read_split(data_dir: Path, split: str) -> tuple[Path, list[dict]]:
     return path, rows
 
 
-def _training_texts(path: Path, rows: list[dict], kind: str) -> Iterator[str]:
+def _training_texts(path: Path, kind: str, count: list[int]) -> Iterator[str]:
+    """The texts of the train split, streamed row by row; ``count[0]`` counts the rows."""
     fields = {"seq2seq": ("src", "trg"), "text": ("text",), "code": ("prompt", "code")}[kind]
-    for i, row in enumerate(rows, start=1):
+    for i, (_, row) in enumerate(iter_jsonl(path), start=1):
+        count[0] = i
         got = infer_kind(row, f"{path}: row {i}")
         if got != kind:
             raise InputError(f"{path}: row {i} is a {got} row, but --kind is {kind}")
@@ -61,9 +81,11 @@ def cmd_train(args: argparse.Namespace) -> None:
             f"{{\"pretrained\": {{...}}}}, got keys {sorted(cfg)}"
         )
     if "train" in cfg:
-        path, rows = _read_split(Path(args.data_dir), "train")
-        tok = train_tokenizer(_training_texts(path, rows, args.kind), cfg["train"])
-        how = f"trained on {len(rows)} rows of {path}"
+        path, count = Path(args.data_dir) / "train.jsonl", [0]
+        tok = train_tokenizer(_training_texts(path, args.kind, count), cfg["train"])
+        if not count[0]:
+            raise InputError(f"{path}: the train split of {args.data_dir} is empty")
+        how = f"trained on {count[0]} rows of {path}"
     else:
         tok = load_pretrained(cfg["pretrained"])
         how = f"pretrained {cfg['pretrained'].get('id')}"
@@ -77,10 +99,13 @@ def cmd_encode(args: argparse.Namespace) -> None:
     tok = load_tokenizer(args.tokenizer)
     layout = get_layout(args.layout, args.seq_len, tok, specials_of(tok), **options)
     data_dir = Path(args.data_dir)
-    splits = {}
+    splits: dict[str, EncodedSplit | ShardedSplit] = {}
     for split in args.splits.split(","):
         if split not in SPLITS:
             raise InputError(f"--splits: unknown split {split!r}; choose from {SPLITS}")
+        if layout.options.get("shard_windows"):
+            splits[split] = _encode_sharded(data_dir, split, layout, Path(args.out_dir))
+            continue
         path, rows = _read_split(data_dir, split)
         kind = infer_kind(rows[0], f"{path}: row 1")
         if kind not in layout.kinds:
@@ -98,6 +123,27 @@ def cmd_encode(args: argparse.Namespace) -> None:
         splits[split] = enc
     write_tokenized(args.out_dir, layout, splits)
     print(f"{args.out_dir}: layout={layout.name} seq_len={layout.seq_len} options={layout.options}")
+
+
+def _encode_sharded(data_dir: Path, split: str, layout: Layout, out_dir: Path) -> ShardedSplit:
+    """Pack one split into shards, streaming its JSONL (``lm`` with ``shard_windows``)."""
+    path = data_dir / f"{split}.jsonl"
+    if not path.is_file():
+        raise InputError(f"{path}: file not found")
+    for lineno, _, _, row in iter_jsonl_at(path):
+        kind = infer_kind(row, f"{path}:{lineno}")
+        if kind not in layout.kinds:
+            raise InputError(
+                f"{data_dir}: a {kind} dataset, but layout {layout.name!r} takes "
+                f"{'/'.join(layout.kinds)} data; use one of {layouts_for(kind)}"
+            )
+        break
+    else:
+        raise InputError(f"{path}: the {split} split of {data_dir} is empty")
+    enc = write_stream_shards(path, layout, out_dir, split)
+    print(f"{split}: {enc.rows} rows -> n={enc.n} in {len(enc.files)} shards of "
+          f"<= {enc.windows} windows ({enc.reused} kept from an earlier run) dropped=0 truncated=0")
+    return enc
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -36,6 +36,7 @@ from tokenizers import Tokenizer
 
 from repro.io import InputError, OptionError, atomic_path, atomic_write_json, read_json
 
+from .shards import ShardedArray, ShardedSplit, open_shards
 from .vocab import Specials, load_tokenizer, specials_of
 
 KINDS = ("seq2seq", "text", "code")
@@ -206,6 +207,10 @@ class Layout:
     # ---- hooks for subclasses
     def _check_options(self) -> None:
         """Validate/resolve ``self.options`` (raise InputError naming the option)."""
+
+    def stored_options(self) -> dict[str, Any]:
+        """The options meta.json records (the layout is rebuilt from them)."""
+        return dict(self.options)
 
     def _texts(self, row: dict) -> list[str]:
         raise NotImplementedError
@@ -456,11 +461,15 @@ class LM(Layout):
     ``text [EOS] text [EOS] …``, cut into windows of L−1 tokens, each prefixed with ``[BOS]``; the
     last partial window is padded. A window's row id is that of the text its first token belongs
     to. decode: the generated region up to the first EOS, specials dropped.
+
+    ``shard_windows: N`` (stream packing only) makes the tokenize stage write each split in
+    shards of N windows with bounded memory (:mod:`.shards`); the windows are the same.
     """
 
     name = "lm"
     kinds = ("text",)
-    defaults: ClassVar[dict[str, Any]] = {"packing": "document"}
+    defaults: ClassVar[dict[str, Any]] = {"packing": "document", "shard_windows": None}
+    eval_options: ClassVar[tuple[str, ...]] = ("shard_windows",)
 
     def _check_options(self) -> None:
         if self.options["packing"] not in ("document", "stream"):
@@ -468,6 +477,19 @@ class LM(Layout):
                 f"layout 'lm': option packing must be 'document' or 'stream', "
                 f"got {self.options['packing']!r}"
             )
+        if self.options["shard_windows"] is not None:
+            self._opt_int("shard_windows", 1)
+            if self.options["packing"] != "stream":
+                raise InputError(
+                    "layout 'lm': option shard_windows needs packing 'stream' (document packing "
+                    "keeps one row per window)"
+                )
+
+    def stored_options(self) -> dict[str, Any]:
+        opts = dict(self.options)
+        if opts["shard_windows"] is None:
+            del opts["shard_windows"]
+        return opts
 
     def _texts(self, row: dict) -> list[str]:
         return [row["text"]]
@@ -890,9 +912,9 @@ class EncodedSplit:
 
 @dataclass
 class TokenizedSplit:
-    ids: np.ndarray  # int32 (N, L), memory-mapped read-only
-    cond: np.ndarray  # uint8 (N, L), memory-mapped read-only
-    row_ids: list[str]
+    ids: np.ndarray | ShardedArray  # int32 (N, L), memory-mapped read-only
+    cond: np.ndarray | ShardedArray  # uint8 (N, L), memory-mapped read-only
+    row_ids: Sequence[str]  # a list, or ShardedRowIds for a sharded split
     meta: dict
 
 
@@ -944,14 +966,19 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
 def write_tokenized(
     out_dir: str | os.PathLike,
     layout: Layout,
-    splits: dict[str, EncodedSplit],
+    splits: dict[str, EncodedSplit | ShardedSplit],
     meta_extra: dict | None = None,
 ) -> dict:
-    """Write ``{split}.ids.npy``, ``{split}.cond.npy`` and ``meta.json`` (last), atomically."""
+    """Write ``{split}.ids.npy``, ``{split}.cond.npy`` and ``meta.json`` (last), atomically.
+
+    A :class:`ShardedSplit` (its shards already written by
+    :func:`~repro.tokenization.shards.write_stream_shards`) gets ``(0, L)`` placeholder arrays and
+    its shard manifest in meta.json instead of ``row_ids``.
+    """
     out = Path(out_dir)
     meta = {
         "layout": layout.name,
-        "options": dict(layout.options),
+        "options": layout.stored_options(),
         "seq_len": layout.seq_len,
         "vocab_size": layout.tokenizer.get_vocab_size(with_added_tokens=True),
         "specials": layout.specials.as_dict(),
@@ -963,6 +990,13 @@ def write_tokenized(
         raise ValueError(f"meta_extra may not override {sorted(clash)}")
     meta.update(meta_extra or {})
     for split, enc in splits.items():
+        if isinstance(enc, ShardedSplit):
+            for part, dtype in (("ids", np.int32), ("cond", np.uint8)):
+                _save_npy(out / f"{split}.{part}.npy", np.zeros((0, layout.seq_len), dtype))
+            meta["splits"][split] = {
+                "n": enc.n, "dropped": 0, "truncated": 0, "shards": enc.manifest(),
+            }
+            continue
         n = len(enc.row_ids)
         if enc.ids.shape != (n, layout.seq_len) or enc.cond.shape != (n, layout.seq_len):
             raise ValueError(f"split {split}: arrays of shape {enc.ids.shape}/{enc.cond.shape} do "
@@ -997,6 +1031,9 @@ def load_tokenized(directory: str | os.PathLike, split: str) -> TokenizedSplit:
             f"{directory}/meta.json: no split {split!r}; it has {sorted(meta['splits'])}"
         )
     info = meta["splits"][split]
+    if "shards" in info:
+        ids, cond, row_ids = open_shards(directory, split, info, meta["seq_len"])
+        return TokenizedSplit(ids, cond, row_ids, meta)
     arrays = {}
     for part, dtype in (("ids", np.int32), ("cond", np.uint8)):
         path = directory / f"{split}.{part}.npy"
