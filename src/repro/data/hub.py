@@ -259,6 +259,11 @@ def resolve_revision(dc: DataConfig, timeout: float = 10.0) -> str:
     return str(info.sha)
 
 
+def _first_rows(stream: Any, n: int) -> Iterator[dict]:
+    """The first ``n`` rows of a streamed hub split, one at a time."""
+    yield from islice(iter(stream), n)
+
+
 def download_dataset(dc: DataConfig, out: str | os.PathLike) -> dict:
     """Download the hub source splits of ``dc`` into ``out`` (``save_to_disk``), atomically.
 
@@ -292,8 +297,11 @@ def download_dataset(dc: DataConfig, out: str | os.PathLike) -> dict:
                 parts[split] = datasets.load_dataset(hub.id, hub.name, split=split, **common)
             else:
                 stream = datasets.load_dataset(hub.id, hub.name, split=split, streaming=True, **common)
-                rows = list(islice(iter(stream), dc.hub_take))
-                parts[split] = datasets.Dataset.from_list(rows, features=stream.features)
+                # rows go to Arrow files on disk as they arrive (bounded memory, whatever `take`)
+                parts[split] = datasets.Dataset.from_generator(
+                    _first_rows, features=stream.features,
+                    gen_kwargs={"stream": stream, "n": dc.hub_take}, keep_in_memory=False,
+                )
     except Exception as err:
         raise _unavailable(dc, f"load_dataset failed ({type(err).__name__}: {err})") from err
 
