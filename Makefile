@@ -10,7 +10,7 @@ SMK    := $(BIN)/snakemake --profile workflow/profiles/local --cores $(CORES)
 # Jobs call `python -m repro.…`: the venv's python must come first on PATH.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup demo test test-fast test-slurm lint bench bench-packing gpu-check dag clean lock unlock report plan
+.PHONY: small-cpu setup demo test test-fast test-slurm lint bench bench-packing gpu-check dag clean lock unlock report plan
 
 setup: $(STAMP) sandbox-tools
 
@@ -47,6 +47,15 @@ report: setup
 
 unlock: setup  ## after Snakemake itself was killed: remove its stale lock if no Snakemake runs here
 	$(BIN)/python -m repro.unlock
+
+# DATA: a directory of JSONL samples laid out as config/small-cpu.yaml's header says (default: its
+# data_root, data/ in the project)
+DATA ?=
+small-cpu: setup  ## real data offline on CPU: config/small-cpu.yaml's tables (<= 60 min on 2 cores), DATA=dir
+	$(SMK) all --configfile config/small-cpu.yaml $(if $(DATA),--config data_root=$(abspath $(DATA)))
+	$(BIN)/python -m repro.report.baselines --configfile config/small-cpu.yaml
+	$(BIN)/python -m repro.report.html_report --configfile config/small-cpu.yaml
+	@echo "tables: results/tables/  trivial baselines: results/baselines/baselines.md  report: results/report.html"
 
 test: setup  ## unit tests, workflow tests (dry runs, smoke DAG, staleness, profiles, live SLURM), lint
 	$(BIN)/python -m pytest

@@ -125,3 +125,20 @@ def test_plan_lists_the_dry_runs_jobs(tmp_path):
     assert stages["total"]["jobs"] == sum(len(j) for j in dry.values())
     assert stages["train_model"]["gpu_hours"] > 0 and stages["train_model"]["tokens"] > 0
     assert out["throughput"]["tflops"] == plan.GPU_TFLOPS["h100"]
+
+
+def test_the_small_real_data_config_fits_three_gpu_hours(tmp_path):
+    """config/small.yaml builds the whole catalogue's DAG, and its cost plan on one H100 (the
+    FLOP estimate at the default MFU) stays within the 3 hours its docs promise."""
+    from tests.workflow.conftest import Project
+
+    project = Project.copy(tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "-m", "repro.plan", "all", "--configfile", "config/small.yaml",
+         "--gpu", "h100", "--json"],
+        cwd=project.root, env=project.env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    stages = {r["stage"]: r for r in json.loads(proc.stdout)["stages"]}
+    assert stages["train_model"]["jobs"] >= 25 and stages["make_table"]["jobs"] == 7
+    assert not stages["total"].get("unknown")  # every sampling job's size is known
+    assert 1.0 < stages["total"]["gpu_hours"] <= 3.0
