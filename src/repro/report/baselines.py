@@ -16,8 +16,9 @@ hypotheses of those rows:
 The rows are written as a samples file under ``results/baselines/<table>/<dataset>/`` and scored by
 :func:`repro.score.score` with the metric configs the cell's own score job received
 (:meth:`repro.workflow_utils.Catalogue.metrics_for`): same cleaning, same judge, same BERTScore
-model. Metrics that read what only a model produces (its token ids, its sampling time) and group
-metrics are left out. Values are multiplied by the column's ``scale`` as in the table. The summary
+model; for an MBR row, the quality columns' configs too (the baseline has one hypothesis per row, so
+its MBR selection is itself). Metrics that read what only a model produces (its token ids, its
+sampling time) and group metrics (self-BLEU, div-4 over k samples) are left out. Values are multiplied by the column's ``scale`` as in the table. The summary
 is printed as a Markdown table and written to ``results/baselines/baselines.md`` / ``.json``.
 """
 
@@ -76,8 +77,14 @@ def table_baselines(config: dict, table: str, results: Path) -> list[dict]:
                 f"nfe{cell.nfe}" / f"seed{seed}.jsonl")
         if not path.is_file():
             raise InputError(f"{path}: not built — build tables.{table} first")
-        metrics = json.loads(c.metrics_for(cell.dataset, cell.experiment, cell.sampler, cell.nfe,
-                                           f"seed{seed}"))
+        # the configs every per-file draw of the cell was scored with (seed<s>, and mbr<k> for
+        # the quality columns of an MBR row); group metrics need k model samples: left out
+        draws = {d for col in spec["columns"] for d in c.column_draws(cell, col["metric"])
+                 if not d.startswith("group")} or {f"seed{seed}"}
+        metrics: dict[str, dict] = {}
+        for draw in sorted(draws):
+            metrics.update(json.loads(c.metrics_for(cell.dataset, cell.experiment, cell.sampler,
+                                                    cell.nfe, draw)))
         metrics = {k: v for k, v in metrics.items() if v["kind"] not in MODEL_ONLY}
         kind = c.datasets[cell.dataset]["kind"]
         name, rows = baseline_samples(read_jsonl(path), kind)
