@@ -618,6 +618,17 @@ def test_gen_ppl_max_length_is_checked_against_a_downloaded_judges_config(smoke,
         Catalogue(cfg)
 
 
+def test_gen_ppl_max_length_is_checked_against_a_hub_judge_before_its_download(smoke):
+    cfg = copy.deepcopy(smoke)
+    cfg["judges"]["smoke_judge"] = {"hub": {"id": "openai-community/gpt2", "revision": "a" * 40}}
+    cfg["metrics"]["gen_ppl_judge"]["max_length"] = 1024
+    Catalogue(cfg)  # GPT-2's context is 1,024
+    cfg["metrics"]["gen_ppl_judge"]["max_length"] = 2048
+    with pytest.raises(ConfigError, match="metrics.gen_ppl_judge.max_length: .*max_length 2048 "
+                                          "exceeds the context \\(1024\\)"):
+        Catalogue(cfg)
+
+
 def test_sampler_max_examples_caps_only_that_samplers_eval_params(smoke):
     base = Catalogue(smoke)
     ds = "syn_paraphrase"  # eval.max_examples 64

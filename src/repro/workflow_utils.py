@@ -275,6 +275,18 @@ class Cell:
                 f"{draw}.json")
 
 
+#: context length (tokens) of the hub judges the configs name, as their ``config.json`` states it
+#: (``n_positions`` / ``max_position_embeddings``): so that a gen_ppl ``max_length`` beyond it stops
+#: the DAG build before the download, not the scoring job hours later
+HUB_JUDGE_CONTEXT: dict[str, int] = {
+    "openai-community/gpt2": 1024,
+    "gpt2": 1024,
+    "EleutherAI/gpt-neo-2.7B": 2048,
+    "NousResearch/Llama-2-7b-chat-hf": 4096,
+    "meta-llama/Llama-2-7b-chat-hf": 4096,
+}
+
+
 class Catalogue:
     """The validated config, expanded into the jobs each table and figure needs."""
 
@@ -543,7 +555,8 @@ class Catalogue:
     def judge_context(self, judge: str) -> int | None:
         """Context length of a judge, from its config: ``n_positions`` of a judge the DAG trains
         (its train options checked as repro.judge checks them), else the ``config.json`` of a
-        downloaded or local judge if it is there yet; None when unknown."""
+        downloaded or local judge if it is there yet, else :data:`HUB_JUDGE_CONTEXT` for a hub
+        judge not downloaded yet; None when unknown."""
         from repro.judge import check_train_config
         from repro.metrics.judge import context_from_config
 
@@ -556,7 +569,8 @@ class Catalogue:
                 raise ConfigError(str(err)) from None
         path = Path(self.judge_path(judge)) / "config.json"
         if not path.is_file():
-            return None
+            # not downloaded yet: the context a hub judge's model card states, if it is known
+            return HUB_JUDGE_CONTEXT.get(j.get("hub", {}).get("id", ""))
         try:
             return context_from_config(json.loads(path.read_text(encoding="utf-8")), str(path))
         except (InputError, ValueError, TypeError) as err:
