@@ -11,6 +11,7 @@ from repro.config_file import load_config_file
 from repro.io import InputError, read_jsonl, write_jsonl
 from repro.metrics import compute_metric
 from repro.report.baselines import baseline_samples, table_baselines
+from repro.workflow_utils import Catalogue
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -41,7 +42,7 @@ def test_a_table_baseline_is_scored_with_the_cells_own_metric_configs(tmp_path):
     samples = tmp_path / "samples" / "qqp" / "fm" / "euler" / "nfe1" / "seed0.jsonl"
     samples.parent.mkdir(parents=True)
     write_jsonl(samples, ROWS)
-    records = table_baselines(config, "qqp_nfe", tmp_path)
+    records = table_baselines(Catalogue(config), "qqp_nfe", tmp_path)
     by_metric = {r["metric"]: r for r in records}
     assert set(by_metric) == {"bleu", "rouge_l"}  # seconds/sample is a model's own
     copied = baseline_samples(ROWS, "seq2seq")[1]

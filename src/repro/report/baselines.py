@@ -30,6 +30,7 @@ import sys
 from pathlib import Path
 
 from repro.io import InputError, atomic_write_json, atomic_write_text, read_jsonl, write_jsonl
+from repro.workflow_utils import Catalogue
 
 #: dataset kind -> (baseline name, the row field that becomes the hypothesis)
 BASELINES = {
@@ -57,12 +58,11 @@ def baseline_samples(rows: list[dict], kind: str) -> tuple[str, list[dict]]:
     return name, out
 
 
-def table_baselines(config: dict, table: str, results: Path) -> list[dict]:
-    """Score the baselines of every dataset of ``table``; one record per (dataset, column)."""
+def table_baselines(c: Catalogue, table: str, results: Path) -> list[dict]:
+    """Score the baselines of every dataset of ``table`` of the catalogue ``c``; one record per
+    (dataset, column)."""
     from repro.score import score
-    from repro.workflow_utils import Catalogue
 
-    c = Catalogue(config)
     spec = c.tables[table]
     if spec.get("kind", "scores") != "scores":
         return []
@@ -126,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
         tables = args.tables or [t for t, s in config.get("tables", {}).items()
                                  if s.get("kind", "scores") == "scores"]
         results = Path(args.results)
-        records = [r for t in tables for r in table_baselines(config, t, results)]
+        catalogue = Catalogue(config)
+        records = [r for t in tables for r in table_baselines(catalogue, t, results)]
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

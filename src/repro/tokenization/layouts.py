@@ -239,14 +239,18 @@ class Layout:
     def check_rows(self, rows: Sequence[dict], where: str = "rows") -> None:
         """Raise InputError naming the row if a row is not of an accepted kind."""
         for i, row in enumerate(rows):
-            label = f"{where}: row {i + 1}"
-            kind = infer_kind(row, label)
-            if kind not in self.kinds:
-                raise InputError(
-                    f"{label}: a {kind} row, but layout {self.name!r} takes {'/'.join(self.kinds)} "
-                    f"rows; choose a layout for {kind} data ({', '.join(layouts_for(kind))})"
-                )
-            _check_row(row, kind, label)
+            self.check_row(row, f"{where}: row {i + 1}")
+
+    def check_row(self, row: Any, label: str) -> None:
+        """Raise InputError starting with ``label`` if ``row`` is not a valid row of an accepted
+        kind."""
+        kind = infer_kind(row, label)
+        if kind not in self.kinds:
+            raise InputError(
+                f"{label}: a {kind} row, but layout {self.name!r} takes {'/'.join(self.kinds)} "
+                f"rows; choose a layout for {kind} data ({', '.join(layouts_for(kind))})"
+            )
+        _check_row(row, kind, label)
 
     def iter_encoded(self, rows: Sequence[dict]) -> Iterator[tuple[str, Encoded | str]]:
         """``(row id, Encoded or drop reason)`` for each output sequence, tokenising in batches."""

@@ -274,8 +274,6 @@ def _read_rows(
     layout: Layout, path: Path, state: dict, chunk_rows: int
 ) -> Iterator[tuple[list[dict], list[tuple[int, int]], dict]]:
     """Chunks ``(rows, [(byte offset, line)] per row, position after the chunk)`` from ``state``."""
-    from .layouts import _check_row, infer_kind
-
     row = state["row"]
     reader = iter_jsonl_at(path, state["byte"], state["line"])
     pos = dict(state)
@@ -283,14 +281,7 @@ def _read_rows(
         rows, places = [], []
         for lineno, start, end, obj in reader:
             row += 1
-            label = f"{path}: row {row}"
-            kind = infer_kind(obj, label)
-            if kind not in layout.kinds:
-                raise InputError(
-                    f"{label}: a {kind} row, but layout {layout.name!r} takes "
-                    f"{'/'.join(layout.kinds)} rows"
-                )
-            _check_row(obj, kind, label)
+            layout.check_row(obj, f"{path}: row {row}")
             rows.append(obj)
             places.append((start, lineno))
             pos = {"byte": end, "line": lineno + 1, "row": row, "skip": 0}
