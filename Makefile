@@ -78,8 +78,8 @@ lint: setup  ## ruff, snakefmt (formatting of Snakefile and workflow/), snakemak
 bench: setup  ## budgets of the spine: smoke DAG wall time, DAG build and no-op rerun times
 	$(BIN)/python benchmarks/bench_workflow.py
 
-bench-packing: setup  ## lm/stream tokenize on a 100M-token slice, sharded vs in memory (~4 min)
-	$(BIN)/python benchmarks/bench_packing.py $(SAMPLES)
+bench-packing: setup  ## lm/stream tokenize on a 100M-token slice of DATA (default data/), sharded vs in memory (~4 min)
+	$(BIN)/python benchmarks/bench_packing.py $(DATA)
 
 gpu-check: setup  ## on one CUDA GPU (<= 8 min on an H100): runs, CPU agreement, speed, paper-scale fit
 	$(BIN)/python benchmarks/gpu_check.py --device cuda

@@ -39,8 +39,9 @@ from pathlib import Path
 
 def _args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("dir", nargs="?", default="../shared/data",
-                    help="a directory of JSONL samples (default: %(default)s)")
+    ap.add_argument("dir", nargs="?", default="data",
+                    help="a directory of JSONL samples laid out as config/small-cpu.yaml's header "
+                         "says (default: %(default)s, small-cpu's data_root)")
     ap.add_argument("--tokens", type=float, default=100e6)
     ap.add_argument("--old-tokens", type=float, default=20e6)
     ap.add_argument("--seq-len", type=int, default=1024)

@@ -53,3 +53,24 @@ def test_a_table_baseline_is_scored_with_the_cells_own_metric_configs(tmp_path):
     assert [r["hypothesis"] for r in read_jsonl(written / "copy_source.jsonl")] == [
         r["source"] for r in ROWS]
     assert json.loads((written / "copy_source.json").read_text())["n"] == 2
+
+
+def test_copying_the_qqp_source_gives_the_known_bleu_on_the_whole_test_split():
+    """The reference point of the small-cpu docs: hypothesis = source on all 2,500 QQP test pairs
+    gives NLTK sentence BLEU 0.2144 and ROUGE-L 0.580 with the pipeline's metrics."""
+    import os
+
+    samples = Path(os.environ.get("REPRO_SAMPLE_DATA") or REPO_ROOT.parent / "shared" / "data")
+    path = samples / "qqp" / "test.jsonl"
+    if not path.is_file():
+        if os.environ.get("CI"):
+            pytest.fail(f"{path}: the QQP test pairs are missing")
+        pytest.skip(f"{path}: the QQP test pairs are missing (set REPRO_SAMPLE_DATA)")
+    rows = [{"id": str(i), "source": r["src"], "reference": r["trg"], "hypothesis": ""}
+            for i, r in enumerate(read_jsonl(path))]
+    copied = baseline_samples(rows, "seq2seq")[1]
+    assert len(copied) == 2500
+    assert compute_metric("sentence_bleu_nltk", copied, clean="diffuseq").value == pytest.approx(
+        0.2144, abs=5e-5)
+    assert compute_metric("rouge_l_torchmetrics", copied, clean="diffuseq").value == pytest.approx(
+        0.5800, abs=5e-5)
