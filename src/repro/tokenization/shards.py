@@ -226,7 +226,7 @@ def _sha256(path: Path) -> str:
 
 
 def _run_key(layout: Layout, path: Path, shard_windows: int) -> str:
-    from .layouts import tokenizer_sha256
+    from .arrays import tokenizer_sha256
 
     st = path.stat()
     spec = {
