@@ -218,7 +218,7 @@ def test_paper_values_are_optional_unless_configured(smoke, tmp_path, monkeypatc
 def test_schema_train_keys_are_exactly_what_the_train_stage_accepts(smoke, paper):
     import dataclasses
 
-    from repro.training import TrainConfig
+    from repro.train.config import TrainConfig
 
     accepted = {f.name for f in dataclasses.fields(TrainConfig)}
     schema = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())

@@ -43,7 +43,6 @@ printed and exit with status 2.
 from __future__ import annotations
 
 import argparse
-import inspect
 import logging
 import os
 import sys
@@ -57,7 +56,9 @@ import torch
 from repro.io import InputError, atomic_write_json, run_stage
 from repro.methods.base import Batch, Method
 from repro.sample import _check_compatible, resolve_device
-from repro.training import load_model, open_split, read_meta, setup_logging
+from repro.tokenization.arrays import load_tokenized, read_meta
+from repro.train.checkpoint import load_model
+from repro.train.logs import setup_logging
 
 log = logging.getLogger("repro.analysis")
 
@@ -66,18 +67,6 @@ def _int_option(name: str, value: object, lo: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < lo:
         raise InputError(f"{name} must be an integer >= {lo}, got {value!r}")
     return value
-
-
-def _load(ckpt_path: Path, dev: torch.device, weights: str | None):
-    """``load_model`` with ``weights=`` passed only when asked for (and supported)."""
-    if weights is None:
-        return load_model(ckpt_path, map_location=dev)
-    if "weights" not in inspect.signature(load_model).parameters:
-        raise InputError(
-            f"--weights {weights!r}: this version of repro.training.load_model cannot select "
-            "weights; leave --weights out to use the checkpoint's default weights"
-        )
-    return load_model(ckpt_path, map_location=dev, weights=weights)
 
 
 def loss_vs_t(
@@ -109,14 +98,14 @@ def loss_vs_t(
 
     torch.set_num_threads(max(int(threads), 1))
     dev = resolve_device(device)
-    method, model, ck = _load(ckpt_path, dev, weights)
+    method, model, ck = load_model(ckpt_path, map_location=dev, weights=weights)
     if type(method).loss_at_t is Method.loss_at_t:
         raise InputError(
             f"{ckpt_path}: method {method.name!r} has no loss_at_t; the loss_vs_t analysis needs it"
         )
     meta = read_meta(data_dir)
     _check_compatible(ck, meta, ckpt_path, data_dir)
-    arrays = open_split(data_dir, split, meta)
+    arrays = load_tokenized(data_dir, split, meta)
     n = min(max_examples, len(arrays)) if max_examples else len(arrays)
 
     ts = np.linspace(0.0, float(t_max), bins)  # float64; both ends exact

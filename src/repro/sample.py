@@ -15,7 +15,7 @@ given positions: every non-given id is replaced by ``[PAD]`` before :meth:`Metho
 One ``torch.Generator`` seeded with ``--seed`` drives the whole file, so the same seed (and batch
 size) gives the same samples; only ``wall_seconds`` varies between runs. The sampler option
 ``weights`` (``raw``, ``ema0.999``, …) is not passed to the method: it picks which weights of the
-checkpoint are loaded (:func:`repro.training.load_model`; default its main ``state_dict``). Output fields are listed in
+checkpoint are loaded (:func:`repro.train.checkpoint.load_model`; default its main ``state_dict``). Output fields are listed in
 ``docs/architecture.md`` ("Samples").
 """
 
@@ -38,7 +38,9 @@ import torch
 from repro.io import InputError, read_jsonl, run_stage, write_jsonl
 from repro.methods.base import Batch
 from repro.progress import BatchProgress, want_bar
-from repro.training import load_model, open_split, read_meta, setup_logging
+from repro.tokenization.arrays import load_tokenized, read_meta
+from repro.train.checkpoint import load_model
+from repro.train.logs import setup_logging
 
 log = logging.getLogger("repro.sample")
 
@@ -154,7 +156,7 @@ def sample(
         raise InputError(f"--sampler-json kind: {err}") from None
     meta = read_meta(data_dir)
     _check_compatible(ck, meta, ckpt_path, data_dir)
-    arrays = open_split(data_dir, split, meta)
+    arrays = load_tokenized(data_dir, split, meta)
     if arrays.row_ids is None:
         raise InputError(f"{data_dir}/meta.json: splits.{split}.row_ids is missing; rerun tokenize")
     n = min(max_examples, len(arrays)) if max_examples else len(arrays)

@@ -1,4 +1,4 @@
-"""Tests of the train_model stage (:mod:`repro.train`, :mod:`repro.training`).
+"""Tests of the train_model stage (:mod:`repro.train.run`, :mod:`repro.train.cli`).
 
 A tiny self-contained method (embedding + linear next-token model whose loss draws random
 corruption from the global torch RNG) and a tokenized directory written with numpy stand in for
@@ -8,7 +8,6 @@ format, exact resume (kill and time-budget paths), EMA, config validation, clust
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import logging
@@ -23,128 +22,24 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from repro import methods, train, training
 from repro.io import InputError
-from repro.methods.base import Batch, Method, Samples
+from repro.methods.base import Batch
+from repro.tokenization.arrays import load_tokenized
+from repro.train import checkpoint, cli, config, data, world
+from repro.train import run as train_run
 
-SPECIALS = {"pad": 0, "unk": 1, "cls": 2, "sep": 3, "mask": 4, "bos": 5, "eos": 6}
-VOCAB, SEQ = 24, 12
-
-
-class TinyLM(nn.Module):
-    def __init__(self, vocab: int, d: int, mask_id: int) -> None:
-        super().__init__()
-        self.emb = nn.Embedding(vocab, d)
-        self.norm = nn.LayerNorm(d)
-        self.out = nn.Linear(d, vocab)
-        self.mask_id = mask_id
-
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.out(self.norm(self.emb(ids)))  # (B, L, V)
-
-
-class FakeMethod(Method):
-    name = "fake"
-    samplers = ("greedy",)
-
-    def layout(self, task_kind: str) -> str:
-        return "conditional"
-
-    def build_model(self, model_cfg: dict, vocab_size: int, seq_len: int) -> nn.Module:
-        return TinyLM(vocab_size, model_cfg.get("d", 8), model_cfg["mask_id"])
-
-    def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
-        ids, cond = batch.ids, batch.cond
-        drop = (torch.rand(ids.shape) < 0.3) & ~cond  # global RNG: resume must replay it
-        inp = torch.where(drop, torch.full_like(ids, model.mask_id), ids)
-        logits = model(inp[:, :-1])
-        weight = (~cond[:, 1:]).float()
-        ce = F.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none")
-        return (ce * weight).sum() / weight.sum().clamp(min=1.0)
-
-    def sample(self, model, cond, nfe, sampler, generator, **opts) -> Samples:
-        raise NotImplementedError
-
-
-@pytest.fixture
-def fake_method(monkeypatch: pytest.MonkeyPatch) -> str:
-    real = methods.get_method
-    monkeypatch.setattr(
-        methods, "get_method", lambda name: FakeMethod() if name == "fake" else real(name)
-    )
-    return "fake"
-
-
-def write_tokenized(root: Path, n_train: int = 40, n_val: int = 12) -> Path:
-    """A learnable toy task: [BOS] a b c d [SEP] a b c d [EOS] [PAD] (target copies the source)."""
-    rng = np.random.default_rng(0)
-    root.mkdir(parents=True, exist_ok=True)
-    splits = {}
-    for split, n in (("train", n_train), ("validation", n_val)):
-        ids = np.zeros((n, SEQ), np.int32)
-        cond = np.zeros((n, SEQ), np.uint8)
-        src = rng.integers(7, VOCAB, (n, 4))
-        ids[:, 0], ids[:, 1:5], ids[:, 5] = SPECIALS["bos"], src, SPECIALS["sep"]
-        ids[:, 6:10], ids[:, 10] = src, SPECIALS["eos"]
-        cond[:, :6] = 1
-        np.save(root / f"{split}.ids.npy", ids)
-        np.save(root / f"{split}.cond.npy", cond)
-        splits[split] = {"n": n, "row_ids": [f"toy/{split}/{i}" for i in range(n)], "dropped": 0}
-    meta = {
-        "layout": "conditional",
-        "options": {},
-        "seq_len": SEQ,
-        "vocab_size": VOCAB,
-        "specials": SPECIALS,
-        "tokenizer_sha256": "0" * 64,
-        "splits": splits,
-    }
-    (root / "meta.json").write_text(json.dumps(meta))
-    return root
-
-
-# Exercises warm-up, cosine decay, weight decay, clipping, accumulation and EMA together.
-RESUME_TRAIN = {
-    "steps": 6,
-    "batch_size": 8,
-    "lr": 3.0e-2,
-    "warmup_steps": 2,
-    "weight_decay": 0.1,
-    "grad_clip": 0.5,
-    "accumulate": 2,
-    "ema": 0.8,
-    "val_every": 3,
-    "val_batches": 1,
-    "ckpt_every": 2,
-}
-
-
-def run_cfg(**train_over) -> dict:
-    return {"method": "fake", "model": {"d": 8}, "train": {**RESUME_TRAIN, **train_over}}
-
-
-def csv_rows(path: Path) -> list[dict]:
-    with open(path, newline="") as fh:
-        return list(csv.DictReader(fh))
-
-
-def final_weights(path: Path) -> dict[str, torch.Tensor]:
-    return torch.load(path, weights_only=True)["state_dict"]
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_tokenized(tmp_path_factory.mktemp("tok") / "toy" / "conditional")
-
-
-@pytest.fixture
-def reference(fake_method: str, data_dir: Path, tmp_path: Path) -> tuple[Path, dict]:
-    out = tmp_path / "ref" / "model.ckpt"
-    summary = train.train(data_dir, out, run_cfg())
-    return out, summary
+from .toy import (
+    SEQ,
+    SPECIALS,
+    VOCAB,
+    FakeMethod,
+    csv_rows,
+    final_weights,
+    run_cfg,
+    write_tokenized,
+)
 
 
 def test_train_writes_documented_checkpoint(reference, fake_method):
@@ -178,7 +73,7 @@ def test_train_writes_documented_checkpoint(reference, fake_method):
     assert injected == {k: SPECIALS[k] for k in injected}
     assert ckpt["train"]["schedule"] == "cosine" and ckpt["train"]["betas"] == [0.9, 0.95]
     assert ckpt["val_loss"] == summary["val_loss"]
-    method, model, loaded = train.load_model(out)
+    method, model, loaded = checkpoint.load_model(out)
     assert isinstance(method, FakeMethod) and not model.training
     for k, v in model.state_dict().items():
         assert torch.equal(v, ckpt["state_dict"][k])
@@ -204,16 +99,16 @@ def test_resume_after_kill_is_exact(reference, data_dir, tmp_path):
     out = tmp_path / "killed" / "model.ckpt"
     # killed at step 5: the last checkpoint (ckpt_every=2) is step 4, so step 5 is replayed
     with pytest.raises(RuntimeError, match="simulated job kill"):
-        train.train(data_dir, out, run_cfg(), callbacks=[make_killer(5)])
+        train_run.train(data_dir, out, run_cfg(), callbacks=[make_killer(5)])
     assert not out.exists()
     assert torch.load(out.parent / "_work" / "last.ckpt", weights_only=False)["global_step"] == 4
-    summary = train.train(data_dir, out, run_cfg())
+    summary = train_run.train(data_dir, out, run_cfg())
     assert summary["completed"] and summary["steps"] == 6 and summary["resumed_from"] == 4
     a, b = final_weights(ref), final_weights(out)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     # a finished _work/ (model.ckpt deleted, e.g. by Snakemake) rewrites it without training
     out.unlink()
-    again = train.train(data_dir, out, run_cfg())
+    again = train_run.train(data_dir, out, run_cfg())
     assert again["resumed_from"] == again["steps"] == 6
     assert again["val_loss"] == summary["val_loss"]
     c = final_weights(out)
@@ -223,14 +118,14 @@ def test_resume_after_kill_is_exact(reference, data_dir, tmp_path):
 def test_resume_after_kill_keeps_every_ema(fake_method, data_dir, tmp_path):
     cfg = run_cfg(ema=[0.5, 0.8])
     ref = tmp_path / "ref2" / "model.ckpt"
-    train.train(data_dir, ref, cfg)
+    train_run.train(data_dir, ref, cfg)
     out = tmp_path / "killed2" / "model.ckpt"
     with pytest.raises(RuntimeError, match="simulated job kill"):
-        train.train(data_dir, out, cfg, callbacks=[make_killer(5)])
+        train_run.train(data_dir, out, cfg, callbacks=[make_killer(5)])
     last = torch.load(out.parent / "_work" / "last.ckpt", weights_only=False)
     assert last["global_step"] == 4
     assert last["repro"]["ema"] is None and set(last["repro"]["emas"]) == {"0.5", "0.8"}
-    summary = train.train(data_dir, out, cfg)
+    summary = train_run.train(data_dir, out, cfg)
     assert summary["completed"] and summary["resumed_from"] == 4
     a, b = torch.load(ref, weights_only=True), torch.load(out, weights_only=True)
     assert a["weights"] == b["weights"] == "ema0.8" and a["val_loss"] == b["val_loss"]
@@ -249,14 +144,14 @@ def test_time_budget_exit_75_then_resume_is_exact(
     args = f"--data {data_dir} --out {out} --threads 1 --max-minutes 30".split()
     args += ["--config-json", json.dumps(run_cfg())]
     with monkeypatch.context() as mp, caplog.at_level("WARNING", logger="repro.train"):
-        mp.setattr(training, "time_budget_seconds", lambda minutes: 0.0)
-        assert train.main(args) == 75
+        mp.setattr(train_run, "time_budget_seconds", lambda minutes: 0.0)
+        assert cli.main(args) == 75
     assert "rerun the same command to continue" in caplog.text
     assert not out.exists()
     last = torch.load(out.parent / "_work" / "last.ckpt", weights_only=False)
     assert last["global_step"] == 1  # stopped on the first optimizer-step boundary
     with caplog.at_level("INFO", logger="repro.train"):
-        assert train.main(args) == 0
+        assert cli.main(args) == 0
     assert "steps=6/6 (from 1)" in caplog.text
     a, b = final_weights(ref), final_weights(out)
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -307,14 +202,14 @@ def test_stop_signal_saves_exits_75_then_resume_is_exact(
     args = f"--data {data_dir} --out {out} --threads 1".split()
     args += ["--config-json", json.dumps(run_cfg(num_workers=workers))]
     seen, fallback = signal_net
-    real_train = training.train
+    real_train = train_run.train
 
     def train_with_signal(*a, **kw):
         return real_train(*a, **kw, callbacks=[make_signaller(2, signum)])
 
     with monkeypatch.context() as mp, caplog.at_level("WARNING", logger="repro.train"):
-        mp.setattr(train, "train", train_with_signal)
-        assert train.main(args) == 75
+        mp.setattr(cli, "train", train_with_signal)
+        assert cli.main(args) == 75
     assert seen == []
     assert signal.getsignal(signum) is fallback  # the previous handlers are back
     name = signal.Signals(signum).name
@@ -325,7 +220,7 @@ def test_stop_signal_saves_exits_75_then_resume_is_exact(
     last = torch.load(out.parent / "_work" / "last.ckpt", weights_only=False)
     assert last["global_step"] == 3
     with caplog.at_level("INFO", logger="repro.train"):
-        assert train.main(args) == 0
+        assert cli.main(args) == 0
     assert "steps=6/6 (from 3)" in caplog.text
     a, b = final_weights(ref), final_weights(out)
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -355,7 +250,7 @@ def test_periodic_last_ckpt_is_atomic_and_kept_until_the_new_one_is_complete(
     try:
         with monkeypatch.context() as mp, pytest.raises(Killed):
             mp.setattr(torch, "save", dies_mid_write)
-            train.train(data_dir, out, run_cfg())
+            train_run.train(data_dir, out, run_cfg())
     finally:
         os.umask(old_umask)
     work = out.parent / "_work"
@@ -365,7 +260,7 @@ def test_periodic_last_ckpt_is_atomic_and_kept_until_the_new_one_is_complete(
     assert last["global_step"] == 2
     assert stat.S_IMODE((work / "last.ckpt").stat().st_mode) == 0o664  # not a 0600 temporary
     assert not list(work.glob(".*.tmp"))
-    summary = train.train(data_dir, out, run_cfg())
+    summary = train_run.train(data_dir, out, run_cfg())
     assert summary["completed"] and summary["resumed_from"] == 2
     a, b = final_weights(ref), final_weights(out)
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -375,7 +270,7 @@ def test_model_ckpt_is_byte_reproducible(reference, data_dir, tmp_path):
     """Identical training gives an identical model.ckpt: users compare checkpoints by sha256."""
     ref, _ = reference
     again = tmp_path / "elsewhere" / "model.ckpt"
-    train.train(data_dir, again, run_cfg())
+    train_run.train(data_dir, again, run_cfg())
 
     def sha(path):
         return hashlib.sha256(path.read_bytes()).hexdigest()
@@ -385,14 +280,14 @@ def test_model_ckpt_is_byte_reproducible(reference, data_dir, tmp_path):
 
 def test_changed_config_discards_stale_resume_state(fake_method, data_dir, tmp_path, monkeypatch):
     out = tmp_path / "stale" / "model.ckpt"
-    monkeypatch.setattr(training, "time_budget_seconds", lambda minutes: 0.0)
-    assert not train.train(data_dir, out, run_cfg(), max_minutes=1)["completed"]
-    monkeypatch.setattr(training, "time_budget_seconds", lambda minutes: 1e9)
+    monkeypatch.setattr(train_run, "time_budget_seconds", lambda minutes: 0.0)
+    assert not train_run.train(data_dir, out, run_cfg(), max_minutes=1)["completed"]
+    monkeypatch.setattr(train_run, "time_budget_seconds", lambda minutes: 1e9)
     fresh = tmp_path / "fresh" / "model.ckpt"
     # val_every=4 does not divide steps=6: the final val loss comes from an extra validation
     new_cfg = run_cfg(lr=1.0e-2, val_every=4)
-    train.train(data_dir, fresh, new_cfg, max_minutes=1)
-    summary = train.train(data_dir, out, new_cfg, max_minutes=1)  # must not resume the old run
+    train_run.train(data_dir, fresh, new_cfg, max_minutes=1)
+    summary = train_run.train(data_dir, out, new_cfg, max_minutes=1)  # must not resume the old run
     a, b = final_weights(fresh), final_weights(out)
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert torch.load(out, weights_only=True)["val_loss"] == summary["val_loss"]
@@ -402,8 +297,8 @@ def test_changed_config_discards_stale_resume_state(fake_method, data_dir, tmp_p
 
 
 def test_train_stream_order_with_workers(data_dir):
-    arrays = training.open_split(data_dir, "train")
-    stream = training.TrainStream(arrays, seed=1, batch_size=4, rank=0, world=1, start=3)
+    arrays = load_tokenized(data_dir, "train")
+    stream = data.TrainStream(arrays, seed=1, batch_size=4, rank=0, world=1, start=3)
     loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=2)
     got = []
     for ids, _cond, m in loader:
@@ -412,7 +307,7 @@ def test_train_stream_order_with_workers(data_dir):
             break
     assert [m for m, _ in got] == [3, 4, 5, 6, 7, 8]  # workers interleave in micro-batch order
     for m, ids in got:
-        rows = np.sort(training.batch_rows(1, m, len(arrays), 4))
+        rows = np.sort(data.batch_rows(1, m, len(arrays), 4))
         assert torch.equal(ids, torch.from_numpy(np.asarray(arrays.ids[rows], dtype=np.int64)))
 
 
@@ -435,7 +330,7 @@ def test_ema_matches_closed_form(fake_method, data_dir, tmp_path):
         "train": {"steps": 3, "batch_size": 4, "lr": 0.1, "ema": decay, "val_batches": 0},
     }
     out = tmp_path / "ema" / "model.ckpt"
-    train.train(data_dir, out, cfg, callbacks=[Record()])
+    train_run.train(data_dir, out, cfg, callbacks=[Record()])
     assert len(history) == 4  # initial weights + one per optimizer step
     ckpt = torch.load(out, weights_only=True)
     assert ckpt["weights"] == "ema" and ckpt["val_loss"] is None
@@ -449,14 +344,14 @@ def test_ema_matches_closed_form(fake_method, data_dir, tmp_path):
     # validating the EMA weights after every step swaps them in and out: training is unchanged
     validated = tmp_path / "ema_val" / "model.ckpt"
     with_val = {**cfg, "train": {**cfg["train"], "val_batches": 1, "val_every": 1}}
-    assert train.train(data_dir, validated, with_val)["val_loss"] is not None
+    assert train_run.train(data_dir, validated, with_val)["val_loss"] is not None
     a, b = final_weights(out), final_weights(validated)
     assert all(torch.equal(a[k], b[k]) for k in a)
 
     cfg["train"]["ema"] = 0.0
     history.clear()
     out_raw = tmp_path / "raw" / "model.ckpt"
-    train.train(data_dir, out_raw, cfg, callbacks=[Record()])
+    train_run.train(data_dir, out_raw, cfg, callbacks=[Record()])
     raw = torch.load(out_raw, weights_only=True)
     assert raw["weights"] == "raw"
     for name, w in history[-1].items():
@@ -465,14 +360,14 @@ def test_ema_matches_closed_form(fake_method, data_dir, tmp_path):
 
 def val_loss_of(model: nn.Module, data_dir: Path, batch_size: int, n_batches: int) -> float:
     """The validation loss as TrainModule computes it (same batches, same per-batch seeds)."""
-    ds = training.ValBatches(
-        training.open_split(data_dir, "validation"), batch_size, n_batches, 0, 1
+    ds = data.ValBatches(
+        load_tokenized(data_dir, "validation"), batch_size, n_batches, 0, 1
     )
     total = count = 0.0
     with torch.no_grad():
         for k in range(len(ds)):
             ids, cond, _ = ds[k]
-            torch.manual_seed(training.derive_seed(0, 1, k, 0))
+            torch.manual_seed(data.derive_seed(0, 1, k, 0))
             loss = float(FakeMethod().loss(model, Batch(ids, cond)))
             total, count = total + loss * ids.shape[0], count + ids.shape[0]
     return total / count
@@ -494,7 +389,7 @@ def test_several_emas_match_closed_form(fake_method, data_dir, tmp_path):
     train_cfg = {"steps": 3, "batch_size": 4, "lr": 0.1, "ema": [0.5, 0.8], "val_batches": 2}
     cfg = {"method": "fake", "model": {"d": 4}, "train": train_cfg}
     out = tmp_path / "two" / "model.ckpt"
-    summary = train.train(data_dir, out, cfg, callbacks=[Record()])
+    summary = train_run.train(data_dir, out, cfg, callbacks=[Record()])
     assert len(history) == 4  # initial weights + one per optimizer step
     ckpt = torch.load(out, weights_only=True)
     assert ckpt["weights"] == "ema0.8" and ckpt["train"]["ema"] == [0.5, 0.8]
@@ -522,19 +417,19 @@ def test_several_emas_match_closed_form(fake_method, data_dir, tmp_path):
         for k in sd
     )
     # the validation loss is that of the ema_eval weights
-    _, model, _ = train.load_model(out)
+    _, model, _ = checkpoint.load_model(out)
     assert summary["val_loss"] == pytest.approx(val_loss_of(model, data_dir, 4, 2), rel=1e-5)
 
     # ema_eval picks the validated / main weights; the trajectory and every EMA are unchanged
     other = tmp_path / "two_eval" / "model.ckpt"
     cfg["train"] = {**train_cfg, "ema_eval": 0.5}
-    summary2 = train.train(data_dir, other, cfg)
+    summary2 = train_run.train(data_dir, other, cfg)
     ck2 = torch.load(other, weights_only=True)
     assert ck2["weights"] == "ema0.5"
     for key in alt:
         assert all(torch.equal(alt[key][k], ck2["alt_state_dicts"][key][k]) for k in sd)
     assert all(torch.equal(ck2["state_dict"][k], alt["ema0.5"][k]) for k in sd)
-    _, model, _ = train.load_model(other)
+    _, model, _ = checkpoint.load_model(other)
     assert summary2["val_loss"] == pytest.approx(val_loss_of(model, data_dir, 4, 2), rel=1e-5)
     assert summary2["val_loss"] != pytest.approx(summary["val_loss"], rel=1e-6)
 
@@ -542,7 +437,7 @@ def test_several_emas_match_closed_form(fake_method, data_dir, tmp_path):
     for ema, key in ((0.0, "raw"), (0.5, "ema0.5")):
         sep = tmp_path / f"sep{ema}" / "model.ckpt"
         cfg["train"] = {**train_cfg, "ema": ema}
-        train.train(data_dir, sep, cfg)
+        train_run.train(data_dir, sep, cfg)
         w = final_weights(sep)
         assert all(torch.equal(w[k], alt[key][k]) for k in w), key
         assert "alt_state_dicts" not in torch.load(sep, weights_only=True)
@@ -551,11 +446,11 @@ def test_several_emas_match_closed_form(fake_method, data_dir, tmp_path):
 def test_load_model_picks_alternate_weights(fake_method, data_dir, tmp_path, reference):
     out = tmp_path / "alt" / "model.ckpt"
     train_cfg = {"steps": 2, "batch_size": 4, "lr": 0.1, "ema": [0.5, 0.8], "val_batches": 0}
-    train.train(data_dir, out, {"method": "fake", "model": {"d": 4}, "train": train_cfg})
+    train_run.train(data_dir, out, {"method": "fake", "model": {"d": 4}, "train": train_cfg})
     ckpt = torch.load(out, weights_only=True)
 
     def loaded(weights):
-        _, model, ck = train.load_model(out, weights=weights)
+        _, model, ck = checkpoint.load_model(out, weights=weights)
         assert not model.training and ck["weights"] == "ema0.8"
         return model.state_dict()
 
@@ -570,15 +465,15 @@ def test_load_model_picks_alternate_weights(fake_method, data_dir, tmp_path, ref
         InputError,
         match=r"model\.ckpt: no weights 'ema0\.9'; available: \['ema0\.5', 'ema0\.8', 'raw'\]",
     ):
-        train.load_model(out, weights="ema0.9")
+        checkpoint.load_model(out, weights="ema0.9")
     # a single-float EMA run has its main weights only
     ref, _ = reference
-    assert train.load_model(ref, weights="ema")[2]["weights"] == "ema"
+    assert checkpoint.load_model(ref, weights="ema")[2]["weights"] == "ema"
     with pytest.raises(
         InputError,
         match=r"no weights 'raw'; available: \['ema'\]; alternate weights .* train\.ema as a list",
     ):
-        train.load_model(ref, weights="raw")
+        checkpoint.load_model(ref, weights="raw")
 
 
 @pytest.mark.parametrize(
@@ -631,15 +526,15 @@ def test_load_model_picks_alternate_weights(fake_method, data_dir, tmp_path, ref
 )
 def test_train_config_errors(train_cfg, message):
     with pytest.raises(InputError, match=message):
-        training.RunConfig.from_dict({"method": "ar", "train": train_cfg})
+        config.RunConfig.from_dict({"method": "ar", "train": train_cfg})
 
 
 def test_run_config_errors_and_defaults():
     with pytest.raises(InputError, match=r"unknown key\(s\) \['optim'\]"):
-        training.RunConfig.from_dict({"method": "ar", "train": {"steps": 1}, "optim": {}})
+        config.RunConfig.from_dict({"method": "ar", "train": {"steps": 1}, "optim": {}})
     with pytest.raises(InputError, match="method must be a method name"):
-        training.RunConfig.from_dict({"method": 3, "train": {"steps": 1}})
-    tc = training.TrainConfig.from_dict({"steps": 10})
+        config.RunConfig.from_dict({"method": 3, "train": {"steps": 1}})
+    tc = config.TrainConfig.from_dict({"steps": 10})
     assert (tc.val_every, tc.ckpt_every, tc.seed, tc.batch_size, tc.precision) == (
         2,
         2,
@@ -647,20 +542,20 @@ def test_run_config_errors_and_defaults():
         32,
         "auto",
     )
-    assert training.TrainConfig.from_dict({"steps": 3, "val_every": 2}).ckpt_every == 2
-    assert training.TrainConfig.from_dict({"steps": 2}).val_every == 1
+    assert config.TrainConfig.from_dict({"steps": 3, "val_every": 2}).ckpt_every == 2
+    assert config.TrainConfig.from_dict({"steps": 2}).val_every == 1
 
 
 def test_train_config_ema_forms_and_round_trip():
-    off = training.TrainConfig.from_dict({"steps": 4})
+    off = config.TrainConfig.from_dict({"steps": 4})
     assert (off.ema, off.ema_eval, off.ema_decays) == (0.0, None, ())
-    one = training.TrainConfig.from_dict({"steps": 4, "ema": 0.99})
+    one = config.TrainConfig.from_dict({"steps": 4, "ema": 0.99})
     assert (one.ema, one.ema_eval, one.ema_decays) == (0.99, 0.99, (0.99,))
-    two = training.TrainConfig.from_dict({"steps": 4, "ema": [0.9999, 0.999]})
+    two = config.TrainConfig.from_dict({"steps": 4, "ema": [0.9999, 0.999]})
     assert two.ema == (0.9999, 0.999) and two.ema_eval == 0.9999  # default: the largest
-    picked = training.TrainConfig.from_dict({"steps": 4, "ema": [0.999, 0.9999], "ema_eval": 0.999})
+    picked = config.TrainConfig.from_dict({"steps": 4, "ema": [0.999, 0.9999], "ema_eval": 0.999})
     assert picked.ema_eval == 0.999
-    fm = training.TrainConfig.from_dict(
+    fm = config.TrainConfig.from_dict(
         {
             "steps": 10,
             "schedule": "exponential",
@@ -674,11 +569,11 @@ def test_train_config_ema_forms_and_round_trip():
     )
     for tc in (off, one, two, picked, fm):
         d = tc.to_dict()
-        assert training.TrainConfig.from_dict(d) == tc
-        assert training.TrainConfig.from_dict(json.loads(json.dumps(d))) == tc  # via JSON
+        assert config.TrainConfig.from_dict(d) == tc
+        assert config.TrainConfig.from_dict(json.loads(json.dumps(d))) == tc  # via JSON
     assert two.to_dict()["ema"] == [0.9999, 0.999] and isinstance(one.to_dict()["ema"], float)
-    assert training.ema_weights_name(0.9999) == "ema0.9999"
-    assert training.ema_weights_name(0.999) == "ema0.999"
+    assert config.ema_weights_name(0.9999) == "ema0.9999"
+    assert config.ema_weights_name(0.999) == "ema0.999"
 
 
 def test_new_train_keys_at_defaults_keep_the_resume_identity():
@@ -690,8 +585,8 @@ def test_new_train_keys_at_defaults_keep_the_resume_identity():
     }  # fmt: skip
 
     def identity(**train_cfg):
-        run = training.RunConfig.from_dict({"method": "ar", "train": {"steps": 4, **train_cfg}})
-        return training._run_digest(run, {}, meta, 1)["train"]
+        run = config.RunConfig.from_dict({"method": "ar", "train": {"steps": 4, **train_cfg}})
+        return train_run.run_identity(run, {}, meta, 1)["train"]
 
     assert set(identity()) == old_keys
     assert set(identity(ema=0.9, ema_eval=0.9)) == old_keys
@@ -704,25 +599,25 @@ def test_new_train_keys_at_defaults_keep_the_resume_identity():
 
 def test_specials_conflict_is_reported():
     with pytest.raises(InputError, match="model.pad_id=1 contradicts the tokenizer"):
-        training.inject_specials({"pad_id": 1}, SPECIALS, "meta.json")
-    assert training.inject_specials({}, SPECIALS, "m")["mask_id"] == 4
+        train_run.inject_specials({"pad_id": 1}, SPECIALS, "meta.json")
+    assert train_run.inject_specials({}, SPECIALS, "m")["mask_id"] == 4
 
 
 def test_lr_schedule_shapes():
-    tc = training.TrainConfig.from_dict({"steps": 12, "warmup_steps": 2, "min_lr_ratio": 0.1})
-    assert training.lr_factor(0, tc) == pytest.approx(0.5)
-    assert training.lr_factor(2, tc) == pytest.approx(1.0)
-    assert training.lr_factor(7, tc) == pytest.approx(0.55)  # cosine midpoint
-    assert training.lr_factor(12, tc) == pytest.approx(0.1)
-    lin = training.TrainConfig.from_dict({"steps": 10, "schedule": "linear", "min_lr_ratio": 0.0})
-    assert training.lr_factor(5, lin) == pytest.approx(0.5)
-    const = training.TrainConfig.from_dict({"steps": 10, "schedule": "constant"})
-    assert training.lr_factor(9, const) == 1.0
+    tc = config.TrainConfig.from_dict({"steps": 12, "warmup_steps": 2, "min_lr_ratio": 0.1})
+    assert config.lr_factor(0, tc) == pytest.approx(0.5)
+    assert config.lr_factor(2, tc) == pytest.approx(1.0)
+    assert config.lr_factor(7, tc) == pytest.approx(0.55)  # cosine midpoint
+    assert config.lr_factor(12, tc) == pytest.approx(0.1)
+    lin = config.TrainConfig.from_dict({"steps": 10, "schedule": "linear", "min_lr_ratio": 0.0})
+    assert config.lr_factor(5, lin) == pytest.approx(0.5)
+    const = config.TrainConfig.from_dict({"steps": 10, "schedule": "constant"})
+    assert config.lr_factor(9, const) == 1.0
 
 
 def test_lr_schedule_exponential_matches_fm_seq2seq():
     """FM-seq2seq's optax schedule: linear warm-up from 1e-7, constant, continuous decay."""
-    tc = training.TrainConfig.from_dict(
+    tc = config.TrainConfig.from_dict(
         {
             "steps": 500000,
             "schedule": "exponential",
@@ -736,7 +631,7 @@ def test_lr_schedule_exponential_matches_fm_seq2seq():
     )
 
     def lr(step: int) -> float:
-        return tc.lr * training.lr_factor(step, tc)
+        return tc.lr * config.lr_factor(step, tc)
 
     rel = 1e-12
     assert lr(0) == pytest.approx(1.0e-7, rel=rel)
@@ -751,17 +646,17 @@ def test_lr_schedule_exponential_matches_fm_seq2seq():
     assert lr(10**7) < 3.0e-4 * 0.9**190  # not floored by min_lr_ratio
 
     # warmup_init_lr > 0 switches any schedule's warm-up to the optax form ...
-    cos = training.TrainConfig.from_dict(
+    cos = config.TrainConfig.from_dict(
         {"steps": 12, "warmup_steps": 4, "lr": 1.0e-2, "warmup_init_lr": 2.0e-3}
     )
-    assert cos.lr * training.lr_factor(0, cos) == pytest.approx(2.0e-3, rel=rel)
-    assert cos.lr * training.lr_factor(2, cos) == pytest.approx(6.0e-3, rel=rel)
-    assert training.lr_factor(4, cos) == pytest.approx(1.0)
+    assert cos.lr * config.lr_factor(0, cos) == pytest.approx(2.0e-3, rel=rel)
+    assert cos.lr * config.lr_factor(2, cos) == pytest.approx(6.0e-3, rel=rel)
+    assert config.lr_factor(4, cos) == pytest.approx(1.0)
     # ... and without it the warm-up is (step + 1) / warmup_steps, exponential included
-    plain = training.TrainConfig.from_dict(
+    plain = config.TrainConfig.from_dict(
         {"steps": 12, "warmup_steps": 4, "schedule": "exponential"}
     )
-    assert [training.lr_factor(s, plain) for s in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    assert [config.lr_factor(s, plain) for s in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
 
 
 def test_exponential_schedule_drives_the_optimizer(fake_method, data_dir, tmp_path):
@@ -786,7 +681,7 @@ def test_exponential_schedule_drives_the_optimizer(fake_method, data_dir, tmp_pa
         "val_batches": 0,
     }
     cfg = {"method": "fake", "model": {"d": 4}, "train": train_cfg}
-    train.train(data_dir, tmp_path / "exp" / "model.ckpt", cfg, callbacks=[RecordLR()])
+    train_run.train(data_dir, tmp_path / "exp" / "model.ckpt", cfg, callbacks=[RecordLR()])
     expected = [1.0e-3, 5.5e-3, 1.0e-2, 1.0e-2, 1.0e-2 * 0.5**0.5, 5.0e-3, 1.0e-2 * 0.5**1.5]
     assert [s for s, _ in seen] == list(range(7))
     assert [lr for _, lr in seen] == pytest.approx(expected, rel=1e-12)
@@ -794,21 +689,21 @@ def test_exponential_schedule_drives_the_optimizer(fake_method, data_dir, tmp_pa
 
 def test_batch_rows_are_a_pure_function_of_seed_and_step():
     n, size = 10, 4
-    stream = np.concatenate([training.batch_rows(3, m, n, size, {}) for m in range(5)])
+    stream = np.concatenate([data.batch_rows(3, m, n, size, {}) for m in range(5)])
     # each epoch of the stream is a permutation of the rows
     assert sorted(stream[:10]) == list(range(10)) and sorted(stream[10:20]) == list(range(10))
     for m in range(5):  # computed alone, without the cache, the same rows
-        assert np.array_equal(training.batch_rows(3, m, n, size), stream[m * size : (m + 1) * size])
-    assert not np.array_equal(training.batch_rows(4, 0, n, size), stream[:size])
-    assert len(training.batch_rows(0, 0, 3, 8)) == 8  # batches larger than the split wrap
+        assert np.array_equal(data.batch_rows(3, m, n, size), stream[m * size : (m + 1) * size])
+    assert not np.array_equal(data.batch_rows(4, 0, n, size), stream[:size])
+    assert len(data.batch_rows(0, 0, 3, 8)) == 8  # batches larger than the split wrap
 
 
 def test_time_budget_keeps_a_margin():
-    assert training.time_budget_seconds(60) == pytest.approx(3240.0)
-    assert training.time_budget_seconds(1) == pytest.approx(30.0)
-    assert training.time_budget_seconds(24 * 60) == pytest.approx(24 * 3600 - 600)
+    assert config.time_budget_seconds(60) == pytest.approx(3240.0)
+    assert config.time_budget_seconds(1) == pytest.approx(30.0)
+    assert config.time_budget_seconds(24 * 60) == pytest.approx(24 * 3600 - 600)
     with pytest.raises(InputError):
-        training.time_budget_seconds(0)
+        config.time_budget_seconds(0)
 
 
 @pytest.mark.parametrize(
@@ -825,7 +720,7 @@ def test_cluster_plugins_policy(monkeypatch, env, devices, nodes, expected):
     monkeypatch.delenv("SLURM_NTASKS", raising=False)
     for k, v in env.items():
         monkeypatch.setenv(k, v)
-    plugins = training.cluster_plugins(devices, nodes)
+    plugins = world.cluster_plugins(devices, nodes)
     assert [type(p).__name__ for p in plugins] == expected
     for p in plugins:
         if type(p).__name__ == "SLURMEnvironment":
@@ -835,30 +730,30 @@ def test_cluster_plugins_policy(monkeypatch, env, devices, nodes, expected):
 def test_cluster_plugins_rejects_bad_geometry(monkeypatch):
     monkeypatch.delenv("SLURM_NTASKS", raising=False)
     with pytest.raises(InputError, match="multi-node training needs resources mpi='srun'"):
-        training.cluster_plugins(4, 2)
+        world.cluster_plugins(4, 2)
     monkeypatch.setenv("SLURM_NTASKS", "4")
     with pytest.raises(InputError, match="SLURM_NTASKS=4 but --devices 2"):
-        training.cluster_plugins(2, 1)
+        world.cluster_plugins(2, 1)
 
 
 def test_missing_data_is_reported(fake_method, tmp_path):
     with pytest.raises(InputError, match=r"meta\.json: file not found"):
-        train.train(tmp_path / "nope", tmp_path / "m.ckpt", run_cfg())
+        train_run.train(tmp_path / "nope", tmp_path / "m.ckpt", run_cfg())
     d = write_tokenized(tmp_path / "tok")
     (d / "validation.cond.npy").unlink()
     with pytest.raises(
         InputError, match=r"validation\.cond\.npy: file not found; run the tokenize"
     ):
-        train.train(d, tmp_path / "m.ckpt", run_cfg())
+        train_run.train(d, tmp_path / "m.ckpt", run_cfg())
 
 
 def test_load_model_rejects_foreign_files(tmp_path):
     bad = tmp_path / "x.ckpt"
     torch.save({"format": "other"}, bad)
     with pytest.raises(InputError, match="expected format 'repro.ckpt.v1'"):
-        train.load_model(bad)
+        checkpoint.load_model(bad)
     with pytest.raises(InputError, match="checkpoint not found"):
-        train.load_model(tmp_path / "missing.ckpt")
+        checkpoint.load_model(tmp_path / "missing.ckpt")
 
 
 # --- progress lines and quiet logs (repro.progress) ----------------------------------------
@@ -866,7 +761,7 @@ def test_load_model_rejects_foreign_files(tmp_path):
 
 def test_training_logs_progress_lines_and_no_tips(fake_method, data_dir, tmp_path, caplog, capfd):
     with caplog.at_level(logging.INFO, logger="repro.train"):
-        summary = train.train(data_dir, tmp_path / "m" / "model.ckpt", run_cfg(),
+        summary = train_run.train(data_dir, tmp_path / "m" / "model.ckpt", run_cfg(),
                               progress_every_s=0.0, progress_bar=False)
     assert summary["completed"]
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("progress:")]
@@ -879,7 +774,7 @@ def test_training_logs_progress_lines_and_no_tips(fake_method, data_dir, tmp_pat
 
 
 def test_a_missing_logger_package_fails_before_training(fake_method, data_dir, tmp_path, monkeypatch):
-    monkeypatch.setattr(training.progress.importlib.util, "find_spec", lambda name: None)
-    with pytest.raises(training.progress.LoggerUnavailable, match="tensorboard"):
-        train.train(data_dir, tmp_path / "m" / "model.ckpt", run_cfg(), loggers=["tensorboard"])
+    monkeypatch.setattr(train_run.progress.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(train_run.progress.LoggerUnavailable, match="tensorboard"):
+        train_run.train(data_dir, tmp_path / "m" / "model.ckpt", run_cfg(), loggers=["tensorboard"])
     assert not (tmp_path / "m" / "_work").exists()
