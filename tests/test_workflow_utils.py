@@ -172,8 +172,8 @@ def test_source_digest_tracks_content_not_mtime(tmp_path, monkeypatch):
 
 def test_method_digest_is_per_method(smoke):
     c = Catalogue(smoke)
-    files = wu.import_closure("train.py", "methods/base.py", "methods/ar.py")
-    assert {"methods/ar.py", "models/transformer.py", "train.py"} <= set(files)
+    files = wu.import_closure("train/__main__.py", "methods/base.py", "methods/ar.py")
+    assert {"methods/ar.py", "models/transformer.py", "train/run.py"} <= set(files)
     assert "methods/__init__.py" not in files  # registering a method retrains nothing
     assert c.method_digest("ar", "train") == wu.source_digest(*files)
     assert c.method_digest("ar", "train") != c.method_digest("ar", "sample")
