@@ -19,7 +19,6 @@ import signal
 import stat
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -27,7 +26,7 @@ from torch import nn
 from repro.io import InputError
 from repro.methods.base import Batch
 from repro.tokenization.arrays import load_tokenized
-from repro.train import checkpoint, cli, config, data, world
+from repro.train import checkpoint, cli, config, data
 from repro.train import run as train_run
 
 from .toy import (
@@ -296,21 +295,6 @@ def test_changed_config_discards_stale_resume_state(fake_method, data_dir, tmp_p
     assert len(val) == 2 and val[-1] == pytest.approx(summary["val_loss"])  # steps 4 and 6
 
 
-def test_train_stream_order_with_workers(data_dir):
-    arrays = load_tokenized(data_dir, "train")
-    stream = data.TrainStream(arrays, seed=1, batch_size=4, rank=0, world=1, start=3)
-    loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=2)
-    got = []
-    for ids, _cond, m in loader:
-        got.append((m, ids))
-        if len(got) == 6:
-            break
-    assert [m for m, _ in got] == [3, 4, 5, 6, 7, 8]  # workers interleave in micro-batch order
-    for m, ids in got:
-        rows = np.sort(data.batch_rows(1, m, len(arrays), 4))
-        assert torch.equal(ids, torch.from_numpy(np.asarray(arrays.ids[rows], dtype=np.int64)))
-
-
 def test_ema_matches_closed_form(fake_method, data_dir, tmp_path):
     import lightning.pytorch as pl
 
@@ -443,139 +427,6 @@ def test_several_emas_match_closed_form(fake_method, data_dir, tmp_path):
         assert "alt_state_dicts" not in torch.load(sep, weights_only=True)
 
 
-def test_load_model_picks_alternate_weights(fake_method, data_dir, tmp_path, reference):
-    out = tmp_path / "alt" / "model.ckpt"
-    train_cfg = {"steps": 2, "batch_size": 4, "lr": 0.1, "ema": [0.5, 0.8], "val_batches": 0}
-    train_run.train(data_dir, out, {"method": "fake", "model": {"d": 4}, "train": train_cfg})
-    ckpt = torch.load(out, weights_only=True)
-
-    def loaded(weights):
-        _, model, ck = checkpoint.load_model(out, weights=weights)
-        assert not model.training and ck["weights"] == "ema0.8"
-        return model.state_dict()
-
-    for name in ("raw", "ema0.5", "ema0.8"):
-        sd = loaded(name)
-        assert all(torch.equal(sd[k], ckpt["alt_state_dicts"][name][k]) for k in sd), name
-    for main in (None, "ema0.8"):
-        sd = loaded(main)
-        assert all(torch.equal(sd[k], ckpt["state_dict"][k]) for k in sd)
-    assert not torch.equal(loaded("raw")["out.weight"], loaded("ema0.5")["out.weight"])
-    with pytest.raises(
-        InputError,
-        match=r"model\.ckpt: no weights 'ema0\.9'; available: \['ema0\.5', 'ema0\.8', 'raw'\]",
-    ):
-        checkpoint.load_model(out, weights="ema0.9")
-    # a single-float EMA run has its main weights only
-    ref, _ = reference
-    assert checkpoint.load_model(ref, weights="ema")[2]["weights"] == "ema"
-    with pytest.raises(
-        InputError,
-        match=r"no weights 'raw'; available: \['ema'\]; alternate weights .* train\.ema as a list",
-    ):
-        checkpoint.load_model(ref, weights="raw")
-
-
-@pytest.mark.parametrize(
-    ("train_cfg", "message"),
-    [
-        ({"steps": 5, "lerning_rate": 0.1}, r"unknown key\(s\) \['lerning_rate'\]"),
-        ({"batch_size": 4}, r"train\.steps is required"),
-        ({"steps": "10"}, r"train\.steps must be an integer"),
-        ({"steps": 5, "lr": "3e-4"}, r"train\.lr must be a number.*3\.0e-4"),
-        ({"steps": 5, "schedule": "exp"}, r"train\.schedule is 'exp'; choose one of"),
-        ({"steps": 5, "ema": 1.0}, r"train\.ema must"),
-        ({"steps": 5, "ema": []}, r"train\.ema is an empty list"),
-        ({"steps": 5, "ema": [0.9, 0.9]}, r"train\.ema lists a decay twice"),
-        ({"steps": 5, "ema": [0.0, 0.9]}, r"train\.ema must lie in \(0\.0, 1\.0\]"),
-        ({"steps": 5, "ema": [0.9, 1.0]}, r"train\.ema: every listed decay must lie in \(0, 1\)"),
-        ({"steps": 5, "ema": ["0.9"]}, r"train\.ema must be a number"),
-        (
-            {"steps": 5, "ema": [0.9, 0.99], "ema_eval": 0.999},
-            r"train\.ema_eval is 0\.999 but the decays are \[0\.9, 0\.99\]; set it to one of",
-        ),
-        ({"steps": 5, "ema_eval": 0.9}, r"train\.ema_eval is 0\.9 but EMA is off"),
-        ({"steps": 5, "ema": 0.9, "ema_eval": 0.99}, r"train\.ema_eval is 0\.99 but the decays"),
-        (
-            {"steps": 5, "decay_rate": 0.9, "decay_steps": 10},
-            r"train: \['decay_rate', 'decay_steps'\] only apply to schedule: exponential "
-            r"\(schedule is 'cosine'\)",
-        ),
-        (
-            {"steps": 5, "schedule": "constant", "decay_begin": 3},
-            r"\['decay_begin'\] only apply to schedule: exponential",
-        ),
-        (
-            {"steps": 5, "schedule": "exponential", "decay_rate": 0.9},
-            r"train\.decay_steps is required when decay_rate < 1",
-        ),
-        ({"steps": 5, "schedule": "exponential", "decay_rate": 0.0}, r"train\.decay_rate must"),
-        ({"steps": 5, "schedule": "exponential", "decay_steps": 0}, r"train\.decay_steps must"),
-        ({"steps": 5, "decay_begin": -1}, r"train\.decay_begin must be >= 0"),
-        ({"steps": 5, "warmup_init_lr": -1.0}, r"train\.warmup_init_lr must lie in"),
-        (
-            {"steps": 5, "warmup_init_lr": 1.0e-7},
-            r"train\.warmup_init_lr=1e-07 has no effect without warmup_steps",
-        ),
-        (
-            {"steps": 5, "lr": 1.0e-4, "warmup_steps": 2, "warmup_init_lr": 1.0e-3},
-            r"train\.warmup_init_lr=0\.001 exceeds lr=0\.0001",
-        ),
-        ({"steps": 5, "betas": [0.9]}, r"train\.betas must be a list of two numbers"),
-    ],
-)
-def test_train_config_errors(train_cfg, message):
-    with pytest.raises(InputError, match=message):
-        config.RunConfig.from_dict({"method": "ar", "train": train_cfg})
-
-
-def test_run_config_errors_and_defaults():
-    with pytest.raises(InputError, match=r"unknown key\(s\) \['optim'\]"):
-        config.RunConfig.from_dict({"method": "ar", "train": {"steps": 1}, "optim": {}})
-    with pytest.raises(InputError, match="method must be a method name"):
-        config.RunConfig.from_dict({"method": 3, "train": {"steps": 1}})
-    tc = config.TrainConfig.from_dict({"steps": 10})
-    assert (tc.val_every, tc.ckpt_every, tc.seed, tc.batch_size, tc.precision) == (
-        2,
-        2,
-        0,
-        32,
-        "auto",
-    )
-    assert config.TrainConfig.from_dict({"steps": 3, "val_every": 2}).ckpt_every == 2
-    assert config.TrainConfig.from_dict({"steps": 2}).val_every == 1
-
-
-def test_train_config_ema_forms_and_round_trip():
-    off = config.TrainConfig.from_dict({"steps": 4})
-    assert (off.ema, off.ema_eval, off.ema_decays) == (0.0, None, ())
-    one = config.TrainConfig.from_dict({"steps": 4, "ema": 0.99})
-    assert (one.ema, one.ema_eval, one.ema_decays) == (0.99, 0.99, (0.99,))
-    two = config.TrainConfig.from_dict({"steps": 4, "ema": [0.9999, 0.999]})
-    assert two.ema == (0.9999, 0.999) and two.ema_eval == 0.9999  # default: the largest
-    picked = config.TrainConfig.from_dict({"steps": 4, "ema": [0.999, 0.9999], "ema_eval": 0.999})
-    assert picked.ema_eval == 0.999
-    fm = config.TrainConfig.from_dict(
-        {
-            "steps": 10,
-            "schedule": "exponential",
-            "lr": 3.0e-4,
-            "warmup_steps": 2,
-            "warmup_init_lr": 1.0e-7,
-            "decay_begin": 3,
-            "decay_rate": 0.9,
-            "decay_steps": 5,
-        }
-    )
-    for tc in (off, one, two, picked, fm):
-        d = tc.to_dict()
-        assert config.TrainConfig.from_dict(d) == tc
-        assert config.TrainConfig.from_dict(json.loads(json.dumps(d))) == tc  # via JSON
-    assert two.to_dict()["ema"] == [0.9999, 0.999] and isinstance(one.to_dict()["ema"], float)
-    assert config.ema_weights_name(0.9999) == "ema0.9999"
-    assert config.ema_weights_name(0.999) == "ema0.999"
-
-
 def test_new_train_keys_at_defaults_keep_the_resume_identity():
     """A config without the new keys keeps the _work/config.json identity it had before them."""
     meta = {"layout": "conditional", "seq_len": SEQ, "vocab_size": VOCAB, "splits": {}}
@@ -601,62 +452,6 @@ def test_specials_conflict_is_reported():
     with pytest.raises(InputError, match="model.pad_id=1 contradicts the tokenizer"):
         train_run.inject_specials({"pad_id": 1}, SPECIALS, "meta.json")
     assert train_run.inject_specials({}, SPECIALS, "m")["mask_id"] == 4
-
-
-def test_lr_schedule_shapes():
-    tc = config.TrainConfig.from_dict({"steps": 12, "warmup_steps": 2, "min_lr_ratio": 0.1})
-    assert config.lr_factor(0, tc) == pytest.approx(0.5)
-    assert config.lr_factor(2, tc) == pytest.approx(1.0)
-    assert config.lr_factor(7, tc) == pytest.approx(0.55)  # cosine midpoint
-    assert config.lr_factor(12, tc) == pytest.approx(0.1)
-    lin = config.TrainConfig.from_dict({"steps": 10, "schedule": "linear", "min_lr_ratio": 0.0})
-    assert config.lr_factor(5, lin) == pytest.approx(0.5)
-    const = config.TrainConfig.from_dict({"steps": 10, "schedule": "constant"})
-    assert config.lr_factor(9, const) == 1.0
-
-
-def test_lr_schedule_exponential_matches_fm_seq2seq():
-    """FM-seq2seq's optax schedule: linear warm-up from 1e-7, constant, continuous decay."""
-    tc = config.TrainConfig.from_dict(
-        {
-            "steps": 500000,
-            "schedule": "exponential",
-            "lr": 3.0e-4,
-            "warmup_init_lr": 1.0e-7,
-            "warmup_steps": 20000,
-            "decay_begin": 200000,
-            "decay_rate": 0.9,
-            "decay_steps": 50000,
-        }
-    )
-
-    def lr(step: int) -> float:
-        return tc.lr * config.lr_factor(step, tc)
-
-    rel = 1e-12
-    assert lr(0) == pytest.approx(1.0e-7, rel=rel)
-    assert lr(10000) == pytest.approx(1.0e-7 + (3.0e-4 - 1.0e-7) * 0.5, rel=rel)
-    assert lr(19999) == pytest.approx(1.0e-7 + (3.0e-4 - 1.0e-7) * 19999 / 20000, rel=rel)
-    for step in (20000, 100000, 219999, 220000):  # constant for decay_begin steps
-        assert lr(step) == pytest.approx(3.0e-4, rel=rel)
-    assert lr(245000) == pytest.approx(3.0e-4 * 0.9**0.5, rel=rel)  # not a staircase
-    assert lr(270000) == pytest.approx(3.0e-4 * 0.9, rel=rel)
-    assert lr(500000) == pytest.approx(3.0e-4 * 0.9**5.6, rel=rel)
-    assert lr(500000) == pytest.approx(1.66e-4, abs=5e-7)
-    assert lr(10**7) < 3.0e-4 * 0.9**190  # not floored by min_lr_ratio
-
-    # warmup_init_lr > 0 switches any schedule's warm-up to the optax form ...
-    cos = config.TrainConfig.from_dict(
-        {"steps": 12, "warmup_steps": 4, "lr": 1.0e-2, "warmup_init_lr": 2.0e-3}
-    )
-    assert cos.lr * config.lr_factor(0, cos) == pytest.approx(2.0e-3, rel=rel)
-    assert cos.lr * config.lr_factor(2, cos) == pytest.approx(6.0e-3, rel=rel)
-    assert config.lr_factor(4, cos) == pytest.approx(1.0)
-    # ... and without it the warm-up is (step + 1) / warmup_steps, exponential included
-    plain = config.TrainConfig.from_dict(
-        {"steps": 12, "warmup_steps": 4, "schedule": "exponential"}
-    )
-    assert [config.lr_factor(s, plain) for s in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
 
 
 def test_exponential_schedule_drives_the_optimizer(fake_method, data_dir, tmp_path):
@@ -687,55 +482,6 @@ def test_exponential_schedule_drives_the_optimizer(fake_method, data_dir, tmp_pa
     assert [lr for _, lr in seen] == pytest.approx(expected, rel=1e-12)
 
 
-def test_batch_rows_are_a_pure_function_of_seed_and_step():
-    n, size = 10, 4
-    stream = np.concatenate([data.batch_rows(3, m, n, size, {}) for m in range(5)])
-    # each epoch of the stream is a permutation of the rows
-    assert sorted(stream[:10]) == list(range(10)) and sorted(stream[10:20]) == list(range(10))
-    for m in range(5):  # computed alone, without the cache, the same rows
-        assert np.array_equal(data.batch_rows(3, m, n, size), stream[m * size : (m + 1) * size])
-    assert not np.array_equal(data.batch_rows(4, 0, n, size), stream[:size])
-    assert len(data.batch_rows(0, 0, 3, 8)) == 8  # batches larger than the split wrap
-
-
-def test_time_budget_keeps_a_margin():
-    assert config.time_budget_seconds(60) == pytest.approx(3240.0)
-    assert config.time_budget_seconds(1) == pytest.approx(30.0)
-    assert config.time_budget_seconds(24 * 60) == pytest.approx(24 * 3600 - 600)
-    with pytest.raises(InputError):
-        config.time_budget_seconds(0)
-
-
-@pytest.mark.parametrize(
-    ("env", "devices", "nodes", "expected"),
-    [
-        ({}, 1, 1, []),
-        ({}, 2, 1, ["LightningEnvironment"]),
-        ({"SLURM_NTASKS": "1"}, 1, 1, ["SLURMEnvironment"]),  # jobstep's srun -n1, one GPU
-        ({"SLURM_NTASKS": "1"}, 4, 1, ["LightningEnvironment"]),  # srun -n1, Lightning spawns 4
-        ({"SLURM_NTASKS": "8", "SLURM_NTASKS_PER_NODE": "4"}, 4, 2, ["SLURMEnvironment"]),  # MPI
-    ],
-)
-def test_cluster_plugins_policy(monkeypatch, env, devices, nodes, expected):
-    monkeypatch.delenv("SLURM_NTASKS", raising=False)
-    for k, v in env.items():
-        monkeypatch.setenv(k, v)
-    plugins = world.cluster_plugins(devices, nodes)
-    assert [type(p).__name__ for p in plugins] == expected
-    for p in plugins:
-        if type(p).__name__ == "SLURMEnvironment":
-            assert p.auto_requeue is False
-
-
-def test_cluster_plugins_rejects_bad_geometry(monkeypatch):
-    monkeypatch.delenv("SLURM_NTASKS", raising=False)
-    with pytest.raises(InputError, match="multi-node training needs resources mpi='srun'"):
-        world.cluster_plugins(4, 2)
-    monkeypatch.setenv("SLURM_NTASKS", "4")
-    with pytest.raises(InputError, match="SLURM_NTASKS=4 but --devices 2"):
-        world.cluster_plugins(2, 1)
-
-
 def test_missing_data_is_reported(fake_method, tmp_path):
     with pytest.raises(InputError, match=r"meta\.json: file not found"):
         train_run.train(tmp_path / "nope", tmp_path / "m.ckpt", run_cfg())
@@ -745,18 +491,6 @@ def test_missing_data_is_reported(fake_method, tmp_path):
         InputError, match=r"validation\.cond\.npy: file not found; run the tokenize"
     ):
         train_run.train(d, tmp_path / "m.ckpt", run_cfg())
-
-
-def test_load_model_rejects_foreign_files(tmp_path):
-    bad = tmp_path / "x.ckpt"
-    torch.save({"format": "other"}, bad)
-    with pytest.raises(InputError, match="expected format 'repro.ckpt.v1'"):
-        checkpoint.load_model(bad)
-    with pytest.raises(InputError, match="checkpoint not found"):
-        checkpoint.load_model(tmp_path / "missing.ckpt")
-
-
-# --- progress lines and quiet logs (repro.progress) ----------------------------------------
 
 
 def test_training_logs_progress_lines_and_no_tips(fake_method, data_dir, tmp_path, caplog, capfd):

@@ -82,3 +82,33 @@ def test_bad_stop_margin_fails_before_training(fake_method, data_dir, tmp_path):
     with pytest.raises(InputError, match="--stop-margin-s 120"):
         train_run.train(data_dir, out, run_cfg(), max_minutes=1, stop_margin_s=120)
     assert not (out.parent / "_work").exists()
+
+
+@pytest.mark.parametrize(
+    ("env", "devices", "nodes", "expected"),
+    [
+        ({}, 1, 1, []),
+        ({}, 2, 1, ["LightningEnvironment"]),
+        ({"SLURM_NTASKS": "1"}, 1, 1, ["SLURMEnvironment"]),  # jobstep's srun -n1, one GPU
+        ({"SLURM_NTASKS": "1"}, 4, 1, ["LightningEnvironment"]),  # srun -n1, Lightning spawns 4
+        ({"SLURM_NTASKS": "8", "SLURM_NTASKS_PER_NODE": "4"}, 4, 2, ["SLURMEnvironment"]),  # MPI
+    ],
+)
+def test_cluster_plugins_policy(monkeypatch, env, devices, nodes, expected):
+    monkeypatch.delenv("SLURM_NTASKS", raising=False)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    plugins = world.cluster_plugins(devices, nodes)
+    assert [type(p).__name__ for p in plugins] == expected
+    for p in plugins:
+        if type(p).__name__ == "SLURMEnvironment":
+            assert p.auto_requeue is False
+
+
+def test_cluster_plugins_rejects_bad_geometry(monkeypatch):
+    monkeypatch.delenv("SLURM_NTASKS", raising=False)
+    with pytest.raises(InputError, match="multi-node training needs resources mpi='srun'"):
+        world.cluster_plugins(4, 2)
+    monkeypatch.setenv("SLURM_NTASKS", "4")
+    with pytest.raises(InputError, match="SLURM_NTASKS=4 but --devices 2"):
+        world.cluster_plugins(2, 1)
