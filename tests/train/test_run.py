@@ -37,6 +37,7 @@ from .toy import (
     csv_rows,
     final_weights,
     run_cfg,
+    weight_recorder,
     write_tokenized,
 )
 
@@ -296,17 +297,9 @@ def test_changed_config_discards_stale_resume_state(fake_method, data_dir, tmp_p
 
 
 def test_ema_matches_closed_form(fake_method, data_dir, tmp_path):
-    import lightning.pytorch as pl
 
     decay = 0.5
     history: list[dict[str, torch.Tensor]] = []
-
-    class Record(pl.Callback):
-        def on_train_start(self, trainer, pl_module):
-            history.append({k: v.detach().clone() for k, v in pl_module.model.named_parameters()})
-
-        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-            history.append({k: v.detach().clone() for k, v in pl_module.model.named_parameters()})
 
     cfg = {
         "method": "fake",
@@ -314,7 +307,7 @@ def test_ema_matches_closed_form(fake_method, data_dir, tmp_path):
         "train": {"steps": 3, "batch_size": 4, "lr": 0.1, "ema": decay, "val_batches": 0},
     }
     out = tmp_path / "ema" / "model.ckpt"
-    train_run.train(data_dir, out, cfg, callbacks=[Record()])
+    train_run.train(data_dir, out, cfg, callbacks=[weight_recorder(history)])
     assert len(history) == 4  # initial weights + one per optimizer step
     ckpt = torch.load(out, weights_only=True)
     assert ckpt["weights"] == "ema" and ckpt["val_loss"] is None
@@ -335,7 +328,7 @@ def test_ema_matches_closed_form(fake_method, data_dir, tmp_path):
     cfg["train"]["ema"] = 0.0
     history.clear()
     out_raw = tmp_path / "raw" / "model.ckpt"
-    train_run.train(data_dir, out_raw, cfg, callbacks=[Record()])
+    train_run.train(data_dir, out_raw, cfg, callbacks=[weight_recorder(history)])
     raw = torch.load(out_raw, weights_only=True)
     assert raw["weights"] == "raw"
     for name, w in history[-1].items():
@@ -359,21 +352,13 @@ def val_loss_of(model: nn.Module, data_dir: Path, batch_size: int, n_batches: in
 
 def test_several_emas_match_closed_form(fake_method, data_dir, tmp_path):
     """FM-seq2seq: EMAs 0.999 and 0.9999 side by side, from step 0; here 0.5 and 0.8."""
-    import lightning.pytorch as pl
 
     history: list[dict[str, torch.Tensor]] = []
-
-    class Record(pl.Callback):
-        def on_train_start(self, trainer, pl_module):
-            history.append({k: v.detach().clone() for k, v in pl_module.model.named_parameters()})
-
-        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-            history.append({k: v.detach().clone() for k, v in pl_module.model.named_parameters()})
 
     train_cfg = {"steps": 3, "batch_size": 4, "lr": 0.1, "ema": [0.5, 0.8], "val_batches": 2}
     cfg = {"method": "fake", "model": {"d": 4}, "train": train_cfg}
     out = tmp_path / "two" / "model.ckpt"
-    summary = train_run.train(data_dir, out, cfg, callbacks=[Record()])
+    summary = train_run.train(data_dir, out, cfg, callbacks=[weight_recorder(history)])
     assert len(history) == 4  # initial weights + one per optimizer step
     ckpt = torch.load(out, weights_only=True)
     assert ckpt["weights"] == "ema0.8" and ckpt["train"]["ema"] == [0.5, 0.8]

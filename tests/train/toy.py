@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -114,3 +115,16 @@ def final_weights(path: Path) -> dict[str, torch.Tensor]:
     return torch.load(path, weights_only=True)["state_dict"]
 
 
+def weight_recorder(history: list[dict[str, torch.Tensor]]) -> Any:
+    """A Lightning callback that appends the model's parameters to ``history`` at train start and
+    after every training batch."""
+    import lightning.pytorch as pl
+
+    class Record(pl.Callback):
+        def on_train_start(self, trainer, pl_module):
+            history.append({k: v.detach().clone() for k, v in pl_module.model.named_parameters()})
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            history.append({k: v.detach().clone() for k, v in pl_module.model.named_parameters()})
+
+    return Record()
