@@ -1,9 +1,10 @@
 """The training configuration (:mod:`repro.train.config`): validation, defaults, lr schedules, budget."""
 
-
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -173,3 +174,17 @@ def test_time_budget_keeps_a_margin():
     assert config.time_budget_seconds(24 * 60) == pytest.approx(24 * 3600 - 600)
     with pytest.raises(InputError):
         config.time_budget_seconds(0)
+
+
+def test_checking_a_config_imports_neither_torch_nor_lightning():
+    """The package and its light modules (config, world, signals, logs) load without torch."""
+    code = (
+        "import sys; import repro.train, repro.train.world, repro.train.signals, repro.train.logs; "
+        "from repro.train.config import RunConfig, TrainConfig, lr_factor; "
+        "tc = TrainConfig.from_dict({'steps': 4, 'warmup_steps': 1}); "
+        "RunConfig.from_dict({'method': 'ar', 'train': {'steps': 4}}); lr_factor(2, tc); "
+        "heavy = [m for m in ('torch', 'lightning') if m in sys.modules]; print('HEAVY', heavy)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "HEAVY []" in proc.stdout

@@ -172,16 +172,16 @@ def train(
 
     Resumable state lives in ``out.parent / "_work"``; an existing ``_work/last.ckpt`` is always
     resumed. ``max_minutes`` is the job's time limit: training stops on the first optimizer-step
-    boundary past :func:`time_budget_seconds` (``stop_margin_s`` before the limit, or the default
+    boundary past :func:`~repro.train.config.time_budget_seconds` (``stop_margin_s`` before the limit, or the default
     margin), saves ``_work/last.ckpt`` and returns ``completed: False``; so does SIGTERM or
-    SIGUSR1 (:class:`StopSignals`) on the next optimizer-step boundary. At train start the world
-    (``devices`` x ``num_nodes`` ranks) is checked and logged (:func:`check_world`).
+    SIGUSR1 (:class:`~repro.train.signals.StopSignals`) on the next optimizer-step boundary. At train start the world
+    (``devices`` x ``num_nodes`` ranks) is checked and logged (:func:`~repro.train.world.check_world`).
     ``callbacks`` are extra Lightning callbacks (tests, benchmarks). Progress lines every
     ``progress_every_s`` seconds, a bar (``progress_bar``, default: stderr is a terminal) and
     ``loggers`` beside the CSV one (``tensorboard``, ``wandb``): :mod:`repro.progress`.
 
     Returns:
-        A summary dict: ``completed`` (False when the time budget or a :data:`STOP_SIGNALS`
+        A summary dict: ``completed`` (False when the time budget or a :data:`~repro.train.signals.STOP_SIGNALS`
         signal stopped it early; ``stopped_by`` says which),
         ``resumed_from`` (the step this run started at), ``steps``, ``target_steps``,
         ``train_loss``, ``val_loss``, ``seconds``, ``tokens_per_second``, ``world_size``,
