@@ -33,7 +33,7 @@ Parts (every row of the table names its threshold):
     categorical tokens at every step: its token agreement is shown, not judged.
 ``fast`` (soft) - at the papers' backbones (FM-seq2seq's 60M DiT and DiffuSeq's 91M at V 30,522,
     KL-flow's 150M at V 50,257; L 128; each experiment's per-GPU batch; bf16): training tokens/s
-    and MFU through ``repro.training.train`` (Lightning) and through a plain PyTorch loop over the
+    and MFU through ``repro.train.run.train`` (Lightning) and through a plain PyTorch loop over the
     same model, optimizer, schedule, clipping and EMAs (Lightning overhead target <=
     ``LIGHTNING_OVERHEAD``); sampler overhead of every configured sampler of every method = time
     of ``sample(nfe=k)`` / (k x one network call) (target <= ``SAMPLER_OVERHEAD``; AR decodes with
@@ -87,15 +87,18 @@ from _common import (
 from bench_klflow import analytic_memory, lm_prompt
 from torch import nn
 
-from repro import methods, training
+from repro import methods
 from repro.data import data_subconfig
 from repro.export_embeddings import main as export_embeddings_main
 from repro.methods import REGISTRY
 from repro.methods.base import Batch
 from repro.score import score
 from repro.tokenization.__main__ import main as tokenization_main
-from repro.train import EXIT_INCOMPLETE
-from repro.train import main as train_main
+from repro.tokenization.arrays import load_tokenized
+from repro.train import checkpoint, config
+from repro.train import run as training
+from repro.train.cli import EXIT_INCOMPLETE
+from repro.train.cli import main as train_main
 from repro.workflow_utils import Catalogue, resolve_experiments
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -393,11 +396,13 @@ def plain_steps(
     timed: int,
 ) -> list[float]:
     """Seconds of ``timed`` optimizer steps (after ``warmup``) of a plain PyTorch loop: the
-    optimizer, schedule and EMAs of :class:`repro.training` TrainModule, ``accumulate``
+    optimizer, schedule and EMAs of :class:`repro.train.module.TrainModule`, ``accumulate``
     micro-batches of ``method.loss`` (reseeded as the train stage does), clipping, step."""
-    tc = training.TrainConfig.from_dict(train)
+    tc = config.TrainConfig.from_dict(train)
     method = methods.get_method(method_name)
-    module = training.build_module_classes()[1](method, model, tc, "gpu_check")
+    from repro.train.module import TrainModule  # Lightning
+
+    module = TrainModule(method, model, tc, "gpu_check")
     opt_cfg = module.configure_optimizers()
     opt, sched = opt_cfg["optimizer"], opt_cfg["lr_scheduler"]["scheduler"]
     params = [p for p in model.parameters() if p.requires_grad]
@@ -639,10 +644,10 @@ def part_agrees(ctx: argparse.Namespace, report: Report, ckpts: dict[str, Path])
 
 def agree(ctx: argparse.Namespace, name: str, ckpt: Path, report: Report) -> None:
     cpu, dev = torch.device("cpu"), ctx.device
-    method, on_cpu, ck = training.load_model(ckpt, cpu)
-    _, on_dev, _ = training.load_model(ckpt, dev)
+    method, on_cpu, ck = checkpoint.load_model(ckpt, cpu)
+    _, on_dev, _ = checkpoint.load_model(ckpt, dev)
     data_dir = ckpt.parent.parent.parent / "smoke" / "tokenized" / ck["layout"]
-    val, test = training.open_split(data_dir, "validation"), training.open_split(data_dir, "test")
+    val, test = load_tokenized(data_dir, "validation"), load_tokenized(data_dir, "test")
     rows = np.arange(min(16, len(val)))
     batch = Batch(*val.batch(rows))
     versus = "CPU vs CPU (no GPU: trivially equal)" if dev.type == "cpu" else f"CPU vs {gpu_name(dev)}"
@@ -738,8 +743,8 @@ def throughput(ctx: argparse.Namespace, name: str, report: Report) -> None:
     rows = shape.batch_of(n_rows, torch.device("cpu"))
     np.save(data_dir / "train.ids.npy", rows.ids.numpy().astype(np.int32))
     np.save(data_dir / "train.cond.npy", rows.cond.numpy().astype(np.uint8))
-    meta = {"layout": "random", "seq_len": shape.seq_len, "vocab_size": shape.vocab,
-            "specials": SPECIALS, "splits": {"train": {"n": n_rows}}}
+    meta = {"layout": "random", "options": {}, "seq_len": shape.seq_len, "vocab_size": shape.vocab,
+            "specials": SPECIALS, "tokenizer_sha256": "0" * 64, "splits": {"train": {"n": n_rows}}}
     (data_dir / "meta.json").write_text(json.dumps(meta))
     cfg = {"method": shape.method, "model": shape.model, "train": train}
     probe = make_probe(ctx.device)
@@ -908,7 +913,7 @@ def part_fits(ctx: argparse.Namespace, report: Report) -> None:
             continue
         train = dict(exp["train"])
         precision = ("32-true" if ctx.device.type == "cpu"
-                     else training.resolve_precision(train.get("precision", "auto"), "gpu"))
+                     else config.resolve_precision(train.get("precision", "auto"), "gpu"))
         shape = Shape(exp, vocab, seq_len, train.get("batch_size", 32), ctx.tiny)
         if ctx.tiny:  # a CPU run proves the code: at most two micro-batches
             train["accumulate"] = min(train.get("accumulate", 1), 2)

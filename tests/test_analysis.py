@@ -21,7 +21,7 @@ from repro.io import InputError
 from repro.methods.base import Batch, Method
 from repro.methods.diffuseq import DiffuSeq
 from repro.methods.embedding_fm import EmbeddingFM
-from repro.training import CKPT_FORMAT
+from repro.train.checkpoint import CKPT_FORMAT
 
 SPECIALS = {"pad": 0, "unk": 1, "cls": 2, "sep": 3, "mask": 4, "bos": 5, "eos": 6}
 IDS = dict(pad_id=0, bos_id=5, eos_id=6, sep_id=3, mask_id=4)

@@ -11,7 +11,7 @@ import torch
 from repro.export_embeddings import export_embeddings, main
 from repro.io import InputError
 from repro.methods import get_method
-from repro.training import CKPT_FORMAT
+from repro.train.checkpoint import CKPT_FORMAT
 
 V, L, D = 30, 12, 8
 

@@ -146,7 +146,7 @@ def test_disabled_and_inside_slurm_it_runs_directly(workdir):
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1])
 def test_sigterm_to_the_launcher_reaches_the_stage(workdir, signum):
-    """What a training relies on (repro.training.StopSignals): the stop signal reaches it, its
+    """What a training relies on (repro.train.signals.StopSignals): the stop signal reaches it, its
     exit status 75 comes back."""
     _warm_run(workdir, "exit", "0")
     proc = subprocess.Popen([sys.executable, "-m", "repro.job", "probe", "wait"], cwd=workdir,

@@ -1,5 +1,5 @@
 """Progress lines, bars, loggers and quiet job logs (repro.progress); their use in training:
-tests/test_train.py."""
+tests/train/test_run.py."""
 
 from __future__ import annotations
 

@@ -172,8 +172,8 @@ def test_source_digest_tracks_content_not_mtime(tmp_path, monkeypatch):
 
 def test_method_digest_is_per_method(smoke):
     c = Catalogue(smoke)
-    files = wu.import_closure("train.py", "methods/base.py", "methods/ar.py")
-    assert {"methods/ar.py", "models/transformer.py", "train.py"} <= set(files)
+    files = wu.import_closure("train/__main__.py", "methods/base.py", "methods/ar.py")
+    assert {"methods/ar.py", "models/transformer.py", "train/run.py"} <= set(files)
     assert "methods/__init__.py" not in files  # registering a method retrains nothing
     assert c.method_digest("ar", "train") == wu.source_digest(*files)
     assert c.method_digest("ar", "train") != c.method_digest("ar", "sample")
@@ -218,7 +218,7 @@ def test_paper_values_are_optional_unless_configured(smoke, tmp_path, monkeypatc
 def test_schema_train_keys_are_exactly_what_the_train_stage_accepts(smoke, paper):
     import dataclasses
 
-    from repro.training import TrainConfig
+    from repro.train.config import TrainConfig
 
     accepted = {f.name for f in dataclasses.fields(TrainConfig)}
     schema = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())

@@ -43,13 +43,13 @@ printed and exit with status 2.
 from __future__ import annotations
 
 import argparse
-import inspect
 import logging
 import os
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -57,7 +57,9 @@ import torch
 from repro.io import InputError, atomic_write_json, run_stage
 from repro.methods.base import Batch, Method
 from repro.sample import _check_compatible, resolve_device
-from repro.training import load_model, open_split, read_meta, setup_logging
+from repro.tokenization.arrays import load_tokenized, read_meta
+from repro.train.checkpoint import load_model
+from repro.train.logs import setup_logging
 
 log = logging.getLogger("repro.analysis")
 
@@ -68,16 +70,69 @@ def _int_option(name: str, value: object, lo: int) -> int:
     return value
 
 
-def _load(ckpt_path: Path, dev: torch.device, weights: str | None):
-    """``load_model`` with ``weights=`` passed only when asked for (and supported)."""
-    if weights is None:
-        return load_model(ckpt_path, map_location=dev)
-    if "weights" not in inspect.signature(load_model).parameters:
-        raise InputError(
-            f"--weights {weights!r}: this version of repro.training.load_model cannot select "
-            "weights; leave --weights out to use the checkpoint's default weights"
-        )
-    return load_model(ckpt_path, map_location=dev, weights=weights)
+def _check_options(
+    bins: int, t_max: float, max_examples: int | None, batch_size: int, seed: int, split: str
+) -> None:
+    _int_option("--bins", bins, 2)
+    _int_option("--batch-size", batch_size, 1)
+    _int_option("--seed", seed, 0)
+    if max_examples is not None:
+        _int_option("--max-examples", max_examples, 0)
+    if isinstance(t_max, bool) or not isinstance(t_max, int | float) or not 0 < t_max <= 1:
+        raise InputError(f"--t-max must be a number in (0, 1], got {t_max!r}")
+    if not isinstance(split, str) or not split or "/" in split or "\\" in split:
+        raise InputError(f"--split must be a split name such as 'validation', got {split!r}")
+
+
+def _batch_losses(
+    method: Method, model: torch.nn.Module, batch: Batch, ts: np.ndarray, batch_seed: int,
+    rng_devices: list[int], ckpt_path: Path,
+) -> np.ndarray:
+    """(bins, B) float64 losses of one batch, every t under the same noise (``batch_seed``)."""
+    size = batch.ids.shape[0]
+    out = np.empty((len(ts), size), dtype=np.float64)
+    for k, t_value in enumerate(ts):
+        t = torch.full((size,), float(t_value), device=batch.ids.device)
+        with torch.random.fork_rng(devices=rng_devices):
+            torch.manual_seed(batch_seed)
+            try:
+                per = method.loss_at_t(model, batch, t)
+            except NotImplementedError as err:
+                raise InputError(f"{ckpt_path}: {err}") from None
+        per = per.detach().to("cpu", torch.float64).reshape(-1)
+        if per.shape[0] != size:
+            raise RuntimeError(
+                f"method {method.name!r}: loss_at_t returned {tuple(per.shape)} values "
+                f"for a batch of {size}"
+            )
+        out[k] = per.numpy()
+    return out
+
+
+def _losses(
+    method: Method, model: torch.nn.Module, arrays: Any, n: int, ts: np.ndarray,
+    batch_size: int, seed: int, dev: torch.device, ckpt_path: Path,
+) -> np.ndarray:
+    """(bins, n) losses of the first ``n`` rows, ``batch_size`` at a time (module docstring)."""
+    losses = np.empty((len(ts), n), dtype=np.float64)
+    seeds = torch.Generator().manual_seed(seed)
+    rng_devices = (
+        [dev.index if dev.index is not None else torch.cuda.current_device()]
+        if dev.type == "cuda"
+        else []
+    )
+    model.eval()
+    with torch.inference_mode():
+        for lo in range(0, n, batch_size):
+            hi = min(lo + batch_size, n)
+            ids = torch.from_numpy(np.asarray(arrays.ids[lo:hi], dtype=np.int64))
+            cond = torch.from_numpy(np.asarray(arrays.cond[lo:hi]) != 0)
+            batch = Batch(ids, cond).to(dev)
+            batch_seed = int(torch.randint(1 << 62, (), generator=seeds))
+            losses[:, lo:hi] = _batch_losses(
+                method, model, batch, ts, batch_seed, rng_devices, ckpt_path
+            )
+    return losses
 
 
 def loss_vs_t(
@@ -97,60 +152,22 @@ def loss_vs_t(
 ) -> dict:
     """Evaluate the loss at ``bins`` evenly spaced t in [0, t_max]; write and return the record."""
     ckpt_path, data_dir = Path(ckpt), Path(data_dir)
-    _int_option("--bins", bins, 2)
-    _int_option("--batch-size", batch_size, 1)
-    _int_option("--seed", seed, 0)
-    if max_examples is not None:
-        _int_option("--max-examples", max_examples, 0)
-    if isinstance(t_max, bool) or not isinstance(t_max, int | float) or not 0 < t_max <= 1:
-        raise InputError(f"--t-max must be a number in (0, 1], got {t_max!r}")
-    if not isinstance(split, str) or not split or "/" in split or "\\" in split:
-        raise InputError(f"--split must be a split name such as 'validation', got {split!r}")
-
+    _check_options(bins, t_max, max_examples, batch_size, seed, split)
     torch.set_num_threads(max(int(threads), 1))
     dev = resolve_device(device)
-    method, model, ck = _load(ckpt_path, dev, weights)
+    method, model, ck = load_model(ckpt_path, map_location=dev, weights=weights)
     if type(method).loss_at_t is Method.loss_at_t:
         raise InputError(
             f"{ckpt_path}: method {method.name!r} has no loss_at_t; the loss_vs_t analysis needs it"
         )
     meta = read_meta(data_dir)
     _check_compatible(ck, meta, ckpt_path, data_dir)
-    arrays = open_split(data_dir, split, meta)
+    arrays = load_tokenized(data_dir, split, meta)
     n = min(max_examples, len(arrays)) if max_examples else len(arrays)
 
     ts = np.linspace(0.0, float(t_max), bins)  # float64; both ends exact
-    losses = np.empty((bins, n), dtype=np.float64)
-    seeds = torch.Generator().manual_seed(seed)
-    rng_devices = (
-        [dev.index if dev.index is not None else torch.cuda.current_device()]
-        if dev.type == "cuda"
-        else []
-    )
-    model.eval()
     started = time.perf_counter()
-    with torch.inference_mode():
-        for lo in range(0, n, batch_size):
-            hi = min(lo + batch_size, n)
-            ids = torch.from_numpy(np.asarray(arrays.ids[lo:hi], dtype=np.int64))
-            cond = torch.from_numpy(np.asarray(arrays.cond[lo:hi]) != 0)
-            batch = Batch(ids, cond).to(dev)
-            batch_seed = int(torch.randint(1 << 62, (), generator=seeds))
-            for k, t_value in enumerate(ts):
-                t = torch.full((hi - lo,), float(t_value), device=dev)
-                with torch.random.fork_rng(devices=rng_devices):
-                    torch.manual_seed(batch_seed)
-                    try:
-                        per = method.loss_at_t(model, batch, t)
-                    except NotImplementedError as err:
-                        raise InputError(f"{ckpt_path}: {err}") from None
-                per = per.detach().to("cpu", torch.float64).reshape(-1)
-                if per.shape[0] != hi - lo:
-                    raise RuntimeError(
-                        f"method {method.name!r}: loss_at_t returned {tuple(per.shape)} values "
-                        f"for a batch of {hi - lo}"
-                    )
-                losses[k, lo:hi] = per.numpy()
+    losses = _losses(method, model, arrays, n, ts, batch_size, seed, dev, ckpt_path)
     record = {
         "t": [float(x) for x in ts],
         "loss": [float(x) for x in losses.mean(axis=1)],

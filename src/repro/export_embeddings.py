@@ -26,7 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from repro.io import InputError, atomic_write_bytes, atomic_write_json, run_stage
-from repro.training import load_model, setup_logging
+from repro.train.checkpoint import load_model
+from repro.train.logs import setup_logging
 
 log = logging.getLogger("repro.export_embeddings")
 
@@ -38,8 +39,7 @@ def export_embeddings(
     ckpt, out = Path(ckpt), Path(out)
     if out.suffix != ".npy":
         raise InputError(f"--out {out}: the embedding matrix is written as a .npy file")
-    kwargs = {} if weights is None else {"weights": weights}
-    method, model, meta = load_model(ckpt, map_location="cpu", **kwargs)
+    method, model, meta = load_model(ckpt, map_location="cpu", weights=weights)
     matrix = method.word_embeddings(model).float().cpu().numpy()
     if matrix.ndim != 2 or matrix.shape[0] != int(meta["vocab_size"]):
         raise InputError(

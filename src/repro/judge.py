@@ -218,46 +218,30 @@ def _quiet_transformers() -> None:
 # --- train --------------------------------------------------------------------------------------
 
 
-def train_judge(
-    data: str | os.PathLike,
-    kind: str,
-    cfg: dict[str, Any],
-    out: str | os.PathLike,
-    *,
-    threads: int = 1,
-) -> dict[str, Any]:
-    """Train a tiny GPT-2 judge on ``data`` and save it into ``out``; returns the summary."""
+def _token_stream(texts: Sequence[str], tokenizer: Any, eot: int, data: Any, length: int) -> Any:
+    """All texts as one int64 token stream, each followed by ``<|endoftext|>``."""
     import torch
-    import torch.nn.functional as F
-    from transformers import GPT2Config, GPT2LMHeadModel
 
-    cfg = check_train_config(cfg)
-    if threads < 1:
-        raise InputError(f"--threads must be at least 1, got {threads}")
-    texts = read_texts(data, kind)
-    torch.set_num_threads(threads)
-    _quiet_transformers()
-    t0 = time.perf_counter()
-
-    L = cfg["n_positions"]
-    tokenizer = train_tokenizer(texts, cfg["vocab_size"], L)
-    eot = tokenizer.convert_tokens_to_ids(EOT)
-    backend = tokenizer.backend_tokenizer
     stream: list[int] = []
-    for enc in backend.encode_batch(texts, add_special_tokens=False):
+    for enc in tokenizer.backend_tokenizer.encode_batch(texts, add_special_tokens=False):
         stream.extend(enc.ids)
         stream.append(eot)
     ids = torch.tensor(stream, dtype=torch.long)
-    if ids.numel() < L + 1:
+    if ids.numel() < length + 1:
         raise InputError(
-            f"{data}: the corpus has {ids.numel()} tokens, fewer than n_positions + 1 = {L + 1}; "
-            "lower n_positions or give more text"
+            f"{data}: the corpus has {ids.numel()} tokens, fewer than n_positions + 1 = "
+            f"{length + 1}; lower n_positions or give more text"
         )
+    return ids
 
-    torch.manual_seed(cfg["seed"])
+
+def _gpt2(cfg: dict[str, Any], vocab_size: int, eot: int) -> Any:
+    """A freshly initialised GPT-2 of ``cfg`` (seeded by the caller), in train mode."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
     config = GPT2Config(
-        vocab_size=len(tokenizer),
-        n_positions=L,
+        vocab_size=vocab_size,
+        n_positions=cfg["n_positions"],
         n_embd=cfg["n_embd"],
         n_layer=cfg["n_layer"],
         n_head=cfg["n_head"],
@@ -271,27 +255,37 @@ def train_judge(
     )
     model = GPT2LMHeadModel(config)
     model.train()
+    return model
+
+
+def _lr_at(step: int, lr: float, warmup: int, steps: int) -> float:
+    """Linear warm-up over ``warmup`` steps, then cosine decay to 0.1 ``lr`` at ``steps``."""
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    frac = (step - warmup) / max(1, steps - warmup)
+    return lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
+
+
+def _fit(model: Any, ids: Any, cfg: dict[str, Any]) -> list[dict[str, float]]:
+    """AdamW on random windows of the stream; returns the loss curve (about 10 points)."""
+    import torch
+    import torch.nn.functional as F
+
+    length = cfg["n_positions"]
     steps, bs, lr = cfg["steps"], cfg["batch_size"], float(cfg["lr"])
     opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.0)
     warmup = max(1, steps // 20)
-
-    def lr_at(step: int) -> float:
-        if step < warmup:
-            return lr * (step + 1) / warmup
-        frac = (step - warmup) / max(1, steps - warmup)
-        return lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
-
     gen = torch.Generator().manual_seed(cfg["seed"])
-    offsets = torch.arange(L)
+    offsets = torch.arange(length)
     curve: list[dict[str, float]] = []
     window: list[float] = []
     log_every = max(1, steps // 10)
     for step in range(steps):
-        starts = torch.randint(0, ids.numel() - L + 1, (bs,), generator=gen)
+        starts = torch.randint(0, ids.numel() - length + 1, (bs,), generator=gen)
         x = ids[starts[:, None] + offsets]
         mask = torch.ones_like(x)
         for group in opt.param_groups:
-            group["lr"] = lr_at(step)
+            group["lr"] = _lr_at(step, lr, warmup, steps)
         logits = model(input_ids=x, attention_mask=mask).logits[:, :-1]
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), x[:, 1:].reshape(-1))
         opt.zero_grad(set_to_none=True)
@@ -305,7 +299,34 @@ def train_judge(
             log.info("step %d/%d loss %.4f", step + 1, steps, mean)
             window = []
     model.eval()
+    return curve
 
+
+def train_judge(
+    data: str | os.PathLike,
+    kind: str,
+    cfg: dict[str, Any],
+    out: str | os.PathLike,
+    *,
+    threads: int = 1,
+) -> dict[str, Any]:
+    """Train a tiny GPT-2 judge on ``data`` and save it into ``out``; returns the summary."""
+    import torch
+
+    cfg = check_train_config(cfg)
+    if threads < 1:
+        raise InputError(f"--threads must be at least 1, got {threads}")
+    texts = read_texts(data, kind)
+    torch.set_num_threads(threads)
+    _quiet_transformers()
+    t0 = time.perf_counter()
+
+    tokenizer = train_tokenizer(texts, cfg["vocab_size"], cfg["n_positions"])
+    eot = tokenizer.convert_tokens_to_ids(EOT)
+    ids = _token_stream(texts, tokenizer, eot, data, cfg["n_positions"])
+    torch.manual_seed(cfg["seed"])
+    model = _gpt2(cfg, len(tokenizer), eot)
+    curve = _fit(model, ids, cfg)
     summary = {
         "format": "repro.judge.v1",
         "data": str(data),

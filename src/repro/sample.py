@@ -15,7 +15,7 @@ given positions: every non-given id is replaced by ``[PAD]`` before :meth:`Metho
 One ``torch.Generator`` seeded with ``--seed`` drives the whole file, so the same seed (and batch
 size) gives the same samples; only ``wall_seconds`` varies between runs. The sampler option
 ``weights`` (``raw``, ``ema0.999``, …) is not passed to the method: it picks which weights of the
-checkpoint are loaded (:func:`repro.training.load_model`; default its main ``state_dict``). Output fields are listed in
+checkpoint are loaded (:func:`repro.train.checkpoint.load_model`; default its main ``state_dict``). Output fields are listed in
 ``docs/architecture.md`` ("Samples").
 """
 
@@ -38,7 +38,9 @@ import torch
 from repro.io import InputError, read_jsonl, run_stage, write_jsonl
 from repro.methods.base import Batch
 from repro.progress import BatchProgress, want_bar
-from repro.training import load_model, open_split, read_meta, setup_logging
+from repro.tokenization.arrays import load_tokenized, read_meta
+from repro.train.checkpoint import load_model
+from repro.train.logs import setup_logging
 
 log = logging.getLogger("repro.sample")
 
@@ -96,6 +98,110 @@ def generated_ids(row: np.ndarray, cond: np.ndarray, eos: int | None, pad: int) 
     return [t for t in gen if t != pad]
 
 
+def _sampler_options(
+    sampler_cfg: Any, nfe: int, seed: int, batch_size: int, max_examples: int | None
+) -> tuple[str, dict, str | None]:
+    """Check the options; return the sampler kind, its options and the weights to load."""
+    if not isinstance(sampler_cfg, dict) or not isinstance(sampler_cfg.get("kind"), str):
+        raise InputError(
+            f"--sampler-json must be an object with a 'kind' string, got {sampler_cfg!r}"
+        )
+    opts = {k: v for k, v in sampler_cfg.items() if k != "kind"}
+    kind = sampler_cfg["kind"]
+    # which weights of the checkpoint to load, not an option of the method's sampler
+    weights = opts.pop("weights", None)
+    if weights is not None and not isinstance(weights, str):
+        raise InputError(
+            f"--sampler-json weights must be a string such as 'raw' or 'ema0.9999', got {weights!r}"
+        )
+    for name, value, lo in (
+        ("--nfe", nfe, 1),
+        ("--seed", seed, 0),
+        ("--batch-size", batch_size, 1),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or value < lo:
+            raise InputError(f"{name} must be an integer >= {lo}, got {value!r}")
+    if max_examples is not None and max_examples < 0:
+        raise InputError(f"--max-examples must be >= 0 (0 = all rows), got {max_examples}")
+    return kind, opts, weights
+
+
+def _prepared_rows(
+    prepared: Path, wanted: Sequence[str], split: str, data_dir: Path
+) -> dict[str, dict]:
+    """The prepared rows by id; every wanted id must be there."""
+    rows = {r.get("id"): r for r in read_jsonl(prepared)}
+    missing = [i for i in wanted if i not in rows]
+    if missing:
+        raise InputError(
+            f"{prepared}: no row with id {missing[0]!r} ({len(missing)} of {len(wanted)} ids "
+            f"missing); pass the prepared {split}.jsonl that {data_dir} was tokenized from"
+        )
+    return rows
+
+
+def _run_batch(
+    method: Any, model: Any, ck: dict, ids: torch.Tensor, cond: torch.Tensor, pad: int,
+    dev: torch.device, nfe: int, kind: str, generator: torch.Generator, opts: dict,
+) -> tuple[Any, torch.Tensor, float]:
+    """Sample one batch with the answer hidden; returns (samples, completed ids, seconds)."""
+    hidden = torch.where(cond, ids, torch.full_like(ids, pad))  # the answer is never shown
+    batch = Batch(hidden, cond).to(dev)
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16)
+        if dev.type == "cuda"
+        else contextlib.nullcontext()
+    )
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    t0 = time.perf_counter()
+    with torch.inference_mode(), autocast:
+        result = method.sample(model, batch, nfe, sampler=kind, generator=generator, **opts)
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    seconds = time.perf_counter() - t0
+    done = result.ids.detach().to("cpu", torch.int64)
+    if done.shape != ids.shape:
+        raise RuntimeError(
+            f"method {ck['method']!r} returned ids of shape {tuple(done.shape)}, "
+            f"expected {tuple(ids.shape)}"
+        )
+    if not torch.equal(done[cond], ids[cond]):
+        raise RuntimeError(
+            f"method {ck['method']!r} changed given (cond) positions while sampling"
+        )
+    return result, done, seconds
+
+
+def _records(
+    result: Any, done: np.ndarray, cond: np.ndarray, row_ids: Sequence[str],
+    rows: dict[str, dict], layout: Any, eos: int | None, pad: int, fields: dict,
+) -> list[dict]:
+    """One output record per row of a sampled batch (``fields``: sampler, seed, wall_seconds)."""
+    # how the method produced the batch (Samples.extras), converted once for all its rows
+    info = {"sampler_info": _json_safe(result.extras)} if result.extras else {}
+    out = []
+    for j, row_id in enumerate(row_ids):
+        row = rows[row_id]
+        out.append(
+            {
+                "id": row_id,
+                "source": layout.source_text(row),
+                "reference": layout.reference_text(row),
+                "hypothesis": layout.decode(done[j], cond[j]),
+                "hypothesis_ids": generated_ids(done[j], cond[j], eos, pad),
+                "sampler": fields["sampler"],
+                "nfe": int(result.nfe),
+                "seed": fields["seed"],
+                "wall_seconds": fields["wall_seconds"],
+                **info,
+                # code rows: what code_exec needs to run the completed program's tests
+                **{k: row[k] for k in CODE_FIELDS if k in row},
+            }
+        )
+    return out
+
+
 def sample(
     ckpt: str | os.PathLike,
     data_dir: str | os.PathLike,
@@ -123,28 +229,7 @@ def sample(
         The number of rows written.
     """
     ckpt_path, data_dir, prepared = Path(ckpt), Path(data_dir), Path(prepared)
-    if not isinstance(sampler_cfg, dict) or not isinstance(sampler_cfg.get("kind"), str):
-        raise InputError(
-            f"--sampler-json must be an object with a 'kind' string, got {sampler_cfg!r}"
-        )
-    opts = {k: v for k, v in sampler_cfg.items() if k != "kind"}
-    kind = sampler_cfg["kind"]
-    # which weights of the checkpoint to load, not an option of the method's sampler
-    weights = opts.pop("weights", None)
-    if weights is not None and not isinstance(weights, str):
-        raise InputError(
-            f"--sampler-json weights must be a string such as 'raw' or 'ema0.9999', got {weights!r}"
-        )
-    for name, value, lo in (
-        ("--nfe", nfe, 1),
-        ("--seed", seed, 0),
-        ("--batch-size", batch_size, 1),
-    ):
-        if isinstance(value, bool) or not isinstance(value, int) or value < lo:
-            raise InputError(f"{name} must be an integer >= {lo}, got {value!r}")
-    if max_examples is not None and max_examples < 0:
-        raise InputError(f"--max-examples must be >= 0 (0 = all rows), got {max_examples}")
-
+    kind, opts, weights = _sampler_options(sampler_cfg, nfe, seed, batch_size, max_examples)
     torch.set_num_threads(max(int(threads), 1))
     dev = resolve_device(device)
     method, model, ck = load_model(ckpt_path, map_location=dev, weights=weights)
@@ -154,29 +239,18 @@ def sample(
         raise InputError(f"--sampler-json kind: {err}") from None
     meta = read_meta(data_dir)
     _check_compatible(ck, meta, ckpt_path, data_dir)
-    arrays = open_split(data_dir, split, meta)
+    arrays = load_tokenized(data_dir, split, meta)
     if arrays.row_ids is None:
         raise InputError(f"{data_dir}/meta.json: splits.{split}.row_ids is missing; rerun tokenize")
     n = min(max_examples, len(arrays)) if max_examples else len(arrays)
     wanted = arrays.row_ids[:n]
-    rows = {r.get("id"): r for r in read_jsonl(prepared)}
-    missing = [i for i in wanted if i not in rows]
-    if missing:
-        raise InputError(
-            f"{prepared}: no row with id {missing[0]!r} ({len(missing)} of {n} ids missing); "
-            f"pass the prepared {split}.jsonl that {data_dir} was tokenized from"
-        )
+    rows = _prepared_rows(prepared, wanted, split, data_dir)
     layout = _load_layout(data_dir, Path(tokenizer))
     specials = ck.get("specials") or {}
     pad = int(specials.get("pad", ck["model"].get("pad_id", 0)))
     eos = specials.get("eos", ck["model"].get("eos_id"))
 
     generator = torch.Generator(dev).manual_seed(seed)
-    autocast = (
-        torch.autocast("cuda", dtype=torch.bfloat16)
-        if dev.type == "cuda"
-        else contextlib.nullcontext()
-    )
     records: list[dict] = []
     started = time.perf_counter()
     bar = BatchProgress(n, log, bar=want_bar(progress_bar))
@@ -184,50 +258,15 @@ def sample(
         hi = min(lo + batch_size, n)
         ids = torch.from_numpy(np.asarray(arrays.ids[lo:hi], dtype=np.int64))
         cond = torch.from_numpy(np.asarray(arrays.cond[lo:hi]) != 0)
-        hidden = torch.where(cond, ids, torch.full_like(ids, pad))  # the answer is never shown
-        batch = Batch(hidden, cond).to(dev)
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
-        t0 = time.perf_counter()
-        with torch.inference_mode(), autocast:
-            result = method.sample(model, batch, nfe, sampler=kind, generator=generator, **opts)
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
-        per_row = (time.perf_counter() - t0) / (hi - lo)
-        done = result.ids.detach().to("cpu", torch.int64)
-        if done.shape != ids.shape:
-            raise RuntimeError(
-                f"method {ck['method']!r} returned ids of shape {tuple(done.shape)}, "
-                f"expected {tuple(ids.shape)}"
-            )
-        if not torch.equal(done[cond], ids[cond]):
-            raise RuntimeError(
-                f"method {ck['method']!r} changed given (cond) positions while sampling"
-            )
-        done_np, cond_np = done.numpy(), cond.numpy()
-        # how the method produced the batch (Samples.extras), converted once for all its rows
-        info = {"sampler_info": _json_safe(result.extras)} if result.extras else {}
-        for j in range(hi - lo):
-            row = rows[wanted[lo + j]]
-            records.append(
-                {
-                    "id": wanted[lo + j],
-                    "source": layout.source_text(row),
-                    "reference": layout.reference_text(row),
-                    "hypothesis": layout.decode(done_np[j], cond_np[j]),
-                    "hypothesis_ids": generated_ids(done_np[j], cond_np[j], eos, pad),
-                    "sampler": sampler_name,
-                    "nfe": int(result.nfe),
-                    "seed": seed,
-                    "wall_seconds": per_row,
-                    **info,
-                    # code rows: what code_exec needs to run the completed program's tests
-                    **{k: row[k] for k in CODE_FIELDS if k in row},
-                }
-            )
+        result, done, seconds = _run_batch(
+            method, model, ck, ids, cond, pad, dev, nfe, kind, generator, opts
+        )
+        fields = {"sampler": sampler_name, "seed": seed, "wall_seconds": seconds / (hi - lo)}
+        records += _records(
+            result, done.numpy(), cond.numpy(), wanted[lo:hi], rows, layout, eos, pad, fields
+        )
         bar.update(hi)
     written = write_jsonl(out, records)
-    seconds = time.perf_counter() - started
     log.info(
         "wrote %d samples to %s (sampler=%s nfe=%d seed=%d) in %.1f s on %s",
         written,
@@ -235,7 +274,7 @@ def sample(
         sampler_name,
         records[0]["nfe"] if records else nfe,
         seed,
-        seconds,
+        time.perf_counter() - started,
         dev,
     )
     return written

@@ -47,7 +47,7 @@ STAGE_SOURCES: dict[str, tuple[str, ...]] = {
     "prepare": ("data/prepare.py",),
     "tokenizer": ("tokenization/vocab.py",),
     "tokenize": ("tokenization/__main__.py",),
-    "train": ("train.py",),
+    "train": ("train/__main__.py",),
     "sample": ("sample.py",),
     "score": ("score.py",),
     "mbr": ("mbr.py",),

@@ -490,7 +490,9 @@ def test_train_kill_resume_is_exact_and_keeps_the_sampler_history(tmp_path, monk
 
     import lightning.pytorch as pl
 
-    from repro import methods, training
+    from repro import methods
+    from repro.train.checkpoint import load_model
+    from repro.train.run import train
 
     real = methods.get_method
     monkeypatch.setattr(
@@ -524,17 +526,17 @@ def test_train_kill_resume_is_exact_and_keeps_the_sampler_history(tmp_path, monk
                 raise RuntimeError("simulated job kill")
 
     ref = tmp_path / "ref" / "model.ckpt"
-    training.train(data, ref, cfg)
+    train(data, ref, cfg)
     out = tmp_path / "killed" / "model.ckpt"
     with pytest.raises(RuntimeError, match="simulated job kill"):
-        training.train(data, out, cfg, callbacks=[Killer()])
-    assert training.train(data, out, cfg)["resumed_from"] == 4
+        train(data, out, cfg, callbacks=[Killer()])
+    assert train(data, out, cfg)["resumed_from"] == 4
     a = torch.load(ref, weights_only=True)["state_dict"]
     b = torch.load(out, weights_only=True)["state_dict"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     # 6 steps × 8 rows entered the history (capacity 8 × 10); validation added nothing
     assert a["loss_counts"].sum().item() == 6 * 8
-    method, model, ckpt = training.load_model(out)
+    method, model, ckpt = load_model(out)
     assert ckpt["weights"] == "ema" and "word_emb.weight" in ckpt["state_dict"]
     test, _ = reversal_task(4, seed=3)
     res = method.sample(model, prompt_only(test), 2, "ddim_gap", torch.Generator())

@@ -75,9 +75,7 @@ def test_cli_sharded_split_reads_as_the_unsharded_one(tmp_path, word_tok):
         train.ids[n]
 
     # the training/sampling reader sees the same batches and row ids
-    from repro import training
-
-    sharded, plain = training.open_split(tmp_path / "b", "train"), training.open_split(tmp_path / "a", "train")
+    sharded, plain = load_tokenized(tmp_path / "b", "train"), load_tokenized(tmp_path / "a", "train")
     assert len(sharded) == len(plain) and sharded.row_ids[:5] == plain.row_ids[:5]
     for got, want in zip(sharded.batch(np.array([0, 3, 21, n - 1])), plain.batch(np.array([0, 3, 21, n - 1]))):
         assert got.dtype == want.dtype and bool((got == want).all())

@@ -23,3 +23,18 @@ CODE = [
 def shared_data_dir() -> Path:
     """/work/shared/data beside the repository (small real dataset samples; may be absent)."""
     return Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
+
+PAD, UNK, CLS, SEP, MASK, BOS, EOS = range(7)
+
+
+def s2s(src: str, trg: str, i: int = 0) -> dict:
+    return {"id": f"d/test/{i}", "src": src, "trg": trg}
+
+
+def code_row(code: str, i: int = 0, prompt: str = "") -> dict:
+    return {"id": f"c/test/{i}", "prompt": prompt, "code": code, "tests": [], "setup": ""}
+
+
+def long_program(n_lines: int = 14) -> str:
+    body = "".join(f"    x{i} = n + {i}\n" for i in range(1, n_lines + 1))
+    return "def f(n):\n" + body + "    return n\n"

@@ -102,7 +102,7 @@ def test_nothing_to_do_after_the_build(built):
 
 def test_touch_without_edit_reruns_nothing(built):
     project, _ = built
-    for rel in ("methods/ar.py", "train.py", "models/transformer.py", "score.py"):
+    for rel in ("methods/ar.py", "train/run.py", "models/transformer.py", "score.py"):
         project.touch_source(rel)
     (project.root / "config" / "test.yaml").touch()
     for path in (project.root / "results" / "data").rglob("*.jsonl"):

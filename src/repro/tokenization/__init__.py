@@ -1,5 +1,7 @@
 """Tokenization stage: train/load tokenizers (:mod:`.vocab`) and encode rows into layouts
-(:mod:`.layouts`). Contract: docs/architecture.md, "Special tokens and meta.json" and "Layouts".
+(:mod:`.layouts`, with :mod:`.seq2seq_layouts` and :mod:`.code_layouts`); the arrays on disk are
+written and read back by :mod:`.arrays` (stream-packed shards: :mod:`.shards`). Contract:
+docs/architecture.md, "Special tokens and meta.json" and "Layouts".
 
 CLI: ``python -m repro.tokenization {train,encode} …`` (see :mod:`.__main__`).
 """

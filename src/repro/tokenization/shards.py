@@ -226,7 +226,7 @@ def _sha256(path: Path) -> str:
 
 
 def _run_key(layout: Layout, path: Path, shard_windows: int) -> str:
-    from .layouts import tokenizer_sha256
+    from .arrays import tokenizer_sha256
 
     st = path.stat()
     spec = {
@@ -292,6 +292,118 @@ def _read_rows(
         yield rows, places, pos
 
 
+class _StreamPacker:
+    """The state of one :func:`write_stream_shards` run: the window buffer of the shard being
+    filled, the tokens not yet packed (``buf``) with the rows they came from, and the shards written.
+    """
+
+    def __init__(
+        self, layout: Layout, out: Path, split: str, key: str, records: list[dict], state: dict,
+        n_win: int, on_shard: Callable[[int], None] | None,
+    ) -> None:
+        self.out, self.split, self.key, self.records = out, split, key, records
+        self.n_win, self.on_shard = n_win, on_shard
+        length, self.width = layout.seq_len, layout.seq_len - 1
+        self.eos, self.pad = layout.specials.eos, layout.specials.pad
+        self.ids_buf = np.empty((n_win, length), np.int32)
+        self.ids_buf[:, 0] = layout.specials.bos
+        self.cond_buf = np.zeros((n_win, length), np.uint8)
+        self.cond_buf[:, 0] = 1
+        self.window_rows: list[str] = []
+        self.peak_tokens = self.peak_docs = 0
+        # buf: tokens not yet packed; doc_*: the rows buffered, starts relative to buf
+        self.buf = np.zeros(0, np.int32)
+        self.doc_start = np.zeros(0, np.int64)
+        self.doc_ids: list[str] = []
+        self.doc_place = np.zeros((0, 3), np.int64)  # (byte offset, line, row index) per row
+        self.skip = int(state["skip"])
+        self.end_pos = dict(state)
+        self.filled = 0
+
+    def flush(self, n: int, nxt: dict, last: bool) -> None:
+        """Write the first ``n`` windows as shard k (its arrays, then its record)."""
+        out, split, k = self.out, self.split, len(self.records)
+        rows = np.array([r.encode("utf-8") for r in self.window_rows[:n]], dtype=bytes)
+        sha = {}
+        for part, arr in (("ids", self.ids_buf[:n]), ("cond", self.cond_buf[:n]), ("rows", rows)):
+            target = shard_path(out, split, part, k)
+            with atomic_path(target) as tmp, open(tmp, "wb") as fh:
+                np.save(fh, arr, allow_pickle=False)
+            sha[part] = _sha256(target)
+        rec = {"key": self.key, "n": int(n), "sha256": sha, "next": nxt, "last": last}
+        atomic_write_json(shard_path(out, split, "shard", k), rec)
+        self.records.append(rec)
+        self.window_rows.clear()
+        if self.on_shard is not None:
+            self.on_shard(k)
+
+    def next_state(self, q: int) -> dict:
+        """Where the window starting at buf position q begins in the input."""
+        if q >= len(self.buf):
+            return dict(self.end_pos)
+        d = int(np.searchsorted(self.doc_start, q, side="right") - 1)
+        byte, line, row = (int(v) for v in self.doc_place[d])
+        return {"byte": byte, "line": line, "row": row, "skip": int(q - self.doc_start[d])}
+
+    def add(self, layout: Layout, rows: list[dict], places: list, end_pos: dict) -> None:
+        """Tokenize a chunk of rows onto ``buf`` (each text + EOS), then pack full windows."""
+        self.end_pos = end_pos
+        toks = layout._tokenize([r["text"] for r in rows])
+        lens = np.fromiter((len(t) + 1 for t in toks), np.int64, len(toks))
+        new = np.fromiter(chain.from_iterable(chain(t, (self.eos,)) for t in toks), np.int32,
+                          int(lens.sum()))
+        starts = len(self.buf) + np.concatenate([[0], np.cumsum(lens)[:-1]]) - self.skip
+        first_row = end_pos["row"] - len(rows)
+        place = np.array([(b, ln, first_row + i) for i, (b, ln) in enumerate(places)], np.int64)
+        self.buf = np.concatenate([self.buf, new[self.skip:]])
+        self.skip = 0
+        self.doc_start = np.concatenate([self.doc_start, starts])
+        self.doc_ids += [r["id"] for r in rows]
+        self.doc_place = np.concatenate([self.doc_place, place])
+        self.peak_tokens = max(self.peak_tokens, len(self.buf))
+        self.peak_docs = max(self.peak_docs, len(self.doc_ids))
+        self._pack()
+
+    def _pack(self) -> None:
+        """Move every full window of ``buf`` into the window buffer, flushing full shards."""
+        width, n_win, pos = self.width, self.n_win, 0
+        while len(self.buf) - pos >= width:
+            w = min(n_win - self.filled, (len(self.buf) - pos) // width)
+            self.ids_buf[self.filled : self.filled + w, 1:] = (
+                self.buf[pos : pos + w * width].reshape(w, width)
+            )
+            owners = np.searchsorted(self.doc_start, pos + np.arange(w) * width, side="right") - 1
+            self.window_rows.extend(self.doc_ids[o] for o in owners.tolist())
+            self.filled, pos = self.filled + w, pos + w * width
+            if self.filled == n_win:
+                self.flush(n_win, self.next_state(pos), False)
+                self.filled = 0
+        d0 = max(int(np.searchsorted(self.doc_start, pos, side="right") - 1), 0)
+        self.buf = self.buf[pos:].copy()
+        self.doc_start = self.doc_start[d0:] - pos
+        self.doc_ids = self.doc_ids[d0:]
+        self.doc_place = self.doc_place[d0:]
+
+    def finish(self, path: Path) -> None:
+        """Pad the last partial window and write the last shard (or mark the last one last)."""
+        buf = self.buf
+        if len(buf):
+            self.ids_buf[self.filled, 1 : len(buf) + 1] = buf
+            self.ids_buf[self.filled, len(buf) + 1 :] = self.pad
+            owner = int(np.searchsorted(self.doc_start, 0, side="right") - 1)
+            self.window_rows.append(self.doc_ids[owner])
+            self.filled += 1
+        if self.filled:
+            self.flush(self.filled, dict(self.end_pos), True)
+        elif self.records:
+            self.records[-1]["last"] = True
+            atomic_write_json(
+                shard_path(self.out, self.split, "shard", len(self.records) - 1), self.records[-1]
+            )
+        else:
+            raise InputError(f"{path}: no rows to tokenize")
+
+
 def write_stream_shards(
     path: str | os.PathLike,
     layout: Layout,
@@ -317,94 +429,15 @@ def write_stream_shards(
     records = _complete_shards(out, split, key)
     reused = len(records)
     state = records[-1]["next"] if records else {"byte": 0, "line": 1, "row": 0, "skip": 0}
-    length, width = layout.seq_len, layout.seq_len - 1
-    bos, eos, pad = layout.specials.bos, layout.specials.eos, layout.specials.pad
-    ids_buf = np.empty((n_win, length), np.int32)
-    ids_buf[:, 0] = bos
-    cond_buf = np.zeros((n_win, length), np.uint8)
-    cond_buf[:, 0] = 1
-    window_rows: list[str] = []
-    peak_tokens = peak_docs = 0
-
-    def flush(n: int, nxt: dict, last: bool) -> None:
-        k = len(records)
-        rows = np.array([r.encode("utf-8") for r in window_rows[:n]], dtype=bytes)
-        sha = {}
-        for part, arr in (("ids", ids_buf[:n]), ("cond", cond_buf[:n]), ("rows", rows)):
-            target = shard_path(out, split, part, k)
-            with atomic_path(target) as tmp, open(tmp, "wb") as fh:
-                np.save(fh, arr, allow_pickle=False)
-            sha[part] = _sha256(target)
-        rec = {"key": key, "n": int(n), "sha256": sha, "next": nxt, "last": last}
-        atomic_write_json(shard_path(out, split, "shard", k), rec)
-        records.append(rec)
-        window_rows.clear()
-        if on_shard is not None:
-            on_shard(k)
-
+    packer = _StreamPacker(layout, out, split, key, records, state, n_win, on_shard)
     if not (records and records[-1].get("last")):
-        # buf: tokens not yet packed; doc_*: the rows buffered, starts relative to buf
-        buf = np.zeros(0, np.int32)
-        doc_start = np.zeros(0, np.int64)
-        doc_ids: list[str] = []
-        doc_place = np.zeros((0, 3), np.int64)  # (byte offset, line, row index) per buffered row
-        skip = int(state["skip"])
-        end_pos = dict(state)
-        filled = 0
-
-        def next_state(q: int) -> dict:
-            """Where the window starting at buf position q begins in the input."""
-            if q >= len(buf):
-                return dict(end_pos)
-            d = int(np.searchsorted(doc_start, q, side="right") - 1)
-            byte, line, row = (int(v) for v in doc_place[d])
-            return {"byte": byte, "line": line, "row": row, "skip": int(q - doc_start[d])}
-
         for rows, places, end_pos in _read_rows(layout, path, state, chunk_rows):
-            toks = layout._tokenize([r["text"] for r in rows])
-            lens = np.fromiter((len(t) + 1 for t in toks), np.int64, len(toks))
-            new = np.fromiter(chain.from_iterable(chain(t, (eos,)) for t in toks), np.int32,
-                              int(lens.sum()))
-            starts = len(buf) + np.concatenate([[0], np.cumsum(lens)[:-1]]) - skip
-            first_row = end_pos["row"] - len(rows)
-            place = np.array([(b, ln, first_row + i) for i, (b, ln) in enumerate(places)], np.int64)
-            buf = np.concatenate([buf, new[skip:]])
-            skip = 0
-            doc_start = np.concatenate([doc_start, starts])
-            doc_ids += [r["id"] for r in rows]
-            doc_place = np.concatenate([doc_place, place])
-            peak_tokens, peak_docs = max(peak_tokens, len(buf)), max(peak_docs, len(doc_ids))
-            pos = 0
-            while len(buf) - pos >= width:
-                w = min(n_win - filled, (len(buf) - pos) // width)
-                ids_buf[filled : filled + w, 1:] = buf[pos : pos + w * width].reshape(w, width)
-                owners = np.searchsorted(doc_start, pos + np.arange(w) * width, side="right") - 1
-                window_rows.extend(doc_ids[o] for o in owners.tolist())
-                filled, pos = filled + w, pos + w * width
-                if filled == n_win:
-                    flush(n_win, next_state(pos), False)
-                    filled = 0
-            d0 = max(int(np.searchsorted(doc_start, pos, side="right") - 1), 0)
-            buf = buf[pos:].copy()
-            doc_start = doc_start[d0:] - pos
-            doc_ids = doc_ids[d0:]
-            doc_place = doc_place[d0:]
-        if len(buf):
-            ids_buf[filled, 1 : len(buf) + 1] = buf
-            ids_buf[filled, len(buf) + 1 :] = pad
-            window_rows.append(doc_ids[int(np.searchsorted(doc_start, 0, side="right") - 1)])
-            filled += 1
-        if filled:
-            flush(filled, dict(end_pos), True)
-        elif records:
-            records[-1]["last"] = True
-            atomic_write_json(shard_path(out, split, "shard", len(records) - 1), records[-1])
-        else:
-            raise InputError(f"{path}: no rows to tokenize")
+            packer.add(layout, rows, places, end_pos)
+        packer.finish(path)
     _remove_from(out, split, len(records))
     files = [{"n": r["n"], **r["sha256"]} for r in records]
     return ShardedSplit(
         n=sum(r["n"] for r in records), windows=n_win, files=files,
-        rows=int(records[-1]["next"]["row"]), reused=reused, peak_tokens=peak_tokens,
-        peak_docs=peak_docs,
+        rows=int(records[-1]["next"]["row"]), reused=reused, peak_tokens=packer.peak_tokens,
+        peak_docs=packer.peak_docs,
     )

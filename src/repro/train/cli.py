@@ -17,7 +17,7 @@ The distributed world (``--devices`` ranks on each of ``--num-nodes`` nodes) is 
 when training starts; then a progress line (step/total, loss, tokens/s, ETA) every
 ``--progress-every-s`` seconds, a bar with ``--progress`` (:mod:`repro.progress`).
 ``model.ckpt`` is written atomically, only once training is complete. The machinery lives in
-:mod:`repro.training`.
+:mod:`repro.train.run` and the modules beside it.
 """
 
 from __future__ import annotations
@@ -26,14 +26,13 @@ import argparse
 import json
 import logging
 import os
-import sys
 from collections.abc import Sequence
 
-from repro.io import InputError
+from repro.io import InputError, run_stage
 from repro.progress import parse_loggers
-from repro.training import load_model, setup_logging, train
 
-__all__ = ["EXIT_INCOMPLETE", "load_model", "main", "setup_logging", "train"]
+from .logs import setup_logging
+from .run import train
 
 #: exit status of a run stopped by its time budget or by SIGTERM / SIGUSR1 (EX_TEMPFAIL): rerun to
 #: continue
@@ -75,7 +74,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging()
-    try:
+    summaries: list[dict] = []
+
+    def body() -> None:
         try:
             cfg = json.loads(args.config_json)
         except json.JSONDecodeError as err:
@@ -94,21 +95,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             progress_every_s=args.progress_every_s,
             progress_bar=args.progress,
         )
-    except InputError as err:
-        log.error("%s", err)
-        return 2
-    if not summary["completed"]:
-        log.warning(
-            "stopped at step %d of %d (%s): resumable state saved in the _work/ folder "
-            "beside %s; rerun the same command to continue",
-            summary["steps"],
-            summary["target_steps"],
-            summary["stopped_by"],
-            args.out,
-        )
-        return EXIT_INCOMPLETE
-    return 0
+        summaries.append(summary)
 
-
-if __name__ == "__main__":
-    sys.exit(main())
+    code = run_stage(body, log)
+    if code or summaries[0]["completed"]:
+        return code
+    summary = summaries[0]
+    log.warning(
+        "stopped at step %d of %d (%s): resumable state saved in the _work/ folder "
+        "beside %s; rerun the same command to continue",
+        summary["steps"],
+        summary["target_steps"],
+        summary["stopped_by"],
+        args.out,
+    )
+    return EXIT_INCOMPLETE
