@@ -232,12 +232,12 @@ def stale_jobs(targets: list[str], configfiles: list[str], config: dict[str, str
 class Planner:
     def __init__(self, config: dict, throughput: Throughput, root: Path = Path("."),
                  examples: Mapping[str, int] | None = None):
-        from repro import cluster
-        from repro.workflow_utils import Catalogue
+        from repro.workflow import resources
+        from repro.workflow.catalogue import Catalogue
 
         self.cat = Catalogue(config)
         self.res = config.get("resources", {})
-        self.cluster = cluster
+        self.resources = resources
         self.tp = throughput
         self.root = root
         self._sizes: dict[tuple[str, str], ModelSize] = {}
@@ -299,7 +299,7 @@ class Planner:
         ds, name = job.wildcards["dataset"], job.wildcards["experiment"]
         exp = self.cat.experiments[name]
         train = exp.get("train", {})
-        tr = self.cluster.train_resources(self.res, exp)
+        tr = self.resources.train_resources(self.res, exp)
         ranks = tr["devices"] * tr["nodes"]
         seq_len = int(self.cat.datasets[ds]["seq_len"])
         steps = int(train["steps"])
