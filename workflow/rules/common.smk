@@ -30,9 +30,7 @@ validate(config, schema="../schemas/config.schema.yaml")
 C = Catalogue(config)
 check_train_resources(config["resources"], C.experiments)  # errors at parse time
 # resources of every job (memory/time growing with the attempt, GPUs, partitions)
-R = Jobs(
-    config["resources"], C.experiments, C.resource, C.metrics_for, config.get("logging")
-)
+R = Jobs(config["resources"], C.experiments, C.resource, C.metrics_for, config.get("logging"))
 LOCK = lock_digest()
 # the order in which ready jobs start: critical path first, then longest first (repro.priorities)
 P = Priorities(C)
