@@ -314,22 +314,21 @@ def test_schema_accepts_the_new_kinds_and_rejects_mixed_ones(smoke):
 
     schema = str(REPO / "workflow" / "schemas" / "config.schema.yaml")
     validate(copy.deepcopy(smoke), schema)
-    bad = copy.deepcopy(smoke)
-    bad["tables"]["qqp_samples"]["columns"] = [{"label": "BLEU", "metric": "bleu"}]
-    with pytest.raises(Exception, match="qqp_samples|columns|should not be valid"):
-        validate(bad, schema)
-    bad = copy.deepcopy(smoke)
-    del bad["tables"]["qqp_samples"]["examples"]
-    with pytest.raises(Exception, match="examples"):
-        validate(bad, schema)
-    bad = copy.deepcopy(smoke)
-    bad["figures"]["fig8_loss_vs_t"]["metrics"] = [{"label": "BLEU", "metric": "bleu"}]
-    with pytest.raises(Exception, match="metrics|should not be valid"):
-        validate(bad, schema)
-    bad = copy.deepcopy(smoke)
-    del bad["figures"]["fig_qqp_nfe"]["metrics"]
-    with pytest.raises(Exception, match="metrics"):
-        validate(bad, schema)
+    bleu = [{"label": "BLEU", "metric": "bleu"}]
+    cases = [  # (block, entry, key, value or None to delete it, expected message)
+        ("tables", "qqp_samples", "columns", bleu, "qqp_samples|columns|should not be valid"),
+        ("tables", "qqp_samples", "examples", None, "examples"),
+        ("figures", "fig8_loss_vs_t", "metrics", bleu, "metrics|should not be valid"),
+        ("figures", "fig_qqp_nfe", "metrics", None, "metrics"),
+    ]
+    for block, entry, key, value, match in cases:
+        bad = copy.deepcopy(smoke)
+        if value is None:
+            del bad[block][entry][key]
+        else:
+            bad[block][entry][key] = value
+        with pytest.raises(Exception, match=match):
+            validate(bad, schema)
 
 
 def test_sampler_weights_must_be_stored_by_the_run(smoke):
