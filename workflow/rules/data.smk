@@ -36,4 +36,4 @@ rule prepare_dataset:
         raw=lambda wc, input: f"--raw {input.raw[0]}" if input.raw else "",
     shell:
         "python -m repro.job repro.data.prepare --dataset {wildcards.dataset} --config-json {params.cfg:q}"
-        " {params.raw} --out-dir " + paths.data_dir("{wildcards.dataset}") + " > {log} 2>&1"
+        " {params.raw} --out-dir results/data/{wildcards.dataset} > {log} 2>&1"

@@ -23,9 +23,8 @@ rule train_tokenizer:
         code=stage_digest("tokenizer"),
         env=LOCK,
     shell:
-        "python -m repro.job repro.tokenization train --data-dir "
-        + paths.data_dir("{wildcards.dataset}")
-        + " --kind {params.kind} --config-json {params.cfg:q} --out {output} > {log} 2>&1"
+        "python -m repro.job repro.tokenization train --data-dir results/data/{wildcards.dataset}"
+        " --kind {params.kind} --config-json {params.cfg:q} --out {output} > {log} 2>&1"
 
 
 rule tokenize:
@@ -49,10 +48,7 @@ rule tokenize:
         code=stage_digest("tokenize"),
         env=LOCK,
     shell:
-        "python -m repro.job repro.tokenization encode --data-dir "
-        + paths.data_dir("{wildcards.dataset}")
-        + " --tokenizer {input.tokenizer} --layout {wildcards.layout} --seq-len {params.seq_len}"
+        "python -m repro.job repro.tokenization encode --data-dir results/data/{wildcards.dataset}"
+        " --tokenizer {input.tokenizer} --layout {wildcards.layout} --seq-len {params.seq_len}"
         " --options-json {params.options:q}"
-        " --out-dir "
-        + paths.tokenized_dir("{wildcards.dataset}", "{wildcards.layout}")
-        + " > {log} 2>&1"
+        " --out-dir results/tokenized/{wildcards.dataset}/{wildcards.layout} > {log} 2>&1"
