@@ -166,9 +166,6 @@ class Expansion:
                                         ANALYSIS_FIGURES[fig["kind"]])}
                 for row in fig["series"]]
 
-    def samples_path(self, c: Cell, seed: int | None = None) -> str:
-        return c.samples_path(seed)
-
     @staticmethod
     def default_draws(c: Cell) -> list[str]:
         """The files a per-file metric of this cell is read from: the MBR pick, else each seed."""
