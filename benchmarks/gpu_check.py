@@ -96,7 +96,8 @@ from repro.score import score
 from repro.tokenization.__main__ import main as tokenization_main
 from repro.train import EXIT_INCOMPLETE
 from repro.train import main as train_main
-from repro.workflow.catalogue import Catalogue, resolve_experiments
+from repro.workflow.catalogue import Catalogue
+from repro.workflow.spec import resolve_experiments
 
 ROOT = Path(__file__).resolve().parents[1]
 
