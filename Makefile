@@ -67,7 +67,8 @@ test-fast: setup  ## the edit-test loop: every test but the smoke DAG build and 
 	$(BIN)/python -m pytest -m "not slow and not slurm" -n $(TEST_WORKERS) --dist loadfile
 
 test-slurm: setup  ## only the SLURM tests: profile/sbatch calls, cluster helpers, live one-node cluster (root)
-	$(BIN)/python -m pytest tests/test_cluster.py tests/test_train_cluster.py \
+	$(BIN)/python -m pytest tests/test_cluster.py tests/workflow/test_resources.py tests/workflow/test_hub.py \
+		tests/test_train_cluster.py \
 		tests/workflow/test_slurm_profile.py tests/workflow/test_slurm_live.py
 
 lint: setup  ## ruff, snakefmt (formatting of Snakefile and workflow/), snakemake --lint

@@ -99,7 +99,8 @@ from repro.train import checkpoint, config
 from repro.train import run as training
 from repro.train.cli import EXIT_INCOMPLETE
 from repro.train.cli import main as train_main
-from repro.workflow_utils import Catalogue, resolve_experiments
+from repro.workflow.catalogue import Catalogue
+from repro.workflow.spec import resolve_experiments
 
 ROOT = Path(__file__).resolve().parents[1]
 

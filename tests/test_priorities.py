@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from repro.priorities import Priorities
-from repro.workflow_utils import Catalogue
+from repro.workflow.catalogue import Catalogue
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -8,7 +8,8 @@ import logging
 
 import pytest
 
-from repro import cluster, progress
+from repro import progress
+from repro.workflow import resources
 
 
 def test_progress_line_and_clock_format():
@@ -43,6 +44,6 @@ def test_loggers_are_checked_and_name_the_missing_package(monkeypatch):
     monkeypatch.setattr(progress.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(progress.LoggerUnavailable, match="needs the `tensorboard` package"):
         progress.check_loggers(["tensorboard"], "config logging")
-    with pytest.raises(cluster.ClusterConfigError, match="`wandb` package"):
-        cluster.logging_env({"wandb": True})
-    assert cluster.logging_env({"progress_every_s": 30}) == "REPRO_PROGRESS_S=30 "
+    with pytest.raises(resources.ClusterConfigError, match="`wandb` package"):
+        resources.logging_env({"wandb": True})
+    assert resources.logging_env({"progress_every_s": 30}) == "REPRO_PROGRESS_S=30 "

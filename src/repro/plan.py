@@ -49,6 +49,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from repro.workflow import paths
+
 #: peak dense bf16 (V100: fp16) tensor throughput per GPU, TFLOP/s, from the vendors' data sheets
 GPU_TFLOPS = {
     "h200": 989.0,
@@ -232,12 +234,12 @@ def stale_jobs(targets: list[str], configfiles: list[str], config: dict[str, str
 class Planner:
     def __init__(self, config: dict, throughput: Throughput, root: Path = Path("."),
                  examples: Mapping[str, int] | None = None):
-        from repro import cluster
-        from repro.workflow_utils import Catalogue
+        from repro.workflow import resources
+        from repro.workflow.catalogue import Catalogue
 
         self.cat = Catalogue(config)
         self.res = config.get("resources", {})
-        self.cluster = cluster
+        self.resources = resources
         self.tp = throughput
         self.root = root
         self._sizes: dict[tuple[str, str], ModelSize] = {}
@@ -245,7 +247,7 @@ class Planner:
 
     def vocab(self, dataset: str, layout: str) -> int:
         src = self.cat.source(dataset)
-        meta = self.root / f"results/tokenized/{src}/{layout}/meta.json"
+        meta = self.root / paths.tokenized_meta(src, layout)
         if meta.exists():
             return int(json.loads(meta.read_text())["vocab_size"])
         tok = self.cat.datasets[src].get("tokenizer", {})
@@ -257,7 +259,7 @@ class Planner:
         raise PlanError(
             f"datasets.{src}.tokenizer: vocabulary size of {name or tok!r} unknown before the "
             f"data is tokenized (known pretrained: {sorted(PRETRAINED_VOCAB)}); run "
-            f"`snakemake results/tokenized/{src}/{layout}/meta.json` first")
+            f"`snakemake {paths.tokenized_meta(src, layout)}` first")
 
     def size(self, dataset: str, experiment: str) -> ModelSize:
         src = self.cat.source(dataset)
@@ -280,7 +282,7 @@ class Planner:
         return self._split_rows(dataset, ev["split"])
 
     def _split_rows(self, dataset: str, split: str) -> int | None:
-        path = self.root / f"results/data/{dataset}/{split}.jsonl"
+        path = self.root / paths.prepared(dataset, split)
         if not path.exists():
             size = self.cat.datasets[dataset].get("synthetic", {}).get("size", {}).get(split)
             return None if size is None else int(size)  # a generated split has its size
@@ -299,7 +301,7 @@ class Planner:
         ds, name = job.wildcards["dataset"], job.wildcards["experiment"]
         exp = self.cat.experiments[name]
         train = exp.get("train", {})
-        tr = self.cluster.train_resources(self.res, exp)
+        tr = self.resources.train_resources(self.res, exp)
         ranks = tr["devices"] * tr["nodes"]
         seq_len = int(self.cat.datasets[ds]["seq_len"])
         steps = int(train["steps"])

@@ -36,7 +36,7 @@ def _model_size(model: dict[str, Any]) -> float:
 
 
 class Priorities:
-    """Per-rule priorities of a :class:`repro.workflow_utils.Catalogue`'s jobs (see module doc)."""
+    """Per-rule priorities of a :class:`repro.workflow.catalogue.Catalogue`'s jobs (see module doc)."""
 
     def __init__(self, catalogue: Any) -> None:
         self.c = catalogue

@@ -11,7 +11,7 @@ from repro.config_file import load_config_file
 from repro.io import InputError, read_jsonl, write_jsonl
 from repro.metrics import compute_metric
 from repro.report.baselines import baseline_samples, table_baselines
-from repro.workflow_utils import Catalogue
+from repro.workflow.catalogue import Catalogue
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

@@ -1,6 +1,6 @@
 """Config errors as a user meets them: real dry runs fail before any job, naming file:line or the
 config path. One Snakemake process per case (each costs seconds); the catalogue's checks are
-covered case by case in-process in tests/test_workflow_utils.py."""
+covered case by case in-process in tests/workflow/test_catalogue.py."""
 
 from __future__ import annotations
 

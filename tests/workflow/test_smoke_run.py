@@ -35,7 +35,7 @@ def test_every_deliverable_exists_and_is_non_empty(built):
 
 
 def test_every_intermediate_exists(built):
-    from repro.workflow_utils import Catalogue
+    from repro.workflow.catalogue import Catalogue
 
     res = built.root / "results"
     c = Catalogue(load_smoke())

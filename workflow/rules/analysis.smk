@@ -4,14 +4,12 @@ the training loss of a trained model on validation data at fixed t (FM-seq2seq F
 
 rule analyse_loss_vs_t:
     input:
-        ckpt="results/train/{dataset}/{experiment}/model.ckpt",
-        data=lambda wc: C.tokenized_files(
-            wc.dataset, C.layout(wc.dataset, wc.experiment), ("validation",)
-        ),
+        ckpt=paths.ckpt(),
+        data=lambda wc: C.tokenized_inputs(wc.dataset, wc.experiment, ("validation",)),
     output:
-        "results/analysis/{dataset}/{experiment}/loss_vs_t.json",
+        paths.analysis(),
     log:
-        "logs/analyse_loss_vs_t/{dataset}/{experiment}.log",
+        paths.log("analyse_loss_vs_t", "{dataset}/{experiment}"),
     conda:
         "../../envs/repro.yaml"
     threads: C.resource("sample", "threads", 1)
@@ -23,8 +21,8 @@ rule analyse_loss_vs_t:
     params:
         opts=lambda wc: C.analysis_options(wc.dataset),
         code=lambda wc: C.method_digest(wc.experiment, "analysis"),
-        data_dir=lambda wc, input: input.data[-1].rsplit("/", 1)[0],
-        device="cpu" if config.get("accelerator") == "cpu" else "auto",
+        data_dir=tokenized_data_dir,
+        device=job_device(config),
     shell:
         "REPRO_JOB_GPUS={resources.gpu} python -m repro.job repro.analysis loss-vs-t --ckpt {input.ckpt} --data {params.data_dir}"
         " --split validation --bins {params.opts[bins]} --max-examples {params.opts[max_examples]}"

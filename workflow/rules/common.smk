@@ -1,7 +1,8 @@
 """Glue shared by every rule file: config validation, the catalogue, wildcard constraints.
 
-Defines no rules. All logic lives in repro.workflow_utils (unit-tested); this file only builds the
-one Catalogue object the rules ask for their inputs and params.
+Defines no rules. All logic lives in repro.workflow (unit-tested); this file only builds the one
+Catalogue the rules ask for their inputs and params, and the Jobs that give their resources. Paths
+come from repro.workflow.paths (imported here as `paths`).
 """
 
 import os
@@ -9,9 +10,14 @@ import sys
 
 from snakemake.utils import validate
 
-from repro import cluster, overrides, snakemake_patches
+from repro import overrides, snakemake_patches
 from repro.priorities import Priorities
-from repro.workflow_utils import SPLITS, Catalogue, lock_digest, stage_digest
+from repro.workflow import paths
+from repro.workflow.catalogue import Catalogue
+from repro.workflow.digests import lock_digest, stage_digest
+from repro.workflow.hub import OFFLINE_PREFIX, hub_pattern, hub_repos, tokenizer_hub_inputs
+from repro.workflow.params import job_device, seed_samples, tokenized_data_dir
+from repro.workflow.resources import Jobs, check_train_resources
 
 # one wake-up timer for the scheduling loop instead of one more per pass (repro.snakemake_patches)
 snakemake_patches.apply()
@@ -22,19 +28,17 @@ for _item in overrides.apply(config, os.environ):
 overrides.resolve_data_root(config)
 validate(config, schema="../schemas/config.schema.yaml")
 C = Catalogue(config)
-cluster.check_train_resources(config["resources"], C.experiments)  # errors at parse time
-# resources of every job (memory/time growing with the attempt, GPUs, partitions): repro.cluster
-R = cluster.Jobs(
-    config["resources"], C.experiments, C.resource, C.metrics_for, config.get("logging")
-)
+check_train_resources(config["resources"], C.experiments)  # errors at parse time
+# resources of every job (memory/time growing with the attempt, GPUs, partitions)
+R = Jobs(config["resources"], C.experiments, C.resource, C.metrics_for, config.get("logging"))
 LOCK = lock_digest()
 # the order in which ready jobs start: critical path first, then longest first (repro.priorities)
 P = Priorities(C)
 
 # Every job runs with the Hugging Face hub offline and reads hub files from the project cache
 # (compute nodes have no network); the local download rules (login node) start their command
-# with `env HF_HUB_OFFLINE=0 …` (repro.cluster.ONLINE). See repro.cluster, docs/pipeline.md §2.4.
-shell.prefix(cluster.OFFLINE_PREFIX)
+# with `env HF_HUB_OFFLINE=0 …` (repro.workflow.hub.ONLINE, docs/pipeline.md §2.4).
+shell.prefix(OFFLINE_PREFIX)
 
 
 wildcard_constraints:
@@ -50,4 +54,4 @@ wildcard_constraints:
     split="train|validation|test",
     nfe=r"\d+",
     seed=r"\d+",
-    hub=cluster.hub_pattern(config),
+    hub=hub_pattern(config),

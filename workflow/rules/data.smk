@@ -4,9 +4,9 @@ prepare_dataset (→ results/data/{dataset}/{train,validation,test}.jsonl, norma
 
 rule download_dataset:
     output:
-        directory("resources/datasets/{dataset}"),
+        directory(paths.raw_dataset()),
     log:
-        "logs/download_dataset/{dataset}.log",
+        paths.log("download_dataset", "{dataset}"),
     conda:
         "../../envs/repro.yaml"
     params:
@@ -18,14 +18,12 @@ rule download_dataset:
 
 rule prepare_dataset:
     input:
-        raw=lambda wc: (
-            [f"resources/datasets/{wc.dataset}"] if C.needs_download(wc.dataset) else []
-        ),
+        raw=lambda wc: C.raw_inputs(wc.dataset),
         local=lambda wc: C.local_files(wc.dataset),
     output:
-        expand("results/data/{{dataset}}/{split}.jsonl", split=SPLITS),
+        paths.prepared_splits(),
     log:
-        "logs/prepare_dataset/{dataset}.log",
+        paths.log("prepare_dataset", "{dataset}"),
     priority: lambda wc: P.data(wc.dataset)
     conda:
         "../../envs/repro.yaml"

@@ -1,17 +1,17 @@
 """Hub files for offline compute nodes: download_hub (→ resources/hf/{hub}.json, a manifest; the
 files go to the project cache resources/hf/hub). A local rule (login node): pretrained tokenizers
 (train_tokenizer's input) and BERTScore models (score_samples' input); every job then reads them
-with the hub offline (repro.cluster.OFFLINE_PREFIX). Datasets and judges have their own download
+with the hub offline (repro.workflow.hub.OFFLINE_PREFIX). Datasets and judges have their own download
 rules (data.smk, judge.smk)."""
 
-HUB = cluster.hub_repos(config)
+HUB = hub_repos(config)
 
 
 rule download_hub:
     output:
-        "resources/hf/{hub}.json",
+        paths.hub_marker(),
     log:
-        "logs/download_hub/{hub}.log",
+        paths.log("download_hub", "{hub}"),
     conda:
         "../../envs/repro.yaml"
     params:

@@ -6,11 +6,11 @@ loads either through the same transformers code path."""
 
 rule train_judge:
     input:
-        lambda wc: f"results/data/{C.judges[wc.judge]['train']['dataset']}/train.jsonl",
+        lambda wc: C.judge_train_data(wc.judge),
     output:
-        directory("results/judges/{judge}"),
+        directory(paths.trained_judge()),
     log:
-        "logs/train_judge/{judge}.log",
+        paths.log("train_judge", "{judge}"),
     priority: lambda wc: P.judge(wc.judge)
     conda:
         "../../envs/repro.yaml"
@@ -20,7 +20,7 @@ rule train_judge:
         runtime=R.runtime("train", 60),
     params:
         cfg=lambda wc: C.judge_train_params(wc.judge),
-        kind=lambda wc: C.datasets[C.judges[wc.judge]["train"]["dataset"]]["kind"],
+        kind=lambda wc: C.judge_train_kind(wc.judge),
         code=stage_digest("judge"),
     shell:
         "python -m repro.job repro.judge train --data {input} --kind {params.kind}"
@@ -29,9 +29,9 @@ rule train_judge:
 
 rule download_judge:
     output:
-        directory("resources/judges/{judge}"),
+        directory(paths.downloaded_judge()),
     log:
-        "logs/download_judge/{judge}.log",
+        paths.log("download_judge", "{judge}"),
     conda:
         "../../envs/repro.yaml"
     params:

@@ -5,17 +5,11 @@ others (DiffuSeq's rule); scored by score_samples like any samples file."""
 
 rule mbr_select:
     input:
-        lambda wc: [
-            f"results/samples/{wc.dataset}/{wc.experiment}/{wc.sampler}/nfe{wc.nfe}/seed{s}.jsonl"
-            for s in range(int(wc.k))
-        ],
+        seed_samples,
     output:
-        ensure(
-            "results/samples/{dataset}/{experiment}/{sampler}/nfe{nfe}/mbr{k}.jsonl",
-            non_empty=True,
-        ),
+        ensure(paths.samples(draw="mbr{k}"), non_empty=True),
     log:
-        "logs/mbr_select/{dataset}/{experiment}/{sampler}/nfe{nfe}/mbr{k}.log",
+        paths.log("mbr_select", f"{paths.CELL}/mbr{{k}}"),
     conda:
         "../../envs/repro.yaml"
     resources:

@@ -10,19 +10,19 @@ rule make_table:
         paper=lambda wc: C.paper_values("tables", wc.table),
     output:
         csv=report(
-            "results/tables/{table}.csv",
+            paths.table(),
             caption="../report/table.rst",
             category="Tables",
             labels={"table": "{table}", "file": "long CSV"},
         ),
         md=report(
-            "results/tables/{table}.md",
+            paths.table(ext="md"),
             caption="../report/table.rst",
             category="Tables",
             labels={"table": "{table}", "file": "ours beside the paper (Markdown)"},
         ),
     log:
-        "logs/make_table/{table}.log",
+        paths.log("make_table", "{table}"),
     conda:
         "../../envs/repro.yaml"
     params:
@@ -40,19 +40,19 @@ rule make_figure:
         paper=lambda wc: C.paper_values("figures", wc.figure),
     output:
         png=report(
-            "results/figures/{figure}.png",
+            paths.figure(),
             caption="../report/figure.rst",
             category="Figures",
             labels={"figure": "{figure}", "file": "PNG"},
         ),
         pdf=report(
-            "results/figures/{figure}.pdf",
+            paths.figure(ext="pdf"),
             caption="../report/figure.rst",
             category="Figures",
             labels={"figure": "{figure}", "file": "PDF"},
         ),
     log:
-        "logs/make_figure/{figure}.log",
+        paths.log("make_figure", "{figure}"),
     conda:
         "../../envs/repro.yaml"
     params:

@@ -4,21 +4,16 @@ one file per sampler × NFE × seed, with the exact NFE each sample received."""
 
 rule sample_text:
     input:
-        ckpt=lambda wc: f"results/train/{C.source(wc.dataset)}/{wc.experiment}/model.ckpt",
-        data=lambda wc: C.tokenized_files(
-            wc.dataset, C.layout(wc.dataset, wc.experiment), (C.eval_params(wc.dataset)["split"],)
-        ),
-        tokenizer=lambda wc: f"results/tokenizer/{C.source(wc.dataset)}/tokenizer.json",
-        prepared=lambda wc: f"results/data/{wc.dataset}/{C.eval_params(wc.dataset)['split']}.jsonl",
+        ckpt=lambda wc: C.source_ckpt(wc.dataset, wc.experiment),
+        data=lambda wc: C.eval_inputs(wc.dataset, wc.experiment),
+        tokenizer=lambda wc: C.source_tokenizer(wc.dataset),
+        prepared=lambda wc: C.eval_prepared(wc.dataset),
     output:
-        ensure(
-            "results/samples/{dataset}/{experiment}/{sampler}/nfe{nfe}/seed{seed}.jsonl",
-            non_empty=True,
-        ),
+        ensure(paths.samples(draw="seed{seed}"), non_empty=True),
     log:
-        "logs/sample_text/{dataset}/{experiment}/{sampler}/nfe{nfe}/seed{seed}.log",
+        paths.log("sample_text", f"{paths.CELL}/seed{{seed}}"),
     benchmark:
-        "benchmarks/sample_text/{dataset}/{experiment}/{sampler}/nfe{nfe}/seed{seed}.tsv"
+        paths.benchmark("sample_text", f"{paths.CELL}/seed{{seed}}")
     priority: lambda wc: P.sample(wc.dataset, wc.experiment, wc.nfe)
     conda:
         "../../envs/repro.yaml"
@@ -32,8 +27,8 @@ rule sample_text:
         sampler=lambda wc: C.sampler_params(wc.experiment, wc.sampler),
         eval=lambda wc: C.sample_eval_params(wc.dataset, wc.experiment, wc.sampler),
         code=lambda wc: C.method_digest(wc.experiment, "sample"),
-        data_dir=lambda wc, input: input.data[-1].rsplit("/", 1)[0],
-        device="cpu" if config.get("accelerator") == "cpu" else "auto",
+        data_dir=tokenized_data_dir,
+        device=job_device(config),
     shell:
         "REPRO_JOB_GPUS={resources.gpu} python -m repro.job repro.sample --ckpt {input.ckpt} --data {params.data_dir}"
         " --tokenizer {input.tokenizer} --prepared {input.prepared} --split {params.eval[split]}"

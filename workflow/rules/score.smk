@@ -6,18 +6,15 @@ Every value is tagged with its variant. Judges of generative perplexity are inpu
 
 rule score_samples:
     input:
-        samples="results/samples/{dataset}/{experiment}/{sampler}/nfe{nfe}/{draw}.jsonl",
+        samples=paths.samples(),
         judges=lambda wc: C.judge_inputs(R.score_metrics(wc)),
         hub=R.score_hub_inputs,
     output:
-        ensure(
-            "results/scores/{dataset}/{experiment}/{sampler}/nfe{nfe}/{draw}.json",
-            non_empty=True,
-        ),
+        ensure(paths.scores(), non_empty=True),
     log:
-        "logs/score_samples/{dataset}/{experiment}/{sampler}/nfe{nfe}/{draw}.log",
+        paths.log("score_samples", f"{paths.CELL}/{{draw}}"),
     benchmark:
-        "benchmarks/score_samples/{dataset}/{experiment}/{sampler}/nfe{nfe}/{draw}.tsv"
+        paths.benchmark("score_samples", f"{paths.CELL}/{{draw}}")
     conda:
         "../../envs/repro.yaml"
     threads: C.resource("score", "threads", 1)
@@ -40,17 +37,11 @@ rule score_samples:
 
 rule score_group:
     input:
-        lambda wc: [
-            f"results/samples/{wc.dataset}/{wc.experiment}/{wc.sampler}/nfe{wc.nfe}/seed{s}.jsonl"
-            for s in range(int(wc.k))
-        ],
+        seed_samples,
     output:
-        ensure(
-            "results/scores/{dataset}/{experiment}/{sampler}/nfe{nfe}/group{k}.json",
-            non_empty=True,
-        ),
+        ensure(paths.scores(draw="group{k}"), non_empty=True),
     log:
-        "logs/score_group/{dataset}/{experiment}/{sampler}/nfe{nfe}/group{k}.log",
+        paths.log("score_group", f"{paths.CELL}/group{{k}}"),
     conda:
         "../../envs/repro.yaml"
     threads: 1

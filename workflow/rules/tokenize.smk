@@ -5,12 +5,12 @@ fixed-length memory-mapped arrays + meta.json)."""
 
 rule train_tokenizer:
     input:
-        data="results/data/{dataset}/train.jsonl",
-        hub=lambda wc: cluster.tokenizer_hub_inputs(config, wc.dataset),
+        data=paths.prepared(split="train"),
+        hub=lambda wc: tokenizer_hub_inputs(config, wc.dataset),
     output:
-        "results/tokenizer/{dataset}/tokenizer.json",
+        paths.tokenizer(),
     log:
-        "logs/train_tokenizer/{dataset}.log",
+        paths.log("train_tokenizer", "{dataset}"),
     priority: lambda wc: P.data(wc.dataset)
     conda:
         "../../envs/repro.yaml"
@@ -29,17 +29,13 @@ rule train_tokenizer:
 
 rule tokenize:
     input:
-        data=expand("results/data/{{dataset}}/{split}.jsonl", split=SPLITS),
-        tokenizer=lambda wc: f"results/tokenizer/{C.source(wc.dataset)}/tokenizer.json",
+        data=paths.prepared_splits(),
+        tokenizer=lambda wc: C.source_tokenizer(wc.dataset),
     output:
-        expand(
-            "results/tokenized/{{dataset}}/{{layout}}/{split}.{array}.npy",
-            split=SPLITS,
-            array=["ids", "cond"],
-        ),
-        meta="results/tokenized/{dataset}/{layout}/meta.json",
+        paths.tokenized_arrays(),
+        meta=paths.tokenized_meta(),
     log:
-        "logs/tokenize/{dataset}/{layout}.log",
+        paths.log("tokenize", "{dataset}/{layout}"),
     priority: lambda wc: P.data(wc.dataset)
     conda:
         "../../envs/repro.yaml"

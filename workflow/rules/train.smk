@@ -1,21 +1,19 @@
 """Training: train_model (→ results/train/{dataset}/{experiment}/model.ckpt). Resumable state
 (Lightning last.ckpt, CSV logs) lives in the undeclared _work/ beside it, which Snakemake never
 deletes; a job stopped by its time limit exits 75 and the retry resumes (docs/pipeline.md §3.2).
-Resources per experiment (GPUs, nodes, memory, time): repro.cluster.train_resources."""
+Resources per experiment (GPUs, nodes, memory, time): repro.workflow.resources.train_resources."""
 
 
 rule train_model:
     input:
-        data=lambda wc: C.tokenized_files(
-            wc.dataset, C.layout(wc.dataset, wc.experiment), ("train", "validation")
-        ),
+        data=lambda wc: C.tokenized_inputs(wc.dataset, wc.experiment, ("train", "validation")),
         extra=lambda wc: C.train_extra_inputs(wc.dataset, wc.experiment),
     output:
-        ckpt="results/train/{dataset}/{experiment}/model.ckpt",
+        ckpt=paths.ckpt(),
     log:
-        "logs/train_model/{dataset}/{experiment}.log",
+        paths.log("train_model", "{dataset}/{experiment}"),
     benchmark:
-        "benchmarks/train_model/{dataset}/{experiment}.tsv"
+        paths.benchmark("train_model", "{dataset}/{experiment}")
     # critical path (DiffuSeq before the FM runs reading its embeddings), then longest first
     priority: lambda wc: P.train(wc.dataset, wc.experiment)
     # Retries belong to the main Snakemake process (each one a new SLURM job with more runtime).
@@ -27,7 +25,7 @@ rule train_model:
     threads: R.train_threads
     resources:
         **R.train_site(),
-        # resources.train overridden by experiments.<name>.resources (repro.cluster). One node:
+        # resources.train overridden by experiments.<name>.resources (repro.workflow.resources). One node:
         # gpu=G, nodes=1 (the jobstep's srun -n1 holds the G GPUs, Lightning spawns G ranks);
         # several nodes: the MPI path (mpi, tasks_per_node, gres, cpus_per_task) and the
         # `launcher` srun below (docs/pipeline.md §3.3). None leaves a resource out.
@@ -46,7 +44,7 @@ rule train_model:
     params:
         cfg=lambda wc: C.train_params(wc.dataset, wc.experiment),
         code=lambda wc: C.method_digest(wc.experiment, "train"),
-        data_dir=lambda wc, input: input.data[-1].rsplit("/", 1)[0],
+        data_dir=tokenized_data_dir,
         accelerator=config.get("accelerator", "auto"),
         # ranks per node and nodes: the global batch is batch_size x devices x nodes
         devices=lambda wc: R.train(wc)["devices"],
@@ -61,12 +59,12 @@ rule train_model:
 rule export_embeddings:
     """A trained DiffuSeq's (EMA) word embeddings, frozen input of FM-seq2seq (methods.md §2.2)."""
     input:
-        ckpt="results/train/{dataset}/{experiment}/model.ckpt",
+        ckpt=paths.ckpt(),
     output:
-        npy="results/embeddings/{dataset}/{experiment}/embeddings.npy",
-        info="results/embeddings/{dataset}/{experiment}/embeddings.json",
+        npy=paths.embeddings(),
+        info=paths.embeddings(ext="json"),
     log:
-        "logs/export_embeddings/{dataset}/{experiment}.log",
+        paths.log("export_embeddings", "{dataset}/{experiment}"),
     priority: lambda wc: P.export(wc.dataset, wc.experiment)
     conda:
         "../../envs/repro.yaml"

@@ -26,6 +26,8 @@ class MethodInfo:
     model_keys: tuple[str, ...]  # keys accepted in an experiment's `model:` block
     #: its sampler/NFE rules in repro.methods.options (checked at DAG build; None: by sample only)
     sampler_checks: str | None = None
+    #: its trained model has word embeddings another experiment may take (``from:<experiment>``)
+    exports_embeddings: bool = False
 
 
 #: method name -> MethodInfo (``experiments.<name>.method`` must be one of these keys).
@@ -48,6 +50,7 @@ REGISTRY: dict[str, MethodInfo] = {
         model_keys=("d_model", "n_layers", "n_heads", "mlp_ratio", "dropout", "emb_dim",
                     "diffusion_steps", "schedule"),
         sampler_checks="diffuseq",
+        exports_embeddings=True,
     ),
     # FM-seq2seq (Shah): flow matching on frozen word embeddings, Euler sampling: methods.md §2
     "embedding_fm": MethodInfo(
@@ -59,6 +62,7 @@ REGISTRY: dict[str, MethodInfo] = {
                     "emb_dim", "embeddings", "embeddings_trainable", "emb_seed",
                     "emb_loss_weight"),
         sampler_checks="embedding_fm",
+        exports_embeddings=True,
     ),
     # Discrete flow matching (Gat et al.), mask source, mixture Euler sampler: methods.md §4, §3.6
     "dfm": MethodInfo(

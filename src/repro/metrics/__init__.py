@@ -22,7 +22,7 @@ Two sorts of kinds share one namespace, :data:`METRICS`:
   self-BLEU and div-4.
 
 Importing this package stays light (heavy packages are imported inside the functions). Every
-module is imported by name, so the score stage's code digest (repro.workflow_utils) covers it.
+module is imported by name, so the score stage's code digest (repro.workflow.digests) covers it.
 """
 
 from __future__ import annotations
@@ -51,6 +51,8 @@ __all__ = [
     "compute_metric",
     "is_group_metric",
     "metric_options",
+    "needs_gpu",
+    "packaged_models",
     "parse_metric_config",
 ]
 
@@ -87,6 +89,16 @@ def is_group_metric(kind: str) -> bool:
     """Whether ``kind`` is a group metric (unknown kinds raise :class:`InputError`)."""
     _lookup(kind)
     return kind in GROUP_METRICS
+
+
+def needs_gpu(kind: str) -> bool:
+    """Whether metric ``kind`` runs a neural model (a GPU when its job has one); False if unknown."""
+    return bool(getattr(METRICS.get(kind), "gpu", False))
+
+
+def packaged_models(kind: str) -> tuple[str, ...]:
+    """Model names metric ``kind`` finds inside installed packages (nothing to download)."""
+    return tuple(getattr(METRICS.get(kind), "packaged_models", ()))
 
 
 def _lookup(kind: str) -> MetricFn | GroupMetricFn:

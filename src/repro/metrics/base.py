@@ -62,13 +62,21 @@ class GroupMetricFn(Protocol):
 F = TypeVar("F", bound=Callable[..., MetricResult])
 
 
-def metric(kind: str, fields: tuple[str, ...]) -> Callable[[F], F]:
-    """Mark ``fn`` as the metric ``kind`` reading the sample ``fields``."""
+def metric(kind: str, fields: tuple[str, ...], *, gpu: bool = False,
+           packaged_models: tuple[str, ...] = ()) -> Callable[[F], F]:
+    """Mark ``fn`` as the metric ``kind`` reading the sample ``fields``.
+
+    Capabilities the workflow reads when it builds the DAG (no model loaded): ``gpu``, the kind
+    runs a neural model (its score jobs get ``resources.score.gpu`` unless ``device: cpu``);
+    ``packaged_models``, model names it finds inside installed packages (never downloaded).
+    """
 
     def mark(fn: F) -> F:
         fn.kind = kind  # type: ignore[attr-defined]
         fn.fields = fields  # type: ignore[attr-defined]
         fn.group = False  # type: ignore[attr-defined]
+        fn.gpu = gpu  # type: ignore[attr-defined]
+        fn.packaged_models = packaged_models  # type: ignore[attr-defined]
         return fn
 
     return mark

@@ -407,7 +407,7 @@ def context_from_config(config: dict, judge: str) -> int:
     return _context(SimpleNamespace(**config), None, judge)
 
 
-@metric("gen_ppl", fields=("hypothesis",))
+@metric("gen_ppl", fields=("hypothesis",), gpu=True)
 def gen_ppl(
     samples: Sequence[dict],
     *,
@@ -530,7 +530,7 @@ def padded_entropy(seqs: Sequence[Sequence[int]], length: int, pad: int, base: s
     return ent.clamp_min(0.0).numpy()
 
 
-@metric("judge_entropy", fields=("hypothesis",))
+@metric("judge_entropy", fields=("hypothesis",), gpu=True)
 def judge_entropy(
     samples: Sequence[dict],
     *,

@@ -140,7 +140,7 @@ def _load_scorer(path: str, model: str, layers: int, device: str, **kwargs):
         ) from None
 
 
-@metric(KIND, fields=("hypothesis", "reference"))
+@metric(KIND, fields=("hypothesis", "reference"), gpu=True, packaged_models=(MINILM,))
 def bertscore(
     samples: Sequence[dict],
     *,

@@ -15,7 +15,7 @@ hypotheses of those rows:
 
 The rows are written as a samples file under ``results/baselines/<table>/<dataset>/`` and scored by
 :func:`repro.score.score` with the metric configs the cell's own score job received
-(:meth:`repro.workflow_utils.Catalogue.metrics_for`): same cleaning, same judge, same BERTScore
+(:meth:`repro.workflow.catalogue.Catalogue.metrics_for`): same cleaning, same judge, same BERTScore
 model; for an MBR row, the quality columns' configs too (the baseline has one hypothesis per row, so
 its MBR selection is itself). Metrics that read what only a model produces (its token ids, its
 sampling time) and group metrics (self-BLEU, div-4 over k samples) are left out. Values are multiplied by the column's ``scale`` as in the table. The summary
@@ -30,7 +30,7 @@ import sys
 from pathlib import Path
 
 from repro.io import InputError, atomic_write_json, atomic_write_text, read_jsonl, write_jsonl
-from repro.workflow_utils import Catalogue
+from repro.workflow.catalogue import Catalogue
 
 #: dataset kind -> (baseline name, the row field that becomes the hypothesis)
 BASELINES = {

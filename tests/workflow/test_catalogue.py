@@ -1,4 +1,5 @@
-"""Unit tests of the catalogue expansion and per-rule params (repro.workflow_utils)."""
+"""Unit tests of the catalogue (:mod:`repro.workflow.catalogue`): expansion, cross-checks and
+per-rule params."""
 
 from __future__ import annotations
 
@@ -9,10 +10,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from repro import workflow_utils as wu
-from repro.workflow_utils import Catalogue, ConfigError
+from repro.workflow import spec
+from repro.workflow.catalogue import Catalogue
+from repro.workflow.spec import ConfigError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -31,16 +33,16 @@ def test_extends_deep_merges_and_detects_cycles():
         "child": {"extends": "base", "model": {"n_layers": 4}},
         "grandchild": {"extends": "child", "train": {"lr": 2.0}},
     }
-    out = wu.resolve_experiments(exps)
+    out = spec.resolve_experiments(exps)
     assert out["child"]["model"] == {"d_model": 8, "n_layers": 4}
     assert out["grandchild"] == {
         "method": "ar", "model": {"d_model": 8, "n_layers": 4}, "train": {"lr": 2.0}
     }
     assert "extends" not in out["child"]
     with pytest.raises(ConfigError, match="cycle"):
-        wu.resolve_experiments({"a": {"extends": "b"}, "b": {"extends": "a"}})
+        spec.resolve_experiments({"a": {"extends": "b"}, "b": {"extends": "a"}})
     with pytest.raises(ConfigError, match="unknown experiment 'nope'"):
-        wu.resolve_experiments({"a": {"extends": "nope"}})
+        spec.resolve_experiments({"a": {"extends": "nope"}})
 
 
 def test_smoke_targets_and_cells(smoke):
@@ -133,7 +135,7 @@ def test_params_carry_only_their_sub_config(smoke):
         "syn_paraphrase", "ar")
     assert Catalogue(cfg2).sampler_params("ar", "ancestral") == base.sampler_params("ar", "ancestral")
     # params are canonical JSON: key order in YAML does not matter
-    assert wu.canonical_json({"b": 1, "a": {"d": 2, "c": 3}}) == '{"a":{"c":3,"d":2},"b":1}'
+    assert spec.canonical_json({"b": 1, "a": {"d": 2, "c": 3}}) == '{"a":{"c":3,"d":2},"b":1}'
 
 
 def test_metrics_for_a_cell_are_those_its_tables_read(smoke):
@@ -147,56 +149,6 @@ def test_metrics_for_a_cell_are_those_its_tables_read(smoke):
     m = json.loads(c.metrics_for("syn_paraphrase", "ar", "greedy", 8))  # figure only
     assert set(m) == {"bleu", "rouge_l"}
     assert c.metrics_for("syn_paraphrase", "ar", "ancestral", 8) == "{}"
-
-
-def test_source_digest_tracks_content_not_mtime(tmp_path, monkeypatch):
-    pkg = tmp_path / "repro"
-    (pkg / "methods").mkdir(parents=True)
-    (pkg / "methods" / "a.py").write_text("x = 1\n")
-    (pkg / "methods" / "b.py").write_text("y = 2\n")
-    monkeypatch.setattr(wu, "PACKAGE_DIR", pkg)
-    wu._file_sha.cache_clear()
-    d0 = wu.source_digest("methods/a.py")
-    both = wu.source_digest("methods/*.py")
-    (pkg / "methods" / "a.py").touch()
-    wu._file_sha.cache_clear()
-    assert wu.source_digest("methods/a.py") == d0  # touch: same digest
-    (pkg / "methods" / "b.py").write_text("y = 3\n")
-    wu._file_sha.cache_clear()
-    assert wu.source_digest("methods/a.py") == d0  # another file's edit: same digest
-    assert wu.source_digest("methods/*.py") != both
-    (pkg / "methods" / "a.py").write_text("x = 1  # edited\n")
-    wu._file_sha.cache_clear()
-    assert wu.source_digest("methods/a.py") != d0
-
-
-def test_method_digest_is_per_method(smoke):
-    c = Catalogue(smoke)
-    files = wu.import_closure("train/__main__.py", "methods/base.py", "methods/ar.py")
-    assert {"methods/ar.py", "models/transformer.py", "train/run.py"} <= set(files)
-    assert "methods/__init__.py" not in files  # registering a method retrains nothing
-    assert c.method_digest("ar", "train") == wu.source_digest(*files)
-    assert c.method_digest("ar", "train") != c.method_digest("ar", "sample")
-
-
-def test_import_closure_follows_absolute_relative_and_lazy_imports(tmp_path, monkeypatch):
-    pkg = tmp_path / "repro"
-    for d in ("methods", "models", "metrics"):
-        (pkg / d).mkdir(parents=True)
-        (pkg / d / "__init__.py").write_text("")
-    (pkg / "methods" / "a.py").write_text(
-        "from .shared import x\n"
-        "def f():\n    from repro.models import net  # lazy import\n    return net\n")
-    (pkg / "methods" / "shared.py").write_text("from ..metrics import m\nx = 1\n")
-    (pkg / "models" / "net.py").write_text("import numpy\n")
-    (pkg / "metrics" / "m.py").write_text("")
-    (pkg / "methods" / "b.py").write_text("")
-    monkeypatch.setattr(wu, "PACKAGE_DIR", pkg)
-    wu._direct_imports.cache_clear()
-    assert wu.import_closure("methods/a.py") == [
-        "methods/a.py", "methods/shared.py", "metrics/__init__.py", "metrics/m.py",
-        "models/__init__.py", "models/net.py"]
-    wu._direct_imports.cache_clear()
 
 
 def test_wildcard_patterns_escape_names(paper):
@@ -224,7 +176,7 @@ def test_schema_train_keys_are_exactly_what_the_train_stage_accepts(smoke, paper
     schema = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
     assert set(schema["$defs"]["experiment"]["properties"]["train"]["properties"]) == accepted
     for cfg in (smoke, paper):
-        for name, exp in wu.resolve_experiments(cfg["experiments"]).items():
+        for name, exp in spec.resolve_experiments(cfg["experiments"]).items():
             assert set(exp.get("train", {})) <= accepted, name
 
 
@@ -234,7 +186,7 @@ def kinds(monkeypatch):
     per_file = {"sentence_bleu_nltk", "rouge_l_torchmetrics", "bertscore", "dist_1",
                 "length_diffuseq", "bleu_klflow", "rouge_l_rouge_score", "gen_ppl",
                 "judge_entropy", "unigram_entropy", "code_exec"}
-    monkeypatch.setattr(wu, "metric_kinds", lambda: (per_file, {"self_bleu", "div_4"}))
+    monkeypatch.setattr(spec, "metric_kinds", lambda: (per_file, {"self_bleu", "div_4"}))
 
 
 def test_mbr_and_group_draws(smoke, kinds):
@@ -362,22 +314,21 @@ def test_schema_accepts_the_new_kinds_and_rejects_mixed_ones(smoke):
 
     schema = str(REPO / "workflow" / "schemas" / "config.schema.yaml")
     validate(copy.deepcopy(smoke), schema)
-    bad = copy.deepcopy(smoke)
-    bad["tables"]["qqp_samples"]["columns"] = [{"label": "BLEU", "metric": "bleu"}]
-    with pytest.raises(Exception, match="qqp_samples|columns|should not be valid"):
-        validate(bad, schema)
-    bad = copy.deepcopy(smoke)
-    del bad["tables"]["qqp_samples"]["examples"]
-    with pytest.raises(Exception, match="examples"):
-        validate(bad, schema)
-    bad = copy.deepcopy(smoke)
-    bad["figures"]["fig8_loss_vs_t"]["metrics"] = [{"label": "BLEU", "metric": "bleu"}]
-    with pytest.raises(Exception, match="metrics|should not be valid"):
-        validate(bad, schema)
-    bad = copy.deepcopy(smoke)
-    del bad["figures"]["fig_qqp_nfe"]["metrics"]
-    with pytest.raises(Exception, match="metrics"):
-        validate(bad, schema)
+    bleu = [{"label": "BLEU", "metric": "bleu"}]
+    cases = [  # (block, entry, key, value or None to delete it, expected message)
+        ("tables", "qqp_samples", "columns", bleu, "qqp_samples|columns|should not be valid"),
+        ("tables", "qqp_samples", "examples", None, "examples"),
+        ("figures", "fig8_loss_vs_t", "metrics", bleu, "metrics|should not be valid"),
+        ("figures", "fig_qqp_nfe", "metrics", None, "metrics"),
+    ]
+    for block, entry, key, value, match in cases:
+        bad = copy.deepcopy(smoke)
+        if value is None:
+            del bad[block][entry][key]
+        else:
+            bad[block][entry][key] = value
+        with pytest.raises(Exception, match=match):
+            validate(bad, schema)
 
 
 def test_sampler_weights_must_be_stored_by_the_run(smoke):
