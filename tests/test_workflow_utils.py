@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from repro import workflow_utils as wu
+from repro.config_file import load_config_file
 from repro.workflow_utils import Catalogue, ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -17,12 +18,12 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def smoke() -> dict:
-    return yaml.safe_load((REPO / "config" / "smoke.yaml").read_text())
+    return load_config_file(REPO / "config" / "smoke.yaml")
 
 
 @pytest.fixture(scope="module")
 def paper() -> dict:
-    return yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    return load_config_file(REPO / "config" / "config.yaml")
 
 
 def test_extends_deep_merges_and_detects_cycles():
