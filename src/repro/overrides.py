@@ -1,4 +1,5 @@
-"""Single config keys set on the command line, with YAML types, merged before validation.
+"""The config between its files and the schema: single keys set on the command line (with YAML
+types), ``data_root`` and the expansion of a file's shorthands, all before validation.
 
 Snakemake's ``--config KEY=VALUE`` replaces a whole top-level key, so changing one training step
 count would mean retyping the experiment. Instead the Snakefile takes dotted assignments::
