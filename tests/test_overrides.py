@@ -108,3 +108,7 @@ def test_expand_gives_every_alias_its_own_copy():
     rows = cfg["tables"]["t"]["rows"]
     rows[0]["nfe"].append(16)
     assert rows[1]["nfe"] == [1, 4] and backbone["n_layers"] == 2
+    # an assignment before the expansion (common.smk applies them first) changes one place too
+    cfg = {"experiments": {"a": {"model": backbone}, "b": {"model": backbone}}}
+    overrides.apply(cfg, {"REPRO_SET": "experiments.a.model.n_layers=12"})
+    assert cfg["experiments"]["b"]["model"]["n_layers"] == 2 == backbone["n_layers"]

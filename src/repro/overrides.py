@@ -113,6 +113,8 @@ def apply(config: MutableMapping[str, Any], environ: MutableMapping[str, str]) -
             )
         sources.append((f"--config {CONFIG_KEY}", raw))
     applied = []
+    if sources:  # an assignment changes one place, never another aliased to it
+        _unshare_top_level(config)
     for source, text in sources:
         for parts, value in parse(text, source):
             assign(config, parts, value, source)
@@ -168,6 +170,11 @@ def _unshared(value: Any) -> Any:
     return value
 
 
+def _unshare_top_level(config: MutableMapping[str, Any]) -> None:
+    for key in list(config):
+        config[key] = _unshared(config[key])
+
+
 def _expand_seeds(point: Any, where: str) -> None:
     seeds = point.get("seeds") if isinstance(point, MutableMapping) else None
     if isinstance(seeds, bool) or not isinstance(seeds, int):
@@ -186,8 +193,7 @@ def expand(config: MutableMapping[str, Any], source: str = "config") -> MutableM
 
     :class:`InputError` names ``source`` (the file) and the key of a count below 1.
     """
-    for key in list(config):
-        config[key] = _unshared(config[key])
+    _unshare_top_level(config)
     for section, list_key in _SEEDED.items():
         entries = config.get(section)
         for name, entry in (entries.items() if isinstance(entries, Mapping) else ()):
