@@ -74,7 +74,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 from _common import (
     auto_threads,
     autocast,
@@ -88,6 +87,7 @@ from bench_klflow import analytic_memory, lm_prompt
 from torch import nn
 
 from repro import methods
+from repro.config_file import load_config_file
 from repro.data import data_subconfig
 from repro.export_embeddings import main as export_embeddings_main
 from repro.methods import REGISTRY
@@ -323,8 +323,7 @@ def gpu_name(device: torch.device) -> str:
 
 
 def load_config(path: Path) -> dict:
-    with open(path, encoding="utf-8") as fh:
-        return yaml.safe_load(fh)
+    return load_config_file(path)  # expanded as the pipeline sees it (`seeds: N`, aliases copied)
 
 
 def dataset_shape(cat: Catalogue, dataset: str) -> tuple[int, int]:

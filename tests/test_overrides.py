@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from repro import overrides
+from repro.io import InputError
 
 
 def _config():
@@ -71,3 +72,43 @@ def test_data_root_prefixes_relative_local_paths_of_datasets_and_judges():
     assert overrides.resolve_data_root({"datasets": {"q": {"local": {"t": "x"}}}}) is None
     with pytest.raises(overrides.OverrideError, match="data_root"):
         overrides.resolve_data_root({"data_root": 3})
+
+
+def test_expand_turns_a_seed_count_into_the_seed_list_and_keeps_lists():
+    cfg = {"tables": {"t": {"rows": [{"label": "a", "seeds": 3}, {"label": "b", "seeds": [2, 7]},
+                                     {"label": "c"}]}},
+           "figures": {"f": {"series": [{"label": "s", "seeds": 1}]}},
+           "experiments": {"e": {"train": {"seed": 5}}}}
+    assert overrides.expand(cfg, "c.yaml") is cfg
+    assert [r.get("seeds") for r in cfg["tables"]["t"]["rows"]] == [[0, 1, 2], [2, 7], None]
+    assert cfg["figures"]["f"]["series"][0]["seeds"] == [0]
+    assert cfg["experiments"]["e"]["train"] == {"seed": 5}  # only rows and series have `seeds`
+    wrong_type = {"tables": {"t": {"rows": [{"seeds": True}, {"seeds": "5"}]}}}
+    overrides.expand(wrong_type)  # left as written, for the schema to name
+    assert [r["seeds"] for r in wrong_type["tables"]["t"]["rows"]] == [True, "5"]
+
+
+@pytest.mark.parametrize("count", [0, -2])
+def test_expand_names_file_and_key_of_a_count_below_one(count):
+    cfg = {"figures": {"fig": {"series": [{"seeds": 2}, {"seeds": count}]}}}
+    with pytest.raises(InputError, match=rf"^c\.yaml: figures\.fig\.series\[1\]\.seeds: {count} "
+                                         r"seeds; write a count N >= 1"):
+        overrides.expand(cfg, "c.yaml")
+
+
+def test_expand_gives_every_alias_its_own_copy():
+    backbone = {"d_model": 8, "n_layers": 2}
+    nfe = [1, 4]
+    cfg = {"experiments": {"a": {"model": backbone}, "b": {"model": backbone}},
+           "tables": {"t": {"rows": [{"nfe": nfe}, {"nfe": nfe}]}}}
+    overrides.expand(cfg)
+    overrides.apply(cfg, {"REPRO_SET": "experiments.a.model.n_layers=12"})
+    assert cfg["experiments"]["b"]["model"] == {"d_model": 8, "n_layers": 2}
+    assert cfg["experiments"]["a"]["model"] == {"d_model": 8, "n_layers": 12}
+    rows = cfg["tables"]["t"]["rows"]
+    rows[0]["nfe"].append(16)
+    assert rows[1]["nfe"] == [1, 4] and backbone["n_layers"] == 2
+    # an assignment before the expansion (common.smk applies them first) changes one place too
+    cfg = {"experiments": {"a": {"model": backbone}, "b": {"model": backbone}}}
+    overrides.apply(cfg, {"REPRO_SET": "experiments.a.model.n_layers=12"})
+    assert cfg["experiments"]["b"]["model"]["n_layers"] == 2 == backbone["n_layers"]

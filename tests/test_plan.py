@@ -10,16 +10,16 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 from repro import plan
+from repro.config_file import load_config_file
 from repro.methods import get_method
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def _smoke() -> dict:
-    return yaml.safe_load((REPO / "config" / "smoke.yaml").read_text())
+    return load_config_file(REPO / "config" / "smoke.yaml")
 
 
 def _tp(**kw) -> plan.Throughput:

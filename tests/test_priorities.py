@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import yaml
 
+from repro.config_file import load_config_file
 from repro.priorities import Priorities
 from repro.workflow.catalogue import Catalogue
 
@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module", params=["smoke.yaml", "config.yaml"])
 def prio(request) -> Priorities:
-    cfg = yaml.safe_load((REPO / "config" / request.param).read_text())
+    cfg = load_config_file(REPO / "config" / request.param)
     return Priorities(Catalogue(cfg))
 
 
@@ -33,7 +33,7 @@ def test_an_embedding_source_outranks_every_training_it_feeds(prio):
 
 
 def test_smoke_order_starts_the_diffuseq_chain_first():
-    cfg = yaml.safe_load((REPO / "config" / "smoke.yaml").read_text())
+    cfg = load_config_file(REPO / "config" / "smoke.yaml")
     p = Priorities(Catalogue(cfg))
     ranked = sorted(p._trained(), key=lambda de: -p.train(*de))
     assert ranked[:2] == [("syn_paraphrase", "diffuseq"), ("syn_paraphrase", "fm")]

@@ -6,6 +6,11 @@ reports a syntax error as "Config file is not valid JSON or YAML", with neither 
 config file of the run (``workflow.configfiles``) before the config is used; Snakemake itself
 reads a ``--configfile`` before the Snakefile starts, so a syntax error there is reported by
 Snakemake first — ``python -m repro.config_file FILE`` then names its line.
+
+A config file may share values with YAML anchors and aliases (``&gpt2`` … ``*gpt2``, merge keys
+``<<: *backbone_150m``) and write a table row's seeds as a count (``seeds: 5``): a loaded
+mapping is returned expanded by :func:`repro.overrides.expand`, the dict the pipeline sees
+(Snakemake's config is expanded the same way in ``workflow/rules/common.smk``).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from repro import overrides
 from repro.io import InputError
 
 
@@ -50,8 +56,9 @@ _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _c
 
 
 def load_config_file(path: str | os.PathLike) -> Any:
-    """Parse the YAML (or JSON) file ``path``; :class:`InputError` names ``file:line`` of a duplicate
-    key or a syntax error, and says so when the file does not exist."""
+    """Parse the YAML (or JSON) file ``path``, expanded (:func:`repro.overrides.expand`) when it
+    is a mapping; :class:`InputError` names ``file:line`` of a duplicate key or a syntax error,
+    ``file: key`` of a bad shorthand, and says so when the file does not exist."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -60,7 +67,7 @@ def load_config_file(path: str | os.PathLike) -> Any:
     except UnicodeDecodeError as err:
         raise InputError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
     try:
-        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 (a SafeLoader subclass)
+        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 (a SafeLoader subclass)
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
@@ -68,6 +75,7 @@ def load_config_file(path: str | os.PathLike) -> Any:
         raise InputError(f"{where}: invalid config: {problem}") from None
     except yaml.YAMLError as err:
         raise InputError(f"{path}: invalid YAML: {err}") from None
+    return overrides.expand(data, str(path)) if isinstance(data, dict) else data
 
 
 def check_config_files(paths: list[str | os.PathLike]) -> None:

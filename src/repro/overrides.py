@@ -1,4 +1,5 @@
-"""Single config keys set on the command line, with YAML types, merged before validation.
+"""The config between its files and the schema: single keys set on the command line (with YAML
+types), ``data_root`` and the expansion of a file's shorthands, all before validation.
 
 Snakemake's ``--config KEY=VALUE`` replaces a whole top-level key, so changing one training step
 count would mean retyping the experiment. Instead the Snakefile takes dotted assignments::
@@ -13,6 +14,12 @@ so ``10`` is an int, ``3e-4`` a float, ``true`` a bool, ``[1, 2]`` a list,
 typo gives a new key that the schema then rejects, naming it. ``REPRO_SET`` is applied first, then
 ``--config set=…``; both after the config files (the default ``config/config.yaml``, or those of
 ``--configfile``), and before the schema validation.
+
+Two more steps run between the config files and the schema, and this module holds them too:
+:func:`resolve_data_root` (``data_root`` moves relative ``local:`` files) and :func:`expand`, the
+config's one shorthand — ``seeds: N`` in a table row or figure series is the list
+``[0, 1, …, N-1]`` — which also gives every YAML alias (``*name``, ``<<: *name``) its own copy, so
+setting one key of an experiment never changes another that shares its anchor.
 """
 
 from __future__ import annotations
@@ -20,10 +27,12 @@ from __future__ import annotations
 import os
 import re
 import shlex
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 import yaml
+
+from repro.io import InputError
 
 #: the ``--config`` key that carries the assignments
 CONFIG_KEY = "set"
@@ -104,6 +113,8 @@ def apply(config: MutableMapping[str, Any], environ: MutableMapping[str, str]) -
             )
         sources.append((f"--config {CONFIG_KEY}", raw))
     applied = []
+    if sources:  # an assignment changes one place, never another aliased to it
+        _unshare_top_level(config)
     for source, text in sources:
         for parts, value in parse(text, source):
             assign(config, parts, value, source)
@@ -143,3 +154,50 @@ def resolve_data_root(config: MutableMapping[str, Any]) -> str | None:
         if isinstance(judge, MutableMapping) and "local" in judge:
             judge["local"] = under(judge["local"])
     return root
+
+
+#: the catalogue sections whose entries list points with ``seeds``, and the key of that list
+_SEEDED = {"tables": "rows", "figures": "series"}
+
+
+def _unshared(value: Any) -> Any:
+    """A copy of a loaded YAML tree in which no mapping or list is reachable twice (a YAML alias
+    loads as the very object of its anchor)."""
+    if isinstance(value, Mapping):
+        return {k: _unshared(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_unshared(v) for v in value]
+    return value
+
+
+def _unshare_top_level(config: MutableMapping[str, Any]) -> None:
+    for key in list(config):
+        config[key] = _unshared(config[key])
+
+
+def _expand_seeds(point: Any, where: str) -> None:
+    seeds = point.get("seeds") if isinstance(point, MutableMapping) else None
+    if isinstance(seeds, bool) or not isinstance(seeds, int):
+        return  # a list, or a wrong type the schema names
+    if seeds < 1:
+        raise InputError(
+            f"{where}.seeds: {seeds} seeds; write a count N >= 1 (seeds 0..N-1) or a list"
+        )
+    point["seeds"] = list(range(seeds))
+
+
+def expand(config: MutableMapping[str, Any], source: str = "config") -> MutableMapping[str, Any]:
+    """Expand ``config`` in place (and return it): every top-level value becomes an unshared copy
+    (see :func:`_unshared`), and ``seeds: N`` of each ``tables.*.rows[i]`` and
+    ``figures.*.series[i]`` becomes ``[0, …, N-1]``.
+
+    :class:`InputError` names ``source`` (the file) and the key of a count below 1.
+    """
+    _unshare_top_level(config)
+    for section, list_key in _SEEDED.items():
+        entries = config.get(section)
+        for name, entry in (entries.items() if isinstance(entries, Mapping) else ()):
+            points = entry.get(list_key) if isinstance(entry, Mapping) else None
+            for i, point in enumerate(points if isinstance(points, list) else ()):
+                _expand_seeds(point, f"{source}: {section}.{name}.{list_key}[{i}]")
+    return config

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import yaml
 
+from repro.config_file import load_config_file
+
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = str(Path(sys.executable).parent)
 
@@ -118,4 +120,4 @@ def jobs_by_rule(jobs: list[Job]) -> dict[str, list[Job]]:
 
 
 def load_smoke() -> dict:
-    return yaml.safe_load((REPO / "config" / "smoke.yaml").read_text())
+    return load_config_file(REPO / "config" / "smoke.yaml")

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from repro.config_file import load_config_file
 from repro.workflow import spec
 from repro.workflow.catalogue import Catalogue
 from repro.workflow.spec import ConfigError
@@ -19,12 +20,12 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def smoke() -> dict:
-    return yaml.safe_load((REPO / "config" / "smoke.yaml").read_text())
+    return load_config_file(REPO / "config" / "smoke.yaml")
 
 
 @pytest.fixture(scope="module")
 def paper() -> dict:
-    return yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    return load_config_file(REPO / "config" / "config.yaml")
 
 
 def test_extends_deep_merges_and_detects_cycles():

@@ -103,6 +103,37 @@ def test_config_file_checker_names_the_line(tmp_path, capsys):
     assert main([str(path)]) == 0
 
 
+
+def test_config_file_loader_resolves_anchors_and_seed_counts(tmp_path, capsys):
+    """What every reader gets: aliases and merge keys resolved into copies, ``seeds: N`` a list."""
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "experiments:\n"
+        "  a: {model: &backbone {d_model: 8, n_layers: 2}}\n"
+        "  b: {model: {<<: *backbone, beta: 0.01}}\n"
+        "  c: {model: *backbone}\n"
+        "tables:\n"
+        "  t: {rows: [{label: r, seeds: 4}, {label: q, seeds: [1]}]}\n")
+    cfg = load_config_file(path)
+    exps = cfg["experiments"]
+    assert exps["b"]["model"] == {"d_model": 8, "n_layers": 2, "beta": 0.01}
+    assert exps["c"]["model"] == exps["a"]["model"] and exps["c"]["model"] is not exps["a"]["model"]
+    assert [r["seeds"] for r in cfg["tables"]["t"]["rows"]] == [[0, 1, 2, 3], [1]]
+    path.write_text("tables:\n  t:\n    rows:\n      - {label: r, seeds: 0}\n")
+    with pytest.raises(InputError, match=r"c\.yaml: tables\.t\.rows\[0\]\.seeds: 0 seeds"):
+        load_config_file(path)
+    assert main([str(path)]) == 1
+    assert f"{path}: tables.t.rows[0].seeds" in capsys.readouterr().err
+
+
+def test_a_bad_seed_count_fails_the_dry_run_naming_file_and_key(project):
+    text = (project.root / "config" / "smoke.yaml").read_text()
+    assert text.count("seeds: 5}") >= 2
+    (project.root / "config" / "seeds.yaml").write_text(text.replace("seeds: 5}", "seeds: 0}", 2))
+    proc = project.snakemake("-n", "--cores", "1", "--configfile", "config/seeds.yaml", check=False)
+    _fails(proc, "config/seeds.yaml: tables.table3.rows[0].seeds: 0 seeds; write a count N >= 1")
+
+
 def test_a_generic_jsonl_dataset_builds_the_dag_and_its_mapping_is_checked(project):
     """loader jsonl in place of a synthetic dataset: the DAG reads the local files (inputs of
     prepare_dataset) and a missing field mapping fails the dry run naming its config key."""

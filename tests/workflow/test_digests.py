@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import yaml
 
+from repro.config_file import load_config_file
 from repro.workflow import digests
 from repro.workflow.catalogue import Catalogue
 
@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def smoke() -> dict:
-    return yaml.safe_load((REPO / "config" / "smoke.yaml").read_text())
+    return load_config_file(REPO / "config" / "smoke.yaml")
 
 
 def test_source_digest_tracks_content_not_mtime(tmp_path, monkeypatch):

@@ -43,9 +43,10 @@ def test_capabilities_live_on_the_registries():
 def test_building_the_catalogue_imports_no_torch():
     """The DAG build (catalogue, checks, params, resources, hub) stays free of torch."""
     code = (
-        "import sys, yaml\n"
+        "import sys\n"
+        "from repro.config_file import load_config_file\n"
         "from repro.workflow import catalogue, digests, hub, paths, resources\n"
-        "c = catalogue.Catalogue(yaml.safe_load(open('config/smoke.yaml')))\n"
+        "c = catalogue.Catalogue(load_config_file('config/smoke.yaml'))\n"
         "c.metrics_for('syn_paraphrase', 'ar', 'ancestral', 20)\n"
         "digests.stage_digest('train')\n"
         "heavy = [m for m in ('torch', 'transformers', 'lightning') if m in sys.modules]\n"

@@ -24,6 +24,7 @@ snakemake_patches.apply()
 # single keys from the command line (REPRO_SET, --config set="a.b=1 …"), typed, before validation
 for _item in overrides.apply(config, os.environ):
     print(f"repro: config override {_item}", file=sys.stderr)
+overrides.expand(config)  # `seeds: N` = [0, …, N-1], aliases copied (config/README.md)
 # relative `local:` files of datasets and judges are under `data_root` when the config sets it
 overrides.resolve_data_root(config)
 validate(config, schema="../schemas/config.schema.yaml")

@@ -42,6 +42,7 @@ from pathlib import Path
 import yaml
 from markdown_it import MarkdownIt
 
+from repro import overrides
 from repro.io import InputError, atomic_write_text
 
 log = logging.getLogger("repro.report.html_report")
@@ -124,7 +125,7 @@ def load_config(paths: list[Path]) -> tuple[dict, str]:
             raise InputError(f"{path}: not valid YAML: {err}") from None
         if not isinstance(data, dict):
             raise InputError(f"{path}: the config must be a mapping at the top level")
-        _merge(config, data)
+        _merge(config, overrides.expand(data, str(path)))  # `seeds: N`, as common.smk does
         texts.append(f"# --- {path}\n{text}")
     return config, "\n".join(texts)
 
