@@ -72,12 +72,10 @@ class Autoregressive(Method):
                 "model config of method 'ar': pad_id equals eos_id; the AR loss skips [PAD] "
                 "targets, so [EOS] needs its own id (add a [PAD] token to the tokenizer)"
             )
-        try:
-            cfg = TransformerConfig(
-                vocab_size=vocab_size, seq_len=seq_len, causal=True, time_cond=False, **backbone
-            )
-        except ValueError as err:
-            raise InputError(f"model config of method 'ar': {err}") from None
+        cfg = TransformerConfig.from_model(
+            backbone, vocab_size=vocab_size, seq_len=seq_len, where="model config of method 'ar'",
+            causal=True, time_cond=False,
+        )
         model = Transformer(cfg)
         for key, value in ids.items():
             setattr(model, key, value)

@@ -339,30 +339,13 @@ class DFM(Method):
             raise InputError(
                 f"{_WHERE}: loss {cfg['loss']!r} is unknown; choose one of {list(LOSSES)}"
             )
-        try:
-            net_cfg = TransformerConfig(
-                vocab_size=vocab_size,
-                seq_len=seq_len,
-                d_model=cfg["d_model"],
-                n_layers=cfg["n_layers"],
-                n_heads=cfg["n_heads"],
-                mlp_ratio=cfg["mlp_ratio"],
-                dropout=cfg["dropout"],
-                causal=False,
-                time_cond=True,
-                time_freq_dim=TIME_FREQ_DIM,
-                time_dim=cfg["time_dim"],
-                time_max_period=TIME_MAX_PERIOD,
-                adaln_gate=True,
-                adaln_silu=True,
-                pos_emb=cfg["pos_emb"],
-                input="tokens",
-                output="logits",
-                zero_init_output=True,
-                activation="gelu_tanh",
-            )
-        except (ValueError, TypeError) as err:
-            raise InputError(f"{_WHERE}: {err}") from None
+        # d_model, n_layers, n_heads, mlp_ratio, dropout, time_dim, pos_emb: from the model block
+        net_cfg = TransformerConfig.from_model(
+            cfg, vocab_size=vocab_size, seq_len=seq_len, where=_WHERE, causal=False,
+            time_cond=True, time_freq_dim=TIME_FREQ_DIM, time_max_period=TIME_MAX_PERIOD,
+            adaln_gate=True, adaln_silu=True,  # DiT's adaLN-Zero (FMLIB DDiT)
+            input="tokens", output="logits", zero_init_output=True, activation="gelu_tanh",
+        )
         scheduler = Scheduler(cfg["scheduler"], float(exponent))
         model = DFMModel(net_cfg, scheduler, cfg["loss"], ids["mask_id"])
         for key, value in ids.items():

@@ -214,35 +214,14 @@ class EmbeddingFM(Method):
                 f"trained, or embeddings_trainable: true); got embeddings: {source!r}; remove it"
             )
         embedding = _initial_embedding(source, vocab_size, emb_dim, seed)
-        try:
-            net_cfg = TransformerConfig(
-                vocab_size=vocab_size,
-                seq_len=seq_len,
-                d_model=cfg["d_model"],
-                n_layers=cfg["n_layers"],
-                n_heads=cfg["n_heads"],
-                mlp_ratio=cfg["mlp_ratio"],
-                dropout=0.0,
-                causal=False,
-                time_cond=True,
-                time_freq_dim=TIME_FREQ_DIM,
-                time_dim=cfg["time_dim"],
-                time_max_period=cfg["time_max_period"],
-                time_scale=1.0,
-                adaln_gate=False,
-                adaln_silu=False,
-                pos_emb="sincos",
-                input="vectors",
-                d_in=emb_dim,
-                output="vectors",
-                d_out=emb_dim,
-                zero_init_output=True,
-                activation="gelu_tanh",
-                bias=True,
-                norm_eps=1e-6,
-            )
-        except ValueError as err:
-            raise InputError(f"{_WHERE}: {err}") from None
+        # d_model, n_layers, n_heads, mlp_ratio, time_dim, time_max_period: from the model block
+        net_cfg = TransformerConfig.from_model(
+            cfg, vocab_size=vocab_size, seq_len=seq_len, where=_WHERE, dropout=0.0, causal=False,
+            time_cond=True, time_freq_dim=TIME_FREQ_DIM, time_scale=1.0,
+            adaln_gate=False, adaln_silu=False,  # FMS's gate-free AdaLN
+            pos_emb="sincos", input="vectors", d_in=emb_dim, output="vectors", d_out=emb_dim,
+            zero_init_output=True, activation="gelu_tanh", bias=True, norm_eps=1e-6,
+        )
         model = EmbeddingFMModel(net_cfg, embedding, trained=trainable)
         model.emb_loss_weight = float(weight) if trainable else 0.0
         for key in SPECIAL_IDS:

@@ -315,30 +315,13 @@ class KLFlow(Method):
                 f"{_WHERE}: time_param 'code' needs t_max < 1 (its τ grid ends at −ln(1 − t_max)); "
                 f"got t_max = {t_max!r} — the public code uses {CODE_T_MAX}"
             )
-        try:
-            net_cfg = TransformerConfig(
-                vocab_size=vocab_size,
-                seq_len=seq_len,
-                d_model=cfg["d_model"],
-                n_layers=cfg["n_layers"],
-                n_heads=cfg["n_heads"],
-                mlp_ratio=cfg["mlp_ratio"],
-                dropout=cfg["dropout"],
-                causal=False,
-                time_cond=True,
-                time_freq_dim=TIME_FREQ_DIM,
-                time_max_period=TIME_MAX_PERIOD,
-                time_scale=cfg["time_scale"],
-                adaln_gate=True,
-                adaln_silu=True,
-                pos_emb=cfg["pos_emb"],
-                input="probs",
-                output="logits",
-                activation="relu2",
-                bias=False,
-            )
-        except (ValueError, TypeError) as err:
-            raise InputError(f"{_WHERE}: {err}") from None
+        # d_model, n_layers, n_heads, mlp_ratio, dropout, pos_emb, time_scale: from the model block
+        net_cfg = TransformerConfig.from_model(
+            cfg, vocab_size=vocab_size, seq_len=seq_len, where=_WHERE, causal=False,
+            time_cond=True, time_freq_dim=TIME_FREQ_DIM, time_max_period=TIME_MAX_PERIOD,
+            adaln_gate=True, adaln_silu=True,  # the snapshot's DiT blocks
+            input="probs", output="logits", activation="relu2", bias=False,
+        )
         model = KLFlowModel(net_cfg, beta=beta, t_max=t_max, time_param=time_param)
         for key, value in ids.items():
             setattr(model, key, value)

@@ -36,8 +36,9 @@ the methods spec; no code is copied from the reference repositories.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Literal
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -112,6 +113,38 @@ class TransformerConfig:
     bias: bool = True
     norm_eps: float = 1e-6
     init_std: float = 0.02
+
+    @classmethod
+    def from_model(
+        cls,
+        model: Mapping[str, Any],
+        *,
+        vocab_size: int,
+        seq_len: int,
+        where: str | None = None,
+        **fixed: Any,
+    ) -> TransformerConfig:
+        """The backbone config of a method: the keys of its ``model:`` block ``model`` that are
+        fields here (``d_model``, ``n_layers``, ``n_heads``, ``mlp_ratio``, ``dropout`` …) plus the
+        fields the method fixes (``fixed``: ``causal``, ``input`` …); other keys of ``model`` are
+        the method's own and ignored. A field may come from one side only (``TypeError``).
+
+        With ``where`` (``"model config of method 'dfm'"``) an invalid value raises
+        :class:`~repro.io.InputError` prefixed with it instead of ``ValueError``/``TypeError``.
+        """
+        names = {f.name for f in fields(cls)} - {"vocab_size", "seq_len"}
+        given = {key: value for key, value in model.items() if key in names}
+        both = sorted(set(given) & set(fixed))
+        if both:
+            raise TypeError(f"TransformerConfig.from_model: {both} both in the model and fixed")
+        try:
+            return cls(vocab_size=vocab_size, seq_len=seq_len, **given, **fixed)
+        except (ValueError, TypeError) as err:
+            if where is None:
+                raise
+            from repro.io import InputError
+
+            raise InputError(f"{where}: {err}") from None
 
     def __post_init__(self) -> None:
         for key in ("vocab_size", "seq_len", "d_model", "n_layers", "n_heads", "time_freq_dim"):
