@@ -48,7 +48,16 @@ from torch import nn
 from ..io import InputError
 from ..models import Transformer, TransformerConfig
 from ..models.transformer import timestep_embedding
-from .base import Batch, Method, Samples, batch_on, check_model_cfg
+from .base import (
+    Batch,
+    Method,
+    Samples,
+    batch_on,
+    check_generator,
+    check_model_cfg,
+    check_times,
+    eval_mode,
+)
 from .options import DIFFUSEQ_T, diffuseq_nfe, diffuseq_options
 
 #: keys of the experiment's ``model`` config (None = required) and their defaults (DiffuSeq code)
@@ -364,11 +373,7 @@ class DiffuSeq(Method):
         importance weight of :meth:`loss`; the loss-aware history is never updated here.
         """
         ids, cond = self._check_batch(model, batch)
-        t = torch.as_tensor(t, dtype=torch.float64, device=ids.device)
-        if t.shape != ids.shape[:1]:
-            raise ValueError(f"t must have shape (B,) = ({ids.shape[0]},), got {tuple(t.shape)}")
-        if not bool(((t >= 0) & (t <= 1)).all()):
-            raise ValueError("t must lie in [0, 1]")
+        t = check_times(t, ids, torch.float64)
         steps = torch.round(t * (model.T - 1)).long()  # (B,) in [0, T−1]
         return self.loss_terms(model, ids, cond, steps)["mse"]
 
@@ -408,15 +413,8 @@ class DiffuSeq(Method):
     # -- sampling --------------------------------------------------------------------------------
     @torch.no_grad()
     def sample(
-        self,
-        model: nn.Module,
-        cond: Batch,
-        nfe: int,
-        sampler: str,
-        generator: torch.Generator,
-        clamp: bool = True,
-        top_p: float = 0.0,
-        **opts: Any,
+        self, model: nn.Module, cond: Batch, nfe: int, sampler: str, generator: torch.Generator,
+        clamp: bool = True, top_p: float = 0.0, **opts: Any,
     ) -> Samples:
         """Generate the non-given positions of ``cond`` (§1.7).
 
@@ -443,15 +441,8 @@ class DiffuSeq(Method):
         T = model.T
         diffuseq_nfe(sampler, nfe, T)
         device = model.word_emb.weight.device
-        if generator.device.type != device.type:
-            raise InputError(
-                f"the generator lives on {generator.device} but the model on {device}; "
-                "create it with torch.Generator(device=model_device)"
-            )
-
-        was_training = model.training
-        model.eval()
-        try:
+        check_generator(generator, device)
+        with eval_mode(model):
             x_src = model.embed(torch.where(given, ids, 0))  # (B, L, e) clean E[src]; rest unused
             anchor = given[..., None]  # (B, L, 1)
             noise = torch.randn(x_src.shape, generator=generator, device=device)
@@ -465,8 +456,6 @@ class DiffuSeq(Method):
                 steps = respaced_steps(T, nfe)
                 z, calls = self._ddim(model, z, x_src, anchor, steps, clamp, respaced=True)
             out = model.logits(z).argmax(-1)  # (B, L)
-        finally:
-            model.train(was_training)
         return Samples(ids=torch.where(given, ids, out), nfe=calls)
 
     def _x0(

@@ -65,7 +65,16 @@ from torch import nn
 from ..io import InputError
 from ..models import Transformer, TransformerConfig
 from ..models.transformer import SelfAttention
-from .base import Batch, Method, Samples, check_model_cfg
+from .base import (
+    Batch,
+    Method,
+    Samples,
+    batch_on,
+    check_generator,
+    check_model_cfg,
+    check_times,
+    eval_mode,
+)
 from .options import check_nfe, embedding_fm_options
 
 #: model config keys (None = required) and their defaults
@@ -266,11 +275,7 @@ class EmbeddingFM(Method):
         """
         device = model.embedding.device
         ids, given = batch.ids.to(device).long(), batch.cond.to(device).bool()  # (B, L), (B, L)
-        t = torch.as_tensor(t, dtype=torch.float32, device=device)
-        if t.shape != ids.shape[:1]:
-            raise ValueError(f"t must have shape (B,) = ({ids.shape[0]},), got {tuple(t.shape)}")
-        if not bool(((t >= 0) & (t <= 1)).all()):
-            raise ValueError("t must lie in [0, 1]")
+        t = check_times(t, ids)
         sq, _, _ = _velocity_error(model, ids, given, t)  # (B, L, d)
         return sq.mean((1, 2))
 
@@ -278,12 +283,7 @@ class EmbeddingFM(Method):
 
     @torch.no_grad()
     def sample(
-        self,
-        model: nn.Module,
-        cond: Batch,
-        nfe: int,
-        sampler: str,
-        generator: torch.Generator,
+        self, model: nn.Module, cond: Batch, nfe: int, sampler: str, generator: torch.Generator,
         **opts: Any,
     ) -> Samples:
         """§2.6 Euler sampling with ``nfe`` steps, then nearest-neighbour rounding.
@@ -303,37 +303,18 @@ class EmbeddingFM(Method):
         embedding_fm_options(opts)
         check_nfe(nfe, "Euler steps")
         device = model.embedding.device
-        if generator.device.type != device.type:
-            raise InputError(
-                f"the generator lives on {generator.device} but the model on {device}; "
-                "create it with torch.Generator(device=model_device)"
-            )
-        ids = cond.ids.to(device).long()  # (B, L)
-        given = cond.cond.to(device).bool()  # (B, L)
-        if ids.dim() != 2 or ids.shape != given.shape:
-            raise ValueError(
-                f"cond.ids {tuple(ids.shape)} and cond.cond {tuple(given.shape)} must be equal (B, L)"
-            )
-        B, L = ids.shape
-        if model.cfg.seq_len < L:
-            raise InputError(
-                f"cond rows have length {L} but the model was built for seq_len "
-                f"{model.cfg.seq_len}; tokenize with the layout the model was trained on"
-            )
+        check_generator(generator, device)
+        ids, given = batch_on(cond, device, model.cfg.seq_len)  # (B, L) each
         src = model.embed(ids.masked_fill(~given, 0))  # (B, L, d) E[src] (rows off cond unused)
         keep = given[..., None]  # (B, L, 1)
         z = torch.randn(src.shape, generator=generator, device=device)  # (B, L, d)
         x = torch.where(keep, src, z)  # (B, L, d) x at t = 0
         h = 1.0 / nfe
-        was_training = model.training
-        model.eval()
-        try:
+        with eval_mode(model):
             for i in range(nfe):
-                t = torch.full((B,), i / nfe, device=device)  # last step: t = 1 − h
+                t = torch.full((ids.shape[0],), i / nfe, device=device)  # last step: t = 1 − h
                 v = model(x, t).float()  # (B, L, d)
                 x = torch.where(keep, src, x + h * v)  # source half re-written every step
-        finally:
-            model.train(was_training)
         out = ids.clone()
         out[~given] = nearest_tokens(x[~given], model.embedding)  # (n_free,)
         return Samples(ids=out, nfe=nfe)
