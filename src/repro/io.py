@@ -22,6 +22,7 @@ import os
 import re
 import shutil
 import socket
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -361,6 +362,27 @@ def read_json(path: str | os.PathLike) -> Any:
         raise InputError(f"{path}:{err.lineno}: not valid JSON ({err.msg})") from None
 
 
+#: the line format of every stage CLI's log (``INFO repro.score: …``)
+LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
+
+
+def log_to_stderr() -> None:
+    """Log INFO and above to stderr in :data:`LOG_FORMAT` (a stage CLI's first step)."""
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+
+
+def _exit_status(body: Callable[[], object], report: Callable[[OSError | ValueError], None]) -> int:
+    try:
+        body()
+    except InputError as err:
+        report(err)
+        return 2
+    except OutputError as err:  # disk full …: the message names the output; the old one is kept
+        report(err)
+        return 1
+    return 0
+
+
 def run_stage(body: Callable[[], object], log: logging.Logger) -> int:
     """Exit status of a stage CLI: 0, 2 after logging the :class:`InputError` of bad input, or 1
     after logging an :class:`OutputError` (the output could not be written: disk full …).
@@ -368,12 +390,9 @@ def run_stage(body: Callable[[], object], log: logging.Logger) -> int:
     The error message names the file, line or key at fault; nothing already written is touched
     (outputs are written atomically), so the job can be rerun once the input is fixed.
     """
-    try:
-        body()
-    except InputError as err:
-        log.error("%s", err)
-        return 2
-    except OutputError as err:  # disk full …: the message names the output; the old one is kept
-        log.error("%s", err)
-        return 1
-    return 0
+    return _exit_status(body, lambda err: log.error("%s", err))
+
+
+def run_cli(body: Callable[[], object]) -> int:
+    """:func:`run_stage` for a CLI that reports its error as ``error: <message>`` on stderr."""
+    return _exit_status(body, lambda err: print(f"error: {err}", file=sys.stderr))

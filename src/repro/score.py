@@ -36,7 +36,14 @@ from pathlib import Path
 from typing import Any
 
 from repro import __version__
-from repro.io import InputError, OutputError, atomic_write_json, json_object_arg, read_jsonl
+from repro.io import (
+    InputError,
+    atomic_write_json,
+    json_object_arg,
+    log_to_stderr,
+    read_jsonl,
+    run_cli,
+)
 from repro.metrics import (
     GROUP_METRICS,
     METRICS,
@@ -253,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         help="CPU threads of model-based metrics (torch, Rust tokenizers); 0 = their defaults",
     )
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    log_to_stderr()
     if args.threads > 0:  # the job's share of the cores: two 1-thread jobs must not each take all
         # Environment, read when torch / the Rust tokenizers start their pools: importing torch
         # here would cost every scoring job its memory, also those with no model-based metric
@@ -261,15 +268,10 @@ def main(argv: list[str] | None = None) -> int:
             os.environ[var] = str(args.threads)
         if "torch" in sys.modules:  # a warm worker (repro.warm) imported torch already
             sys.modules["torch"].set_num_threads(args.threads)
-    try:
-        score(args.samples, json_object_arg(args.metrics_json, "--metrics-json"), args.out)
-    except InputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except OutputError as err:  # disk full …: names the scores file; the old one is kept
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    return 0
+    # disk full …: the error names the scores file; the old one is kept
+    return run_cli(
+        lambda: score(args.samples, json_object_arg(args.metrics_json, "--metrics-json"), args.out)
+    )
 
 
 if __name__ == "__main__":

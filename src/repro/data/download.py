@@ -18,7 +18,7 @@ import argparse
 import json
 import sys
 
-from repro.io import InputError
+from repro.io import run_cli
 
 from .config import parse_config
 from .hub import download_dataset
@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config-json", required=True, help="the dataset's config as JSON, or @file")
     ap.add_argument("--out", required=True, help="e.g. resources/datasets/NAME")
     args = ap.parse_args(argv)
-    try:
+    def body() -> None:
         dc = parse_config(args.dataset, read_config_arg(args.config_json))
         if dc.hub is not None and not dc.hub.pinned:
             print(
@@ -40,11 +40,9 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
         provenance = download_dataset(dc, args.out)
-    except InputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(json.dumps({"dataset": args.dataset, "out": args.out, **provenance}))
-    return 0
+        print(json.dumps({"dataset": args.dataset, "out": args.out, **provenance}))
+
+    return run_cli(body)
 
 
 if __name__ == "__main__":

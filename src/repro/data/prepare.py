@@ -26,7 +26,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from repro.io import InputError, atomic_write_json, json_object_arg, write_jsonl
+from repro.io import InputError, atomic_write_json, json_object_arg, run_cli, write_jsonl
 
 from .config import DataConfig, parse_config
 from .hub import open_source
@@ -175,13 +175,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--raw", default=None, help="folder written by repro.data.download")
     ap.add_argument("--out-dir", required=True, help="e.g. results/data/NAME")
     args = ap.parse_args(argv)
-    try:
+    def body() -> None:
         counts = prepare_dataset(args.dataset, read_config_arg(args.config_json), args.out_dir, args.raw)
-    except InputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(json.dumps({"dataset": args.dataset, "out_dir": args.out_dir, "counts": counts}))
-    return 0
+        print(json.dumps({"dataset": args.dataset, "out_dir": args.out_dir, "counts": counts}))
+
+    return run_cli(body)
 
 
 if __name__ == "__main__":

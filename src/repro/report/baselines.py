@@ -29,7 +29,14 @@ import json
 import sys
 from pathlib import Path
 
-from repro.io import InputError, atomic_write_json, atomic_write_text, read_jsonl, write_jsonl
+from repro.io import (
+    InputError,
+    atomic_write_json,
+    atomic_write_text,
+    read_jsonl,
+    run_cli,
+    write_jsonl,
+)
 from repro.workflow_utils import Catalogue
 
 #: dataset kind -> (baseline name, the row field that becomes the hypothesis)
@@ -121,21 +128,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from repro.config_file import load_config_file
 
-    try:
+    def body() -> None:
         config = load_config_file(args.configfile)
         tables = args.tables or [t for t, s in config.get("tables", {}).items()
                                  if s.get("kind", "scores") == "scores"]
         results = Path(args.results)
         catalogue = Catalogue(config)
         records = [r for t in tables for r in table_baselines(catalogue, t, results)]
-    except InputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    text = render(records)
-    atomic_write_text(results / "baselines" / "baselines.md", text)
-    atomic_write_json(results / "baselines" / "baselines.json", records)
-    print(text, end="")
-    return 0
+        text = render(records)
+        atomic_write_text(results / "baselines" / "baselines.md", text)
+        atomic_write_json(results / "baselines" / "baselines.json", records)
+        print(text, end="")
+
+    return run_cli(body)
 
 
 if __name__ == "__main__":

@@ -58,7 +58,7 @@ import sys
 from pathlib import Path
 from typing import NamedTuple
 
-from repro.io import InputError, atomic_path, read_json
+from repro.io import InputError, atomic_path, log_to_stderr, read_json, run_cli
 from repro.report import (
     PaperValue,
     iter_paper_rows,
@@ -462,13 +462,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--paper-values", default=None, help="config/paper_values/NAME.csv")
     parser.add_argument("--out", required=True, help="results/figures/NAME.png (+ NAME.pdf)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        make_figure(load_spec(args.spec_json), args.paper_values, args.out)
-    except InputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    log_to_stderr()
+    return run_cli(lambda: make_figure(load_spec(args.spec_json), args.paper_values, args.out))
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ from pathlib import Path
 import yaml
 from markdown_it import MarkdownIt
 
-from repro.io import InputError, atomic_write_text
+from repro.io import InputError, atomic_write_text, log_to_stderr, run_cli
 
 log = logging.getLogger("repro.report.html_report")
 
@@ -316,19 +316,18 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     parser.add_argument("--out", default=None, help="the page (default RESULTS/report.html)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    log_to_stderr()
     results = Path(args.results)
     out = Path(args.out) if args.out else results / "report.html"
-    try:
+
+    def body() -> None:
         if not results.is_dir():
             raise InputError(f"{results}: no results folder; build something first (make demo)")
         page = build_report(results, [Path(p) for p in args.configfile])
-    except InputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    atomic_write_text(out, page)
-    print(f"report: {out} ({len(page.encode()) / 1e6:.1f} MB, self-contained)")
-    return 0
+        atomic_write_text(out, page)
+        print(f"report: {out} ({len(page.encode()) / 1e6:.1f} MB, self-contained)")
+
+    return run_cli(body)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from repro.io import InputError, atomic_path, atomic_write_text
+from repro.io import InputError, atomic_path, atomic_write_text, log_to_stderr, run_cli
 from repro.report import (
     PaperValue,
     aggregate,
@@ -283,13 +283,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--paper-values", default=None, help="config/paper_values/NAME.csv")
     parser.add_argument("--out", required=True, help="results/tables/NAME.csv (+ NAME.md)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        make_table(load_spec(args.spec_json), args.paper_values, args.out)
-    except InputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    log_to_stderr()
+    return run_cli(lambda: make_table(load_spec(args.spec_json), args.paper_values, args.out))
 
 
 if __name__ == "__main__":
