@@ -231,19 +231,10 @@ def write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> int:
 
 
 def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
-    """``(line number, object)`` for each non-blank line; a malformed line raises
-    :class:`InputError` naming ``file:line``."""
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: file not found")
-    opener = gzip.open if path.name.endswith(".gz") else open  # HumanEval.jsonl.gz
-    # surrogateescape: a byte that is not UTF-8 becomes a lone surrogate that check_utf8 reports
-    # with its line, instead of a UnicodeDecodeError from deep inside the reader
-    with opener(path, "rt", encoding="utf-8", errors="surrogateescape") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            yield lineno, _parse_jsonl_line(line, f"{path}:{lineno}")
+    """``(line number, object)`` for each non-blank line (lines end at ``\n``; a ``.gz`` file is
+    read decompressed); a malformed line raises :class:`InputError` naming ``file:line``."""
+    for lineno, _, _, row in iter_jsonl_at(path):
+        yield lineno, row
 
 
 def iter_jsonl_at(
@@ -252,13 +243,15 @@ def iter_jsonl_at(
     """``(line number, byte offset of the line, byte offset after it, object)`` for each non-blank
     line from byte ``start`` on (the line there is numbered ``first_lineno``).
 
-    Lines end at ``\n`` only; each line is checked as in :func:`iter_jsonl`. The offsets let a
-    reader stop and later resume at a line without parsing the lines before it.
+    Lines end at ``\n`` only. A byte that is not UTF-8 is decoded as a lone surrogate
+    (``surrogateescape``), which :func:`check_utf8` reports with its line; a line that is not a
+    JSON object raises :class:`InputError` naming ``file:line``. The offsets let a reader stop and
+    later resume at a line without parsing the lines before it.
     """
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: file not found")
-    opener = gzip.open if path.name.endswith(".gz") else open
+    opener = gzip.open if path.name.endswith(".gz") else open  # HumanEval.jsonl.gz
     with opener(path, "rb") as fh:
         fh.seek(start)
         offset, lineno = start, first_lineno
@@ -322,6 +315,14 @@ def check_strings(value: Any, where: str) -> None:
     elif isinstance(value, list):
         for v in value:
             check_strings(v, where)
+
+
+def id_difference(ids: Iterable[str], ref_ids: Iterable[str]) -> str:
+    """``missing e.g. [...], extra e.g. [...]``: up to three ids (sorted) of ``ref_ids`` not in
+    ``ids`` and of ``ids`` not in ``ref_ids``, for the error of two files that must hold the same
+    ids."""
+    ids, ref_ids = set(ids), set(ref_ids)
+    return f"missing e.g. {sorted(ref_ids - ids)[:3]}, extra e.g. {sorted(ids - ref_ids)[:3]}"
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:

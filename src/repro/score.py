@@ -39,6 +39,7 @@ from repro import __version__
 from repro.io import (
     InputError,
     atomic_write_json,
+    id_difference,
     json_object_arg,
     log_to_stderr,
     read_jsonl,
@@ -109,11 +110,9 @@ def align_by_id(named: Sequence[tuple[str, list[dict]]]) -> list[list[dict]]:
             aligned.append(rows)
             continue
         if set(ids) != set(ref_ids):
-            missing = sorted(set(ref_ids) - set(ids))[:3]
-            extra = sorted(set(ids) - set(ref_ids))[:3]
             raise InputError(
                 f"{path}: its sample ids differ from {ref_path} (n = {len(ids)} vs "
-                f"{len(ref_ids)}; missing e.g. {missing}, extra e.g. {extra}); the samples files "
+                f"{len(ref_ids)}; {id_difference(ids, ref_ids)}); the samples files "
                 "of one group must hold the same sources (seeds of one sampling run)"
             )
         aligned.append([rows[position[x]] for x in ref_ids])

@@ -24,7 +24,6 @@ the paper-values CSV gives one).
 
 from __future__ import annotations
 
-import argparse
 import csv
 import logging
 import os
@@ -33,16 +32,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from repro.io import InputError, atomic_path, atomic_write_text, log_to_stderr, run_cli
+from repro.io import InputError, atomic_path, atomic_write_text
 from repro.report import (
     PaperValue,
     aggregate,
     load_cell,
-    load_spec,
     match_paper,
     read_paper_values,
     read_scores,
     require,
+    spec_main,
 )
 
 log = logging.getLogger("repro.report.tables")
@@ -276,15 +275,8 @@ def make_table(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m repro.report.tables", description=__doc__.split("\n")[0]
-    )
-    parser.add_argument("--spec-json", required=True, help="table spec as JSON, or @file.json")
-    parser.add_argument("--paper-values", default=None, help="config/paper_values/NAME.csv")
-    parser.add_argument("--out", required=True, help="results/tables/NAME.csv (+ NAME.md)")
-    args = parser.parse_args(argv)
-    log_to_stderr()
-    return run_cli(lambda: make_table(load_spec(args.spec_json), args.paper_values, args.out))
+    out_help = "results/tables/NAME.csv (+ NAME.md)"
+    return spec_main(argv, "repro.report.tables", __doc__, "table", out_help, make_table)
 
 
 if __name__ == "__main__":
