@@ -209,6 +209,51 @@ def _figure_section(name: str, png: Path | None, pdf: Path | None, spec: dict) -
     return "\n".join(parts)
 
 
+def _not_built(missing_tables: list[str], missing_figures: list[str]) -> list[str]:
+    """The "Not built yet" section (nothing when every catalogue table and figure is built)."""
+    if not (missing_tables or missing_figures):
+        return []
+    out = ['<h2>Not built yet</h2><p class="missing">']
+    if missing_tables:
+        out.append("tables: " + ", ".join(_esc(n) for n in missing_tables) + "<br>")
+    if missing_figures:
+        out.append("figures: " + ", ".join(_esc(n) for n in missing_figures))
+    out.append(
+        "</p><p>Build one with <code>snakemake results/tables/NAME.csv</code> "
+        "(or <code>results/figures/NAME.png</code>), then run <code>make report</code> "
+        "again.</p>"
+    )
+    return out
+
+
+def _variants_section(table_variants: dict, score_variants: dict, metric_opts: dict) -> list[str]:
+    """The "Metric variants" section: one row per (metric, variant) of the tables
+    (``table_variants[metric][variant]`` = table names) and scores files
+    (``score_variants[metric][variant]`` = file count)."""
+    out = ['<h2 id="variants">Metric variants</h2>']
+    out.append(
+        "<p>Each metric key of the config, the variant string its values carry (package, "
+        "version, tokenisation, smoothing, …), the tables that show it, and how many scores "
+        "files under <code>results/scores/</code> were computed with it. Two variants of one "
+        "metric mean files scored in different environments.</p>"
+    )
+    rows = []
+    for metric in sorted(set(table_variants) | set(score_variants)):
+        variants = set(table_variants.get(metric, {})) | set(score_variants.get(metric, {}))
+        for v in sorted(variants):
+            in_tables = ", ".join(sorted(table_variants.get(metric, {}).get(v, ())))
+            n_files = score_variants.get(metric, {}).get(v, 0)
+            opts = json.dumps(metric_opts.get(metric), sort_keys=True) if metric in metric_opts \
+                else ""
+            rows.append({"metric": metric, "variant": v, "config": opts, "tables": in_tables,
+                         "scores files": n_files})
+    if rows:
+        out.append(_csv_html(["metric", "variant", "config", "tables", "scores files"], rows))
+    else:
+        out.append("<p>No scores yet.</p>")
+    return out
+
+
 def build_report(results: Path, config_files: list[Path]) -> str:
     """The HTML page of everything under ``results`` (see the module docstring)."""
     config, config_text = load_config(config_files)
@@ -261,44 +306,13 @@ def build_report(results: Path, config_files: list[Path]) -> str:
     toc += ['<li><a href="#variants">metric variants</a></li>', '<li><a href="#config">config</a>'
             "</li></ul>"]
     out += toc
-    if missing_tables or missing_figures:
-        out.append('<h2>Not built yet</h2><p class="missing">')
-        if missing_tables:
-            out.append("tables: " + ", ".join(_esc(n) for n in missing_tables) + "<br>")
-        if missing_figures:
-            out.append("figures: " + ", ".join(_esc(n) for n in missing_figures))
-        out.append(
-            "</p><p>Build one with <code>snakemake results/tables/NAME.csv</code> "
-            "(or <code>results/figures/NAME.png</code>), then run <code>make report</code> "
-            "again.</p>"
-        )
+    out += _not_built(missing_tables, missing_figures)
     out.append("<h2>Tables</h2>")
     out += table_html or ["<p>No table built yet.</p>"]
     out.append("<h2>Figures</h2>")
     out += figure_html or ["<p>No figure built yet.</p>"]
 
-    out.append('<h2 id="variants">Metric variants</h2>')
-    out.append(
-        "<p>Each metric key of the config, the variant string its values carry (package, "
-        "version, tokenisation, smoothing, …), the tables that show it, and how many scores "
-        "files under <code>results/scores/</code> were computed with it. Two variants of one "
-        "metric mean files scored in different environments.</p>"
-    )
-    metric_opts = config.get("metrics") or {}
-    rows = []
-    for metric in sorted(set(table_variants) | set(score_variants)):
-        variants = set(table_variants.get(metric, {})) | set(score_variants.get(metric, {}))
-        for v in sorted(variants):
-            in_tables = ", ".join(sorted(table_variants.get(metric, {}).get(v, ())))
-            n_files = score_variants.get(metric, {}).get(v, 0)
-            opts = json.dumps(metric_opts.get(metric), sort_keys=True) if metric in metric_opts \
-                else ""
-            rows.append({"metric": metric, "variant": v, "config": opts, "tables": in_tables,
-                         "scores files": n_files})
-    if rows:
-        out.append(_csv_html(["metric", "variant", "config", "tables", "scores files"], rows))
-    else:
-        out.append("<p>No scores yet.</p>")
+    out += _variants_section(table_variants, score_variants, config.get("metrics") or {})
     out.append('<h2 id="config">Config</h2>')
     out.append(f"<pre>{_esc(config_text)}</pre>")
     out.append("</body></html>")
