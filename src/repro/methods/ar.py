@@ -1,8 +1,15 @@
 """Autoregressive (AR) baseline: the shared backbone with a causal mask, left-to-right decoding.
 
-Follows the AR baseline of KL-flow (Sevriugov & Oseledets; methods.md §3.6): the same transformer
-as the flow models, causal, RoPE, next-token cross-entropy, plain ancestral sampling (temperature 1,
-no top-k) in the paper setting; ``greedy`` and ``top_k``/``temperature`` are extra knobs.
+Follows the AR baseline of KL-flow (Sevriugov & Oseledets; ``docs/methods.md`` §3.6, the long
+spec): the same transformer as the flow models, causal, RoPE, next-token cross-entropy, plain
+ancestral sampling (temperature 1, no top-k) in the paper setting; ``greedy`` and
+``top_k``/``temperature`` are extra knobs.
+
+Shapes and maths: ids (B, L) int64, cond (B, L) bool. The network maps ids[:, :-1] to logits
+(B, L−1, V); the loss is −Σ m_j·log softmax(logits_j)[ids_{j+1}] / Σ m_j over the batch, with
+m_j = 1 iff position j+1 is generated (not ``cond``) and not ``[PAD]``. Sampling draws each
+position from softmax(logits / temperature) restricted to the top k (Gumbel-max: argmax of
+logits/T + G, G = −log(−log U)), or takes the argmax (``greedy``).
 
 Layouts (docs/architecture.md): seq2seq → ``conditional`` (``[BOS] src [SEP] trg [EOS] [PAD]…``),
 text → ``lm`` (``[BOS] text [EOS] [PAD]…``), code → ``infill_ar`` (masked lines appended at the end,

@@ -1,4 +1,8 @@
-"""Discrete Flow Matching (Gat et al., NeurIPS 2024) with a mask source (methods.md §4, §3.6).
+"""Discrete Flow Matching (Gat et al., NeurIPS 2024) with a mask source.
+
+Shapes: ids, x_t (B, L) int64 token ids, cond (B, L) bool, t (B,) float32; one network call maps
+(x_t, t) to logits (B, L, V); the losses are (B, L) before the mean. The maths, piece by piece,
+follows; the long spec is ``docs/methods.md`` §4 (FMLIB) and §3.6 (KLF-DFM).
 
 Two sources describe the method and this file follows both, each where it is the authority:
 

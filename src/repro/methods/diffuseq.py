@@ -1,7 +1,9 @@
 """DiffuSeq (Gong et al., ICLR 2023): continuous diffusion on learned word embeddings, seq2seq.
 
-Follows methods.md §1, i.e. DiffuSeq *as its public code trains and decodes* (Shark-NLP/DiffuSeq,
-snapshot f78945d) wherever code and paper differ; written from that spec, no code copied.
+Follows ``docs/methods.md`` §1 (the long spec), i.e. DiffuSeq *as its public code trains and
+decodes* (Shark-NLP/DiffuSeq, snapshot f78945d) wherever code and paper differ; written from that
+spec, no code copied. Shapes: ids (B, L) int64, cond (B, L) bool; latents z_t and the network's
+x̂₀ (B, L, emb_dim); integer steps t (B,) in [0, T); ``lm_head`` logits (B, L, V).
 
 * Layout (§1.1): ``diffuseq`` — ``[CLS] src [SEP] [SEP] [CLS] trg [SEP] [PAD]…``; ``cond`` marks
   ``[CLS] src [SEP] [SEP]`` (the complement of DiffuSeq's ``input_mask``). Pads are ordinary tokens.

@@ -1,7 +1,9 @@
-"""FM-seq2seq: flow matching in a (frozen) word-embedding space with a DiT (methods.md §2).
+"""FM-seq2seq: flow matching in a (frozen) word-embedding space with a DiT.
 
 Follows Shah's FM-seq2seq (FMS): the paper's objective and sampler, the FMS code's details where
-the paper is silent. Piece by piece:
+the paper is silent; ``docs/methods.md`` §2 is the long spec. Shapes: ids (B, L) int64, cond
+(B, L) bool; states x_t and velocities v_θ(x_t, t) (B, L, emb_dim); t (B,) in [0, 1]; E (V,
+emb_dim). Piece by piece:
 
 * Layout (§2.1, code): ``halves`` — source in positions 0…L/2−1, target in L/2…L−1, cond = 1 on the
   source half. Nothing below depends on the split being at L/2: "source" means ``cond`` positions.

@@ -1,4 +1,7 @@
-"""KL-flow (Sevriugov & Oseledets): flow matching along KL geodesics of the V-simplex (methods.md §3).
+"""KL-flow (Sevriugov & Oseledets): flow matching along KL geodesics of the V-simplex.
+
+Shapes: ids (B, L) int64, cond (B, L) bool; states x_t (B, L, V) on the simplex; t (B,) float32;
+logits (B, L, V). ``docs/methods.md`` §3 is the long spec.
 
 Follows the arXiv paper ("KL-geodesics flow matching with a novel sampling scheme"); where the paper
 is silent, the public code (``EgorSevriugov/KL-Flow``, snapshot b85e7cb, as methods.md reports it).
