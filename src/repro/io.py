@@ -13,6 +13,7 @@ filesystem can read them.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import errno
 import gzip
@@ -265,12 +266,7 @@ def iter_jsonl_at(
 
 def _parse_jsonl_line(line: str, where: str) -> dict:
     check_utf8(line, where)
-    try:
-        row = json.loads(line)
-    except json.JSONDecodeError as err:
-        raise InputError(f"{where}: not valid JSON ({err.msg})") from None
-    if not isinstance(row, dict):
-        raise InputError(f"{where}: expected a JSON object, got {type(row).__name__}")
+    row = _json_object(line, where)
     if ESCAPED_SURROGATE.search(line):
         check_strings(row, where)
     return row
@@ -342,10 +338,17 @@ def json_object_arg(text: str, flag: str) -> dict:
             text = Path(where).read_text(encoding="utf-8")
         except FileNotFoundError:
             raise InputError(f"{where} (given to {flag}): file not found") from None
+    return _json_object(text, where, at_char=True)
+
+
+def _json_object(text: str, where: str, at_char: bool = False) -> dict:
+    """``text`` parsed as a JSON object; else an :class:`InputError` naming ``where`` (and, with
+    ``at_char``, the character at which the JSON broke)."""
     try:
         value = json.loads(text)
     except json.JSONDecodeError as err:
-        raise InputError(f"{where}: not valid JSON ({err.msg} at char {err.pos})") from None
+        pos = f" at char {err.pos}" if at_char else ""
+        raise InputError(f"{where}: not valid JSON ({err.msg}{pos})") from None
     if not isinstance(value, dict):
         raise InputError(f"{where}: expected a JSON object, got {type(value).__name__}")
     return value
@@ -382,6 +385,14 @@ def _exit_status(body: Callable[[], object], report: Callable[[OSError | ValueEr
         report(err)
         return 1
     return 0
+
+
+def stage_parser(module: str, doc: str | None) -> argparse.ArgumentParser:
+    """The argument parser of the stage CLI ``python -m <module>``, described by the first line
+    of its docstring ``doc``."""
+    return argparse.ArgumentParser(
+        prog=f"python -m {module}", description=(doc or "").split("\n")[0]
+    )
 
 
 def run_stage(body: Callable[[], object], log: logging.Logger) -> int:

@@ -25,7 +25,6 @@ given, plus ``group_size`` = k), ``n`` (samples; for a group, sources), ``ids`` 
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import platform
@@ -44,6 +43,7 @@ from repro.io import (
     log_to_stderr,
     read_jsonl,
     run_cli,
+    stage_parser,
 )
 from repro.metrics import (
     GROUP_METRICS,
@@ -237,9 +237,7 @@ def score(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m repro.score", description=__doc__.split("\n")[0]
-    )
+    parser = stage_parser("repro.score", __doc__)
     parser.add_argument(
         "--samples",
         required=True,

@@ -14,11 +14,10 @@ that shows the ``local:`` override to use instead.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
-from repro.io import run_cli
+from repro.io import run_cli, stage_parser
 
 from .config import parse_config
 from .hub import download_dataset
@@ -26,7 +25,7 @@ from .prepare import read_config_arg
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m repro.data.download", description=__doc__.split("\n")[0])
+    ap = stage_parser("repro.data.download", __doc__)
     ap.add_argument("--dataset", required=True)
     ap.add_argument("--config-json", required=True, help="the dataset's config as JSON, or @file")
     ap.add_argument("--out", required=True, help="e.g. resources/datasets/NAME")

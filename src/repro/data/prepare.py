@@ -17,7 +17,6 @@ has its own (MBPP ``task_id``, HumanEval ``task_id``).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -26,7 +25,14 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from repro.io import InputError, atomic_write_json, json_object_arg, run_cli, write_jsonl
+from repro.io import (
+    InputError,
+    atomic_write_json,
+    json_object_arg,
+    run_cli,
+    stage_parser,
+    write_jsonl,
+)
 
 from .config import DataConfig, parse_config
 from .hub import open_source
@@ -169,7 +175,7 @@ def read_config_arg(text: str) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m repro.data.prepare", description=__doc__.split("\n")[0])
+    ap = stage_parser("repro.data.prepare", __doc__)
     ap.add_argument("--dataset", required=True, help="dataset name (ids and messages use it)")
     ap.add_argument("--config-json", required=True, help="the dataset's config as JSON, or @file")
     ap.add_argument("--raw", default=None, help="folder written by repro.data.download")

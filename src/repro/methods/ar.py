@@ -34,7 +34,7 @@ from torch import nn
 
 from ..io import InputError
 from ..models import Transformer, TransformerConfig
-from .base import Batch, Method, Samples, batch_on, check_generator, check_model_cfg, eval_mode
+from .base import Batch, Method, Samples, batch_on, check_model_cfg, eval_mode
 from .options import ar_options, check_nfe
 
 #: backbone keys of the experiment's ``model`` config (None = required) and their defaults
@@ -133,7 +133,7 @@ class Autoregressive(Method):
         temperature, top_k = ar_options({"temperature": temperature, "top_k": top_k, **opts})
         check_nfe(nfe, "max new tokens")
         device = next(model.parameters()).device
-        check_generator(generator, device)
+        self.check_generator(generator, device)
         ids, given = batch_on(cond, device, model.cfg.seq_len)  # (B, L) each
         out = torch.where(given, ids, torch.full_like(ids, model.pad_id))  # (B, L) given, else PAD
         if not bool(given[:, 0].all()):

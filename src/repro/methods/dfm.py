@@ -94,16 +94,7 @@ from torch import nn
 
 from ..io import InputError
 from ..models import Transformer, TransformerConfig
-from .base import (
-    Batch,
-    Method,
-    Samples,
-    batch_on,
-    check_generator,
-    check_model_cfg,
-    check_times,
-    eval_mode,
-)
+from .base import Batch, Method, Samples, batch_on, check_model_cfg, eval_mode
 from .options import dfm_options, dfm_steps
 
 #: keys of the experiment's ``model`` config (None = required) and their defaults
@@ -381,7 +372,7 @@ class DFM(Method):
         at t = 1, so t is capped at 1 − ε (the end of its training range).
         """
         ids, given = self._check_batch(model, batch)
-        t = check_times(t, ids)
+        t = self.check_times(t, ids)
         if model.loss_kind == "generalized_kl":
             t = t.clamp(max=1.0 - model.time_epsilon)
         return self._position_losses(model, ids, given, t).mean(1)
@@ -433,7 +424,7 @@ class DFM(Method):
         steps = dfm_steps(nfe, iterations, readout)
         extra = 1 if readout == "argmax" else 0
         ids, given = self._check_batch(model, cond)
-        check_generator(generator, ids.device)
+        self.check_generator(generator, ids.device)
         free = ~given  # (B, L) generated positions
         x = torch.where(given, ids, torch.full_like(ids, model.mask_id))  # (B, L) x₀
         t_final = 1.0 - model.time_epsilon

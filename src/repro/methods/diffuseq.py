@@ -50,16 +50,7 @@ from torch import nn
 from ..io import InputError
 from ..models import Transformer, TransformerConfig
 from ..models.transformer import timestep_embedding
-from .base import (
-    Batch,
-    Method,
-    Samples,
-    batch_on,
-    check_generator,
-    check_model_cfg,
-    check_times,
-    eval_mode,
-)
+from .base import Batch, Method, Samples, batch_on, check_model_cfg, eval_mode
 from .options import DIFFUSEQ_T, diffuseq_nfe, diffuseq_options
 
 #: keys of the experiment's ``model`` config (None = required) and their defaults (DiffuSeq code)
@@ -375,7 +366,7 @@ class DiffuSeq(Method):
         importance weight of :meth:`loss`; the loss-aware history is never updated here.
         """
         ids, cond = self._check_batch(model, batch)
-        t = check_times(t, ids, torch.float64)
+        t = self.check_times(t, ids, torch.float64)
         steps = torch.round(t * (model.T - 1)).long()  # (B,) in [0, T−1]
         return self.loss_terms(model, ids, cond, steps)["mse"]
 
@@ -443,7 +434,7 @@ class DiffuSeq(Method):
         T = model.T
         diffuseq_nfe(sampler, nfe, T)
         device = model.word_emb.weight.device
-        check_generator(generator, device)
+        self.check_generator(generator, device)
         with eval_mode(model):
             x_src = model.embed(torch.where(given, ids, 0))  # (B, L, e) clean E[src]; rest unused
             anchor = given[..., None]  # (B, L, 1)

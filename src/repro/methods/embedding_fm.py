@@ -67,16 +67,7 @@ from torch import nn
 from ..io import InputError
 from ..models import Transformer, TransformerConfig
 from ..models.transformer import SelfAttention
-from .base import (
-    Batch,
-    Method,
-    Samples,
-    batch_on,
-    check_generator,
-    check_model_cfg,
-    check_times,
-    eval_mode,
-)
+from .base import Batch, Method, Samples, batch_on, check_model_cfg, eval_mode
 from .options import check_nfe, embedding_fm_options
 
 #: model config keys (None = required) and their defaults
@@ -277,7 +268,7 @@ class EmbeddingFM(Method):
         """
         device = model.embedding.device
         ids, given = batch.ids.to(device).long(), batch.cond.to(device).bool()  # (B, L), (B, L)
-        t = check_times(t, ids)
+        t = self.check_times(t, ids)
         sq, _, _ = _velocity_error(model, ids, given, t)  # (B, L, d)
         return sq.mean((1, 2))
 
@@ -305,7 +296,7 @@ class EmbeddingFM(Method):
         embedding_fm_options(opts)
         check_nfe(nfe, "Euler steps")
         device = model.embedding.device
-        check_generator(generator, device)
+        self.check_generator(generator, device)
         ids, given = batch_on(cond, device, model.cfg.seq_len)  # (B, L) each
         src = model.embed(ids.masked_fill(~given, 0))  # (B, L, d) E[src] (rows off cond unused)
         keep = given[..., None]  # (B, L, 1)

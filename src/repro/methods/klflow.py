@@ -89,16 +89,7 @@ from torch import nn
 
 from ..io import InputError
 from ..models import Transformer, TransformerConfig
-from .base import (
-    Batch,
-    Method,
-    Samples,
-    batch_on,
-    check_generator,
-    check_model_cfg,
-    check_times,
-    eval_mode,
-)
+from .base import Batch, Method, Samples, batch_on, check_model_cfg, eval_mode
 from .blocks import Block, Scratch, position_blocks
 from .options import KLFLOW_TIME_PARAM, klflow_nfe, klflow_options
 
@@ -193,10 +184,7 @@ def geodesic_point_(
 
 
 def geodesic_point(
-    x0: torch.Tensor,
-    ids: torch.Tensor,
-    t: torch.Tensor | float,
-    beta: float,
+    x0: torch.Tensor, ids: torch.Tensor, t: torch.Tensor | float, beta: float,
     given: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The KL-geodesic point x_t between x₀ (..., V) and x₁ˢ(ids) (out of place; see above)."""
@@ -361,7 +349,7 @@ class KLFlow(Method):
         t ∈ [0, t_max] only: larger t are outside its training range.
         """
         ids, given = self._check_batch(model, batch)
-        t = check_times(t, ids)
+        t = self.check_times(t, ids)
         return self._cross_entropy(model, ids, given, t)
 
     def _cross_entropy(
@@ -410,7 +398,7 @@ class KLFlow(Method):
         top_k, t_star, chunk, trace = klflow_options(sampler, opts, model.vocab_size)
         klflow_nfe(nfe, model.time_param)
         device = next(model.parameters()).device
-        check_generator(generator, device)
+        self.check_generator(generator, device)
         ids, given = self._check_batch(model, cond)
         steps, readout = time_plan(model.time_param, model.t_max, nfe, sampler, t_star)
         extras = {

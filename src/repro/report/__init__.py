@@ -39,6 +39,7 @@ from repro.io import (
     log_to_stderr,
     read_json,
     run_cli,
+    stage_parser,
 )
 
 __all__ = [
@@ -354,9 +355,7 @@ def spec_main(
     """The CLI of :mod:`repro.report.tables` / :mod:`repro.report.figures` (``module``, its
     docstring ``doc``): a ``what`` spec (``--spec-json``), ``--paper-values`` and ``--out`` given
     to ``make``; the exit status of :func:`repro.io.run_cli`."""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog=f"python -m {module}", description=doc.split("\n")[0])
+    parser = stage_parser(module, doc)
     parser.add_argument("--spec-json", required=True, help=f"{what} spec as JSON, or @file.json")
     parser.add_argument("--paper-values", default=None, help="config/paper_values/NAME.csv")
     parser.add_argument("--out", required=True, help=out_help)

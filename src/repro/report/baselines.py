@@ -24,7 +24,6 @@ is printed as a Markdown table and written to ``results/baselines/baselines.md``
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -35,6 +34,7 @@ from repro.io import (
     atomic_write_text,
     read_jsonl,
     run_cli,
+    stage_parser,
     write_jsonl,
 )
 from repro.workflow_utils import Catalogue
@@ -120,8 +120,7 @@ def render(records: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m repro.report.baselines",
-                                     description=__doc__.split("\n")[0])
+    parser = stage_parser("repro.report.baselines", __doc__)
     parser.add_argument("--configfile", required=True)
     parser.add_argument("--tables", nargs="*", help="default: every scores table of the config")
     parser.add_argument("--results", default="results")

@@ -250,35 +250,18 @@ def _metric_curves(spec: dict, ref, x_label: str, log_x: bool):
         for ax, label in zip(axes, metric_labels):
             ours_m = ours[ours["metric"] == label]
             ref_m = ref[ref["metric"] == label]
-            if not ours_m.empty:
-                sns.lineplot(
-                    data=ours_m,
-                    x="x",
-                    y="value",
-                    hue="series",
-                    palette=colors,
-                    marker="o",
-                    errorbar="sd",
-                    estimator="mean",
-                    legend=False,
-                    ax=ax,
-                )
-                for s in dict.fromkeys(ours_m["series"]):
-                    handles[s] = Line2D([], [], color=colors[s], marker="o", linestyle="-")
-            if not ref_m.empty:
-                sns.lineplot(
-                    data=ref_m,
-                    x="x",
-                    y="value",
-                    hue="series",
-                    palette=colors,
-                    linestyle="--",
-                    errorbar=None,
-                    legend=False,
-                    ax=ax,
-                )
-                for s in dict.fromkeys(ref_m["series"]):
-                    handles[f"{s} (paper)"] = Line2D([], [], color=colors[s], linestyle="--")
+            styles = (  # (frame, legend name, lineplot style, legend line style)
+                (ours_m, "{}", {"marker": "o", "errorbar": "sd", "estimator": "mean"},
+                 {"marker": "o", "linestyle": "-"}),
+                (ref_m, "{} (paper)", {"linestyle": "--", "errorbar": None}, {"linestyle": "--"}),
+            )
+            for frame, name, plot_style, line_style in styles:
+                if frame.empty:
+                    continue
+                sns.lineplot(data=frame, x="x", y="value", hue="series", palette=colors,
+                             legend=False, ax=ax, **plot_style)
+                for s in dict.fromkeys(frame["series"]):
+                    handles[name.format(s)] = Line2D([], [], color=colors[s], **line_style)
             if ours_m.empty and ref_m.empty:
                 _no_values(ax)
             elif log_x:

@@ -28,7 +28,6 @@ Markdown is rendered with raw HTML off, so nothing in a result file can inject m
 
 from __future__ import annotations
 
-import argparse
 import base64
 import csv
 import html
@@ -42,7 +41,7 @@ from pathlib import Path
 import yaml
 from markdown_it import MarkdownIt
 
-from repro.io import InputError, atomic_write_text, log_to_stderr, run_cli
+from repro.io import InputError, atomic_write_text, log_to_stderr, run_cli, stage_parser
 
 log = logging.getLogger("repro.report.html_report")
 
@@ -320,9 +319,7 @@ def build_report(results: Path, config_files: list[Path]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m repro.report.html_report", description=__doc__.split("\n")[0]
-    )
+    parser = stage_parser("repro.report.html_report", __doc__)
     parser.add_argument("--results", default="results", help="the results folder (default results)")
     parser.add_argument(
         "--configfile", nargs="+", default=["config/config.yaml"],
