@@ -592,4 +592,4 @@ def judge_entropy(
             for arr in per_judge
         ],
     }
-    return MetricResult(mean_defined(per_example), variant, per_example, details)
+    return MetricResult.of_examples(per_example, variant, details)
