@@ -1,7 +1,8 @@
 """The one transformer backbone shared by every method (AR, DiffuSeq, embedding FM, KL-flow, DFM).
 
 A pre-norm transformer written top to bottom in the nanoGPT order (norm → attention → MLP → Block →
-Transformer), with DiT's adaptive LayerNorm for time conditioning. Which paper each option follows:
+Transformer), with DiT's adaptive LayerNorm for time conditioning. The options are the fields of
+:class:`~repro.models.config.TransformerConfig`; which paper each one follows:
 
 * ``causal=True`` + ``pos_emb="rope"`` + tokens in / logits out: the autoregressive baseline of
   KL-flow (methods.md §3.6: "same backbone, causal, RoPE"); the KV cache makes AR decoding cost one
