@@ -20,12 +20,16 @@ from repro.io import (
     OutputError,
     atomic_path,
     atomic_write_json,
+    id_difference,
     iter_jsonl,
+    iter_jsonl_at,
     json_object_arg,
     make_temp_dir,
     read_json,
     read_jsonl,
+    run_cli,
     run_stage,
+    stage_parser,
     write_jsonl,
 )
 
@@ -155,3 +159,36 @@ def test_disk_full_names_the_output_and_keeps_the_old_one(tmp_path, monkeypatch)
     # an error about another file (an input) is not attributed to the output
     with pytest.raises(FileNotFoundError), atomic_path(tmp_path / "o.txt"):
         open(tmp_path / "missing-input.txt")  # noqa: SIM115
+
+
+def test_run_cli_prints_the_error_and_returns_the_stage_status(capsys):
+    def fail(err):
+        def body():
+            raise err
+
+        return body
+
+    assert run_cli(lambda: None) == 0
+    assert run_cli(fail(InputError("rows.jsonl:3: bad"))) == 2
+    assert capsys.readouterr().err == "error: rows.jsonl:3: bad\n"
+    assert run_cli(fail(OutputError(errno.ENOSPC, "cannot write out.json: full"))) == 1
+    assert capsys.readouterr().err == "error: cannot write out.json: full\n"
+    with pytest.raises(ValueError):
+        run_cli(fail(ValueError("a bug, not bad input")))
+
+
+def test_stage_parser_names_the_module_and_the_first_docstring_line():
+    parser = stage_parser("repro.x", "Do one thing.\n\nMore text.")
+    assert parser.prog == "python -m repro.x" and parser.description == "Do one thing."
+
+
+def test_id_difference():
+    assert id_difference(["a", "c", "d"], ["a", "b"]) == "missing e.g. ['b'], extra e.g. ['c', 'd']"
+
+
+def test_iter_jsonl_is_iter_jsonl_at_without_offsets(tmp_path):
+    path = tmp_path / "rows.jsonl"
+    path.write_bytes(b'{"a": 1}\r\n\n{"b": "\xc3\xa9"}\n')
+    assert list(iter_jsonl(path)) == [(1, {"a": 1}), (3, {"b": "é"})]
+    assert [(n, s, e) for n, s, e, _ in iter_jsonl_at(path)] == [(1, 0, 10), (3, 11, 23)]
+

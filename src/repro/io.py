@@ -13,6 +13,7 @@ filesystem can read them.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import errno
 import gzip
@@ -22,6 +23,7 @@ import os
 import re
 import shutil
 import socket
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -230,19 +232,10 @@ def write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> int:
 
 
 def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
-    """``(line number, object)`` for each non-blank line; a malformed line raises
-    :class:`InputError` naming ``file:line``."""
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: file not found")
-    opener = gzip.open if path.name.endswith(".gz") else open  # HumanEval.jsonl.gz
-    # surrogateescape: a byte that is not UTF-8 becomes a lone surrogate that check_utf8 reports
-    # with its line, instead of a UnicodeDecodeError from deep inside the reader
-    with opener(path, "rt", encoding="utf-8", errors="surrogateescape") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            yield lineno, _parse_jsonl_line(line, f"{path}:{lineno}")
+    """``(line number, object)`` for each non-blank line (lines end at ``\n``; a ``.gz`` file is
+    read decompressed); a malformed line raises :class:`InputError` naming ``file:line``."""
+    for lineno, _, _, row in iter_jsonl_at(path):
+        yield lineno, row
 
 
 def iter_jsonl_at(
@@ -251,13 +244,15 @@ def iter_jsonl_at(
     """``(line number, byte offset of the line, byte offset after it, object)`` for each non-blank
     line from byte ``start`` on (the line there is numbered ``first_lineno``).
 
-    Lines end at ``\n`` only; each line is checked as in :func:`iter_jsonl`. The offsets let a
-    reader stop and later resume at a line without parsing the lines before it.
+    Lines end at ``\n`` only. A byte that is not UTF-8 is decoded as a lone surrogate
+    (``surrogateescape``), which :func:`check_utf8` reports with its line; a line that is not a
+    JSON object raises :class:`InputError` naming ``file:line``. The offsets let a reader stop and
+    later resume at a line without parsing the lines before it.
     """
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: file not found")
-    opener = gzip.open if path.name.endswith(".gz") else open
+    opener = gzip.open if path.name.endswith(".gz") else open  # HumanEval.jsonl.gz
     with opener(path, "rb") as fh:
         fh.seek(start)
         offset, lineno = start, first_lineno
@@ -271,12 +266,7 @@ def iter_jsonl_at(
 
 def _parse_jsonl_line(line: str, where: str) -> dict:
     check_utf8(line, where)
-    try:
-        row = json.loads(line)
-    except json.JSONDecodeError as err:
-        raise InputError(f"{where}: not valid JSON ({err.msg})") from None
-    if not isinstance(row, dict):
-        raise InputError(f"{where}: expected a JSON object, got {type(row).__name__}")
+    row = _json_object(line, where)
     if ESCAPED_SURROGATE.search(line):
         check_strings(row, where)
     return row
@@ -323,6 +313,14 @@ def check_strings(value: Any, where: str) -> None:
             check_strings(v, where)
 
 
+def id_difference(ids: Iterable[str], ref_ids: Iterable[str]) -> str:
+    """``missing e.g. [...], extra e.g. [...]``: up to three ids (sorted) of ``ref_ids`` not in
+    ``ids`` and of ``ids`` not in ``ref_ids``, for the error of two files that must hold the same
+    ids."""
+    ids, ref_ids = set(ids), set(ref_ids)
+    return f"missing e.g. {sorted(ref_ids - ids)[:3]}, extra e.g. {sorted(ids - ref_ids)[:3]}"
+
+
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
     """Read JSON Lines; a malformed line raises :class:`InputError` naming ``file:line``."""
     return [row for _, row in iter_jsonl(path)]
@@ -340,10 +338,17 @@ def json_object_arg(text: str, flag: str) -> dict:
             text = Path(where).read_text(encoding="utf-8")
         except FileNotFoundError:
             raise InputError(f"{where} (given to {flag}): file not found") from None
+    return _json_object(text, where, at_char=True)
+
+
+def _json_object(text: str, where: str, at_char: bool = False) -> dict:
+    """``text`` parsed as a JSON object; else an :class:`InputError` naming ``where`` (and, with
+    ``at_char``, the character at which the JSON broke)."""
     try:
         value = json.loads(text)
     except json.JSONDecodeError as err:
-        raise InputError(f"{where}: not valid JSON ({err.msg} at char {err.pos})") from None
+        pos = f" at char {err.pos}" if at_char else ""
+        raise InputError(f"{where}: not valid JSON ({err.msg}{pos})") from None
     if not isinstance(value, dict):
         raise InputError(f"{where}: expected a JSON object, got {type(value).__name__}")
     return value
@@ -361,6 +366,35 @@ def read_json(path: str | os.PathLike) -> Any:
         raise InputError(f"{path}:{err.lineno}: not valid JSON ({err.msg})") from None
 
 
+#: the line format of every stage CLI's log (``INFO repro.score: …``)
+LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
+
+
+def log_to_stderr() -> None:
+    """Log INFO and above to stderr in :data:`LOG_FORMAT` (a stage CLI's first step)."""
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+
+
+def _exit_status(body: Callable[[], object], report: Callable[[OSError | ValueError], None]) -> int:
+    try:
+        body()
+    except InputError as err:
+        report(err)
+        return 2
+    except OutputError as err:  # disk full …: the message names the output; the old one is kept
+        report(err)
+        return 1
+    return 0
+
+
+def stage_parser(module: str, doc: str | None) -> argparse.ArgumentParser:
+    """The argument parser of the stage CLI ``python -m <module>``, described by the first line
+    of its docstring ``doc``."""
+    return argparse.ArgumentParser(
+        prog=f"python -m {module}", description=(doc or "").split("\n")[0]
+    )
+
+
 def run_stage(body: Callable[[], object], log: logging.Logger) -> int:
     """Exit status of a stage CLI: 0, 2 after logging the :class:`InputError` of bad input, or 1
     after logging an :class:`OutputError` (the output could not be written: disk full …).
@@ -368,12 +402,9 @@ def run_stage(body: Callable[[], object], log: logging.Logger) -> int:
     The error message names the file, line or key at fault; nothing already written is touched
     (outputs are written atomically), so the job can be rerun once the input is fixed.
     """
-    try:
-        body()
-    except InputError as err:
-        log.error("%s", err)
-        return 2
-    except OutputError as err:  # disk full …: the message names the output; the old one is kept
-        log.error("%s", err)
-        return 1
-    return 0
+    return _exit_status(body, lambda err: log.error("%s", err))
+
+
+def run_cli(body: Callable[[], object]) -> int:
+    """:func:`run_stage` for a CLI that reports its error as ``error: <message>`` on stderr."""
+    return _exit_status(body, lambda err: print(f"error: {err}", file=sys.stderr))

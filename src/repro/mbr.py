@@ -26,7 +26,6 @@ scored by ``score_samples``; it is written atomically.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import math
 import os
@@ -34,7 +33,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from repro.io import InputError, write_jsonl
+from repro.io import InputError, log_to_stderr, run_cli, stage_parser, write_jsonl
 from repro.metrics.diversity import NltkBleu
 from repro.metrics.text import CLEAN_CHOICES, clean_text
 from repro.score import read_aligned
@@ -133,9 +132,7 @@ def run(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m repro.mbr", description=__doc__.split("\n")[0]
-    )
+    parser = stage_parser("repro.mbr", __doc__)
     parser.add_argument(
         "--samples",
         required=True,
@@ -150,13 +147,8 @@ def main(argv: list[str] | None = None) -> int:
         help="cleaning before selection (default: diffuseq, as DiffuSeq)",
     )
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        run(args.samples, args.out, args.clean)
-    except InputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    log_to_stderr()
+    return run_cli(lambda: run(args.samples, args.out, args.clean))
 
 
 if __name__ == "__main__":

@@ -25,7 +25,6 @@ given, plus ``group_size`` = k), ``n`` (samples; for a group, sources), ``ids`` 
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import platform
@@ -36,7 +35,16 @@ from pathlib import Path
 from typing import Any
 
 from repro import __version__
-from repro.io import InputError, OutputError, atomic_write_json, json_object_arg, read_jsonl
+from repro.io import (
+    InputError,
+    atomic_write_json,
+    id_difference,
+    json_object_arg,
+    log_to_stderr,
+    read_jsonl,
+    run_cli,
+    stage_parser,
+)
 from repro.metrics import (
     GROUP_METRICS,
     METRICS,
@@ -102,11 +110,9 @@ def align_by_id(named: Sequence[tuple[str, list[dict]]]) -> list[list[dict]]:
             aligned.append(rows)
             continue
         if set(ids) != set(ref_ids):
-            missing = sorted(set(ref_ids) - set(ids))[:3]
-            extra = sorted(set(ids) - set(ref_ids))[:3]
             raise InputError(
                 f"{path}: its sample ids differ from {ref_path} (n = {len(ids)} vs "
-                f"{len(ref_ids)}; missing e.g. {missing}, extra e.g. {extra}); the samples files "
+                f"{len(ref_ids)}; {id_difference(ids, ref_ids)}); the samples files "
                 "of one group must hold the same sources (seeds of one sampling run)"
             )
         aligned.append([rows[position[x]] for x in ref_ids])
@@ -231,9 +237,7 @@ def score(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m repro.score", description=__doc__.split("\n")[0]
-    )
+    parser = stage_parser("repro.score", __doc__)
     parser.add_argument(
         "--samples",
         required=True,
@@ -253,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
         help="CPU threads of model-based metrics (torch, Rust tokenizers); 0 = their defaults",
     )
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    log_to_stderr()
     if args.threads > 0:  # the job's share of the cores: two 1-thread jobs must not each take all
         # Environment, read when torch / the Rust tokenizers start their pools: importing torch
         # here would cost every scoring job its memory, also those with no model-based metric
@@ -261,15 +265,10 @@ def main(argv: list[str] | None = None) -> int:
             os.environ[var] = str(args.threads)
         if "torch" in sys.modules:  # a warm worker (repro.warm) imported torch already
             sys.modules["torch"].set_num_threads(args.threads)
-    try:
-        score(args.samples, json_object_arg(args.metrics_json, "--metrics-json"), args.out)
-    except InputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except OutputError as err:  # disk full …: names the scores file; the old one is kept
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    return 0
+    # disk full …: the error names the scores file; the old one is kept
+    return run_cli(
+        lambda: score(args.samples, json_object_arg(args.metrics_json, "--metrics-json"), args.out)
+    )
 
 
 if __name__ == "__main__":

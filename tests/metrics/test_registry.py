@@ -90,3 +90,9 @@ def test_parse_metric_config():
         parse_metric_config("bleu", "sentence_bleu_nltk")
     with pytest.raises(InputError, match=r"metrics config 'r': metric kind 'rouge_l_rouge_score'"):
         parse_metric_config("r", {"kind": "rouge_l_rouge_score", "use_stemmer": True})
+
+
+def test_metric_result_of_examples_means_the_defined_values():
+    r = MetricResult.of_examples([1.0, None, 2.0], "v")
+    assert (r.value, r.variant, r.per_example, r.details) == (1.5, "v", [1.0, None, 2.0], {})
+    assert MetricResult.of_examples([None], "v", {"n": 1}).value is None

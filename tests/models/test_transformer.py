@@ -71,26 +71,6 @@ def test_tied_embeddings_share_one_tensor_and_count_once():
     )
 
 
-@pytest.mark.parametrize(
-    "overrides,match",
-    [
-        (dict(n_heads=5), "divisible"),
-        (dict(pos_emb="alibi"), "pos_emb"),
-        (dict(input="vectors"), "d_in"),
-        (dict(output="vectors", d_out=0), "d_out"),
-        (dict(d_in=3), "d_in is only used"),
-        (dict(input="probs", tie_embeddings=True), "tie_embeddings"),
-        (dict(dropout=1.5), "dropout"),
-        (dict(d_model=32.0), "d_model"),
-    ],
-)
-def test_config_rejects_bad_values_with_named_key(overrides, match):
-    kwargs = dict(vocab_size=V, seq_len=L, d_model=D, n_layers=2, n_heads=4)
-    kwargs.update(overrides)
-    with pytest.raises(ValueError, match=match):
-        TransformerConfig(**kwargs)
-
-
 def test_forward_rejects_wrong_inputs():
     with pytest.raises(ValueError, match="integer ids"):
         make()(torch.randn(2, L, V))

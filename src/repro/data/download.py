@@ -14,11 +14,10 @@ that shows the ``local:`` override to use instead.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
-from repro.io import InputError
+from repro.io import run_cli, stage_parser
 
 from .config import parse_config
 from .hub import download_dataset
@@ -26,12 +25,12 @@ from .prepare import read_config_arg
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m repro.data.download", description=__doc__.split("\n")[0])
+    ap = stage_parser("repro.data.download", __doc__)
     ap.add_argument("--dataset", required=True)
     ap.add_argument("--config-json", required=True, help="the dataset's config as JSON, or @file")
     ap.add_argument("--out", required=True, help="e.g. resources/datasets/NAME")
     args = ap.parse_args(argv)
-    try:
+    def body() -> None:
         dc = parse_config(args.dataset, read_config_arg(args.config_json))
         if dc.hub is not None and not dc.hub.pinned:
             print(
@@ -40,11 +39,9 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
         provenance = download_dataset(dc, args.out)
-    except InputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(json.dumps({"dataset": args.dataset, "out": args.out, **provenance}))
-    return 0
+        print(json.dumps({"dataset": args.dataset, "out": args.out, **provenance}))
+
+    return run_cli(body)
 
 
 if __name__ == "__main__":

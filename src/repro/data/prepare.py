@@ -17,7 +17,6 @@ has its own (MBPP ``task_id``, HumanEval ``task_id``).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -26,7 +25,14 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from repro.io import InputError, atomic_write_json, json_object_arg, write_jsonl
+from repro.io import (
+    InputError,
+    atomic_write_json,
+    json_object_arg,
+    run_cli,
+    stage_parser,
+    write_jsonl,
+)
 
 from .config import DataConfig, parse_config
 from .hub import open_source
@@ -169,19 +175,17 @@ def read_config_arg(text: str) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m repro.data.prepare", description=__doc__.split("\n")[0])
+    ap = stage_parser("repro.data.prepare", __doc__)
     ap.add_argument("--dataset", required=True, help="dataset name (ids and messages use it)")
     ap.add_argument("--config-json", required=True, help="the dataset's config as JSON, or @file")
     ap.add_argument("--raw", default=None, help="folder written by repro.data.download")
     ap.add_argument("--out-dir", required=True, help="e.g. results/data/NAME")
     args = ap.parse_args(argv)
-    try:
+    def body() -> None:
         counts = prepare_dataset(args.dataset, read_config_arg(args.config_json), args.out_dir, args.raw)
-    except InputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(json.dumps({"dataset": args.dataset, "out_dir": args.out_dir, "counts": counts}))
-    return 0
+        print(json.dumps({"dataset": args.dataset, "out_dir": args.out_dir, "counts": counts}))
+
+    return run_cli(body)
 
 
 if __name__ == "__main__":

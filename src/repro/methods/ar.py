@@ -1,8 +1,15 @@
 """Autoregressive (AR) baseline: the shared backbone with a causal mask, left-to-right decoding.
 
-Follows the AR baseline of KL-flow (Sevriugov & Oseledets; methods.md §3.6): the same transformer
-as the flow models, causal, RoPE, next-token cross-entropy, plain ancestral sampling (temperature 1,
-no top-k) in the paper setting; ``greedy`` and ``top_k``/``temperature`` are extra knobs.
+Follows the AR baseline of KL-flow (Sevriugov & Oseledets; ``docs/methods.md`` §3.6, the long
+spec): the same transformer as the flow models, causal, RoPE, next-token cross-entropy, plain
+ancestral sampling (temperature 1, no top-k) in the paper setting; ``greedy`` and
+``top_k``/``temperature`` are extra knobs.
+
+Shapes and maths: ids (B, L) int64, cond (B, L) bool. The network maps ids[:, :-1] to logits
+(B, L−1, V); the loss is −Σ m_j·log softmax(logits_j)[ids_{j+1}] / Σ m_j over the batch, with
+m_j = 1 iff position j+1 is generated (not ``cond``) and not ``[PAD]``. Sampling draws each
+position from softmax(logits / temperature) restricted to the top k (Gumbel-max: argmax of
+logits/T + G, G = −log(−log U)), or takes the argmax (``greedy``).
 
 Layouts (docs/architecture.md): seq2seq → ``conditional`` (``[BOS] src [SEP] trg [EOS] [PAD]…``),
 text → ``lm`` (``[BOS] text [EOS] [PAD]…``), code → ``infill_ar`` (masked lines appended at the end,
@@ -18,6 +25,7 @@ decoding stops once every row has emitted ``[EOS]`` after its last given positio
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import torch
@@ -26,7 +34,7 @@ from torch import nn
 
 from ..io import InputError
 from ..models import Transformer, TransformerConfig
-from .base import Batch, Method, Samples, check_model_cfg
+from .base import Batch, Method, Samples, batch_on, check_model_cfg, eval_mode
 from .options import ar_options, check_nfe
 
 #: backbone keys of the experiment's ``model`` config (None = required) and their defaults
@@ -72,12 +80,10 @@ class Autoregressive(Method):
                 "model config of method 'ar': pad_id equals eos_id; the AR loss skips [PAD] "
                 "targets, so [EOS] needs its own id (add a [PAD] token to the tokenizer)"
             )
-        try:
-            cfg = TransformerConfig(
-                vocab_size=vocab_size, seq_len=seq_len, causal=True, time_cond=False, **backbone
-            )
-        except ValueError as err:
-            raise InputError(f"model config of method 'ar': {err}") from None
+        cfg = TransformerConfig.from_model(
+            backbone, vocab_size=vocab_size, seq_len=seq_len, where="model config of method 'ar'",
+            causal=True, time_cond=False,
+        )
         model = Transformer(cfg)
         for key, value in ids.items():
             setattr(model, key, value)
@@ -102,15 +108,8 @@ class Autoregressive(Method):
 
     @torch.no_grad()
     def sample(
-        self,
-        model: nn.Module,
-        cond: Batch,
-        nfe: int,
-        sampler: str,
-        generator: torch.Generator,
-        temperature: float = 1.0,
-        top_k: int = 0,
-        **opts: Any,
+        self, model: nn.Module, cond: Batch, nfe: int, sampler: str, generator: torch.Generator,
+        temperature: float = 1.0, top_k: int = 0, **opts: Any,
     ) -> Samples:
         """Decode the non-given positions of ``cond`` left to right.
 
@@ -133,69 +132,71 @@ class Autoregressive(Method):
         self.check_sampler(sampler)
         temperature, top_k = ar_options({"temperature": temperature, "top_k": top_k, **opts})
         check_nfe(nfe, "max new tokens")
-
         device = next(model.parameters()).device
-        if generator.device.type != device.type:
-            raise InputError(
-                f"the generator lives on {generator.device} but the model on {device}; "
-                "create it with torch.Generator(device=model_device)"
-            )
-        ids = cond.ids.to(device).long()  # (B, L)
-        given = cond.cond.to(device).bool()  # (B, L)
-        if ids.shape != given.shape or ids.dim() != 2:
-            raise ValueError(
-                f"cond.ids {tuple(ids.shape)} and cond.cond {tuple(given.shape)} differ"
-            )
-        B, L = ids.shape
-        if model.cfg.seq_len < L:
-            raise InputError(
-                f"cond rows have length {L} but the model was built for seq_len "
-                f"{model.cfg.seq_len}; tokenize with the layout the model was trained on"
-            )
-        pad, eos = model.pad_id, model.eos_id
-        out = torch.where(given, ids, torch.full_like(ids, pad))  # (B, L) given tokens, else PAD
+        self.check_generator(generator, device)
+        ids, given = batch_on(cond, device, model.cfg.seq_len)  # (B, L) each
+        out = torch.where(given, ids, torch.full_like(ids, model.pad_id))  # (B, L) given, else PAD
         if not bool(given[:, 0].all()):
             raise InputError(
                 "AR sampling needs position 0 given (the [BOS]) in every row; "
                 "check the layout's cond mask"
             )
-        free = ~given  # (B, L) positions to generate
-        pos = torch.arange(L, device=device)
-        # Per-row bookkeeping (one host sync here, none per step).
-        last_given = torch.where(given, pos, -1).amax(1)  # (B,)
-        last_free = torch.where(free, pos, -1).amax(1)  # (B,), -1 if the row has nothing to fill
-        p0 = int(torch.where(free, pos, L).amin())  # first position any row must generate
-        if p0 == L:
-            return Samples(ids=out, nfe=0)
-        end = min(int(last_free.max()) + 1, p0 + nfe)  # positions p0 … end-1 are decoded
-
-        was_training = model.training
-        model.eval()
-        try:
-            cache = model.new_kv_cache(max_len=end)
-            logits = model(out[:, :p0], kv_cache=cache, last_only=True)[:, -1]  # (B, V)
-            passes = 1
-            seg_done = torch.zeros(B, dtype=torch.bool, device=device)  # EOS since last given
-            done = last_free < p0  # (B,) rows that need no (more) tokens
-            for j in range(p0, end):
-                tok = _draw(logits, sampler, generator, temperature, top_k)  # (B,)
-                g = given[:, j]
-                tok = torch.where(seg_done, pad, tok)
-                tok = torch.where(g, ids[:, j], tok)
-                out[:, j] = tok
-                hit = ~g & (tok == eos)
-                seg_done = ~g & (seg_done | hit)  # a given position opens a new segment
-                done = done | (hit & (j > last_given)) | (j >= last_free)
-                if j + 1 == end:
-                    break
-                if (j - p0) % EARLY_STOP_EVERY == EARLY_STOP_EVERY - 1 and bool(done.all()):
-                    break
-                logits = model(out[:, j : j + 1], kv_cache=cache)[:, -1]  # (B, V)
-                passes += 1
-        finally:
-            model.train(was_training)
+        with eval_mode(model):
+            passes = _decode(
+                model, ids, given, out, nfe,
+                lambda logits: _draw(logits, sampler, generator, temperature, top_k),
+            )
         return Samples(ids=out, nfe=passes)
 
+
+def _decode(
+    model: nn.Module,
+    ids: torch.Tensor,
+    given: torch.Tensor,
+    out: torch.Tensor,
+    nfe: int,
+    draw: Callable[[torch.Tensor], torch.Tensor],
+) -> int:
+    """Fill ``out`` (B, L) left to right from ``p0`` (the batch's first non-given position) with
+    at most ``nfe`` forward passes (prefill counts 1) and return how many were made.
+
+    ``draw`` maps (B, V) logits to (B,) tokens. A given position keeps its token and opens a new
+    segment; after a drawn [EOS] the rest of the segment is [PAD]. Decoding stops at the last
+    position any row must fill, or (checked every :data:`EARLY_STOP_EVERY` positions, one host
+    sync) once every row is done.
+    """
+    B, L = ids.shape
+    pad, eos = model.pad_id, model.eos_id
+    free = ~given  # (B, L) positions to generate
+    pos = torch.arange(L, device=ids.device)
+    # Per-row bookkeeping (one host sync here, none per step).
+    last_given = torch.where(given, pos, -1).amax(1)  # (B,)
+    last_free = torch.where(free, pos, -1).amax(1)  # (B,), -1 if the row has nothing to fill
+    p0 = int(torch.where(free, pos, L).amin())  # first position any row must generate
+    if p0 == L:
+        return 0
+    end = min(int(last_free.max()) + 1, p0 + nfe)  # positions p0 … end-1 are decoded
+    cache = model.new_kv_cache(max_len=end)
+    logits = model(out[:, :p0], kv_cache=cache, last_only=True)[:, -1]  # (B, V)
+    passes = 1
+    seg_done = torch.zeros(B, dtype=torch.bool, device=ids.device)  # EOS since last given
+    done = last_free < p0  # (B,) rows that need no (more) tokens
+    for j in range(p0, end):
+        tok = draw(logits)  # (B,)
+        g = given[:, j]
+        tok = torch.where(seg_done, pad, tok)
+        tok = torch.where(g, ids[:, j], tok)
+        out[:, j] = tok
+        hit = ~g & (tok == eos)
+        seg_done = ~g & (seg_done | hit)  # a given position opens a new segment
+        done = done | (hit & (j > last_given)) | (j >= last_free)
+        if j + 1 == end:
+            break
+        if (j - p0) % EARLY_STOP_EVERY == EARLY_STOP_EVERY - 1 and bool(done.all()):
+            break
+        logits = model(out[:, j : j + 1], kv_cache=cache)[:, -1]  # (B, V)
+        passes += 1
+    return passes
 
 def _draw(
     logits: torch.Tensor, sampler: str, generator: torch.Generator, temperature: float, top_k: int

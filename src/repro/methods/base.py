@@ -16,6 +16,8 @@ Tensors (B = batch, L = sequence length):
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -105,6 +107,17 @@ def batch_on(batch: Batch, device: torch.device, seq_len: int) -> tuple[torch.Te
     return ids, cond
 
 
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """``model`` in eval mode for the body (no dropout), then back in the mode it was in."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
 class Method:
     """Base class: subclasses set ``name``/``samplers`` and implement the four methods."""
 
@@ -178,3 +191,26 @@ class Method:
             raise ValueError(
                 f"method {self.name!r} has no sampler {sampler!r}; choose one of {list(self.samplers)}"
             )
+
+    def check_generator(self, generator: torch.Generator, device: torch.device) -> None:
+        """Raise :class:`~repro.io.InputError` unless ``generator`` lives on ``device``'s type (a
+        sampler's draws come from a generator on the model's device)."""
+        from repro.io import InputError
+
+        if generator.device.type != device.type:
+            raise InputError(
+                f"the generator lives on {generator.device} but the model on {device}; "
+                "create it with torch.Generator(device=model_device)"
+            )
+
+    def check_times(
+        self, t: torch.Tensor, ids: torch.Tensor, dtype: torch.dtype = torch.float32
+    ) -> torch.Tensor:
+        """``t`` of :meth:`loss_at_t` as a (B,) ``dtype`` tensor on ``ids``' device; a
+        ``ValueError`` unless it has one time per row of ``ids`` (B, L), each in [0, 1]."""
+        t = torch.as_tensor(t, dtype=dtype, device=ids.device)
+        if t.shape != ids.shape[:1]:
+            raise ValueError(f"t must have shape (B,) = ({ids.shape[0]},), got {tuple(t.shape)}")
+        if not bool(((t >= 0) & (t <= 1)).all()):
+            raise ValueError("t must lie in [0, 1]")
+        return t

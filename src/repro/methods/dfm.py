@@ -1,4 +1,8 @@
-"""Discrete Flow Matching (Gat et al., NeurIPS 2024) with a mask source (methods.md §4, §3.6).
+"""Discrete Flow Matching (Gat et al., NeurIPS 2024) with a mask source.
+
+Shapes: ids, x_t (B, L) int64 token ids, cond (B, L) bool, t (B,) float32; one network call maps
+(x_t, t) to logits (B, L, V); the losses are (B, L) before the mean. The maths, piece by piece,
+follows; the long spec is ``docs/methods.md`` §4 (FMLIB) and §3.6 (KLF-DFM).
 
 Two sources describe the method and this file follows both, each where it is the authority:
 
@@ -90,7 +94,7 @@ from torch import nn
 
 from ..io import InputError
 from ..models import Transformer, TransformerConfig
-from .base import Batch, Method, Samples, batch_on, check_model_cfg
+from .base import Batch, Method, Samples, batch_on, check_model_cfg, eval_mode
 from .options import dfm_options, dfm_steps
 
 #: keys of the experiment's ``model`` config (None = required) and their defaults
@@ -339,30 +343,13 @@ class DFM(Method):
             raise InputError(
                 f"{_WHERE}: loss {cfg['loss']!r} is unknown; choose one of {list(LOSSES)}"
             )
-        try:
-            net_cfg = TransformerConfig(
-                vocab_size=vocab_size,
-                seq_len=seq_len,
-                d_model=cfg["d_model"],
-                n_layers=cfg["n_layers"],
-                n_heads=cfg["n_heads"],
-                mlp_ratio=cfg["mlp_ratio"],
-                dropout=cfg["dropout"],
-                causal=False,
-                time_cond=True,
-                time_freq_dim=TIME_FREQ_DIM,
-                time_dim=cfg["time_dim"],
-                time_max_period=TIME_MAX_PERIOD,
-                adaln_gate=True,
-                adaln_silu=True,
-                pos_emb=cfg["pos_emb"],
-                input="tokens",
-                output="logits",
-                zero_init_output=True,
-                activation="gelu_tanh",
-            )
-        except (ValueError, TypeError) as err:
-            raise InputError(f"{_WHERE}: {err}") from None
+        # d_model, n_layers, n_heads, mlp_ratio, dropout, time_dim, pos_emb: from the model block
+        net_cfg = TransformerConfig.from_model(
+            cfg, vocab_size=vocab_size, seq_len=seq_len, where=_WHERE, causal=False,
+            time_cond=True, time_freq_dim=TIME_FREQ_DIM, time_max_period=TIME_MAX_PERIOD,
+            adaln_gate=True, adaln_silu=True,  # DiT's adaLN-Zero (FMLIB DDiT)
+            input="tokens", output="logits", zero_init_output=True, activation="gelu_tanh",
+        )
         scheduler = Scheduler(cfg["scheduler"], float(exponent))
         model = DFMModel(net_cfg, scheduler, cfg["loss"], ids["mask_id"])
         for key, value in ids.items():
@@ -385,11 +372,7 @@ class DFM(Method):
         at t = 1, so t is capped at 1 − ε (the end of its training range).
         """
         ids, given = self._check_batch(model, batch)
-        t = torch.as_tensor(t, dtype=torch.float32, device=ids.device)
-        if t.shape != ids.shape[:1]:
-            raise ValueError(f"t must have shape (B,) = ({ids.shape[0]},), got {tuple(t.shape)}")
-        if not bool(((t >= 0) & (t <= 1)).all()):
-            raise ValueError("t must lie in [0, 1]")
+        t = self.check_times(t, ids)
         if model.loss_kind == "generalized_kl":
             t = t.clamp(max=1.0 - model.time_epsilon)
         return self._position_losses(model, ids, given, t).mean(1)
@@ -413,16 +396,8 @@ class DFM(Method):
     # -- sampling --------------------------------------------------------------------------------
     @torch.no_grad()
     def sample(
-        self,
-        model: nn.Module,
-        cond: Batch,
-        nfe: int,
-        sampler: str,
-        generator: torch.Generator,
-        iterations: int = 1,
-        jump: str = "linear",
-        readout: str = "argmax",
-        **opts: Any,
+        self, model: nn.Module, cond: Batch, nfe: int, sampler: str, generator: torch.Generator,
+        iterations: int = 1, jump: str = "linear", readout: str = "argmax", **opts: Any,
     ) -> Samples:
         """Generate the non-given positions of ``cond`` with the mixture Euler solver.
 
@@ -449,50 +424,58 @@ class DFM(Method):
         steps = dfm_steps(nfe, iterations, readout)
         extra = 1 if readout == "argmax" else 0
         ids, given = self._check_batch(model, cond)
-        device = ids.device
-        if generator.device.type != device.type:
-            raise InputError(
-                f"the generator lives on {generator.device} but the model on {device}; "
-                "create it with torch.Generator(device=model_device)"
-            )
-        B, L = ids.shape
-        mask_id = model.mask_id
+        self.check_generator(generator, ids.device)
         free = ~given  # (B, L) generated positions
-        x = torch.where(given, ids, torch.full_like(ids, mask_id))  # (B, L) x₀
+        x = torch.where(given, ids, torch.full_like(ids, model.mask_id))  # (B, L) x₀
         t_final = 1.0 - model.time_epsilon
-        grid = time_grid(steps, t_final)
-        was_training = model.training
-        model.eval()
-        try:
-            for i in range(steps):
-                t, h = grid[i], grid[i + 1] - grid[i]
-                logits = model(x, torch.full((B,), t, device=device))  # (B, L, V)
-                if i == steps - 1:
-                    moves = free  # last step: x ← x̂₁ everywhere (no extra call)
-                else:
-                    prob = model.scheduler.jump_probability(t, h, jump)
-                    if prob <= 0.0:
-                        del logits
-                        continue
-                    if prob >= 1.0:
-                        moves = free
-                    else:
-                        u = torch.rand(
-                            (B, L), generator=generator, device=device, dtype=torch.float64
-                        )
-                        moves = free & (u < prob)
-                where = moves.nonzero(as_tuple=True)
-                if where[0].numel():
-                    x[where] = _draw(logits[where], generator, mask_id)
-                del logits  # before the next call: one (B, L, V) output alive at a time
+        with eval_mode(model):
+            _euler_steps(model, x, free, time_grid(steps, t_final), jump, generator)
             if extra:
-                logits = model(x, torch.full((B,), t_final, device=device))  # (B, L, V)
-                logits[..., mask_id] = float("-inf")
+                t = torch.full((ids.shape[0],), t_final, device=ids.device)
+                logits = model(x, t)  # (B, L, V)
+                logits[..., model.mask_id] = float("-inf")
                 x = torch.where(free, logits.argmax(-1), x)
-        finally:
-            model.train(was_training)
         return Samples(
             ids=x,
             nfe=nfe,
             extras={"steps": steps, "base_steps": steps // iterations, "readout_calls": extra},
         )
+
+
+def _euler_steps(
+    model: DFMModel,
+    x: torch.Tensor,
+    free: torch.Tensor,
+    grid: list[float],
+    jump: str,
+    generator: torch.Generator,
+) -> None:
+    """The mixture Euler steps on ``grid``, in place on x (B, L): one network call per step.
+
+    At step i (t = grid[i], h = grid[i+1] − t) each free position jumps with probability
+    :meth:`Scheduler.jump_probability` (one (B, L) fp64 uniform draw when it is strictly between
+    0 and 1) to a token drawn from the network's x̂₁ (never ``[MASK]``); at the last step every free
+    position takes x̂₁.
+    """
+    B, L = x.shape
+    device = x.device
+    steps = len(grid) - 1
+    for i in range(steps):
+        t, h = grid[i], grid[i + 1] - grid[i]
+        logits = model(x, torch.full((B,), t, device=device))  # (B, L, V)
+        if i == steps - 1:
+            moves = free  # last step: x ← x̂₁ everywhere (no extra call)
+        else:
+            prob = model.scheduler.jump_probability(t, h, jump)
+            if prob <= 0.0:
+                del logits
+                continue
+            if prob >= 1.0:
+                moves = free
+            else:
+                u = torch.rand((B, L), generator=generator, device=device, dtype=torch.float64)
+                moves = free & (u < prob)
+        where = moves.nonzero(as_tuple=True)
+        if where[0].numel():
+            x[where] = _draw(logits[where], generator, model.mask_id)
+        del logits  # before the next call: one (B, L, V) output alive at a time

@@ -1,7 +1,9 @@
 """DiffuSeq (Gong et al., ICLR 2023): continuous diffusion on learned word embeddings, seq2seq.
 
-Follows methods.md §1, i.e. DiffuSeq *as its public code trains and decodes* (Shark-NLP/DiffuSeq,
-snapshot f78945d) wherever code and paper differ; written from that spec, no code copied.
+Follows ``docs/methods.md`` §1 (the long spec), i.e. DiffuSeq *as its public code trains and
+decodes* (Shark-NLP/DiffuSeq, snapshot f78945d) wherever code and paper differ; written from that
+spec, no code copied. Shapes: ids (B, L) int64, cond (B, L) bool; latents z_t and the network's
+x̂₀ (B, L, emb_dim); integer steps t (B,) in [0, T); ``lm_head`` logits (B, L, V).
 
 * Layout (§1.1): ``diffuseq`` — ``[CLS] src [SEP] [SEP] [CLS] trg [SEP] [PAD]…``; ``cond`` marks
   ``[CLS] src [SEP] [SEP]`` (the complement of DiffuSeq's ``input_mask``). Pads are ordinary tokens.
@@ -48,7 +50,7 @@ from torch import nn
 from ..io import InputError
 from ..models import Transformer, TransformerConfig
 from ..models.transformer import timestep_embedding
-from .base import Batch, Method, Samples, batch_on, check_model_cfg
+from .base import Batch, Method, Samples, batch_on, check_model_cfg, eval_mode
 from .options import DIFFUSEQ_T, diffuseq_nfe, diffuseq_options
 
 #: keys of the experiment's ``model`` config (None = required) and their defaults (DiffuSeq code)
@@ -154,26 +156,15 @@ class DiffuSeqModel(nn.Module):
             nn.SiLU(),
             nn.Linear(4 * TIME_FREQ_DIM, d_model),
         )
-        self.backbone = Transformer(
-            TransformerConfig(
-                vocab_size=vocab_size,
-                seq_len=seq_len,
-                d_model=d_model,
-                n_layers=n_layers,
-                n_heads=n_heads,
-                mlp_ratio=mlp_ratio,
-                dropout=dropout,
-                causal=False,
-                time_cond=False,
-                pos_emb="learned",
-                input="vectors",
-                d_in=d_model,
-                output="vectors",
-                d_out=d_model,
-                activation="gelu",
-                norm_eps=1e-12,
-            )
+        backbone = {"d_model": d_model, "n_layers": n_layers, "n_heads": n_heads}
+        backbone |= {"mlp_ratio": mlp_ratio, "dropout": dropout}
+        net_cfg = TransformerConfig.from_model(
+            backbone,
+            vocab_size=vocab_size, seq_len=seq_len, causal=False, time_cond=False,
+            pos_emb="learned", input="vectors", d_in=d_model, output="vectors", d_out=d_model,
+            activation="gelu", norm_eps=1e-12,  # BERT's
         )
+        self.backbone = Transformer(net_cfg)
         # the backbone's output Linear(d → d) is the first Linear of DiffuSeq's down-projection
         self.down = nn.Sequential(nn.Tanh(), nn.Linear(d_model, emb_dim))
 
@@ -375,11 +366,7 @@ class DiffuSeq(Method):
         importance weight of :meth:`loss`; the loss-aware history is never updated here.
         """
         ids, cond = self._check_batch(model, batch)
-        t = torch.as_tensor(t, dtype=torch.float64, device=ids.device)
-        if t.shape != ids.shape[:1]:
-            raise ValueError(f"t must have shape (B,) = ({ids.shape[0]},), got {tuple(t.shape)}")
-        if not bool(((t >= 0) & (t <= 1)).all()):
-            raise ValueError("t must lie in [0, 1]")
+        t = self.check_times(t, ids, torch.float64)
         steps = torch.round(t * (model.T - 1)).long()  # (B,) in [0, T−1]
         return self.loss_terms(model, ids, cond, steps)["mse"]
 
@@ -419,15 +406,8 @@ class DiffuSeq(Method):
     # -- sampling --------------------------------------------------------------------------------
     @torch.no_grad()
     def sample(
-        self,
-        model: nn.Module,
-        cond: Batch,
-        nfe: int,
-        sampler: str,
-        generator: torch.Generator,
-        clamp: bool = True,
-        top_p: float = 0.0,
-        **opts: Any,
+        self, model: nn.Module, cond: Batch, nfe: int, sampler: str, generator: torch.Generator,
+        clamp: bool = True, top_p: float = 0.0, **opts: Any,
     ) -> Samples:
         """Generate the non-given positions of ``cond`` (§1.7).
 
@@ -454,15 +434,8 @@ class DiffuSeq(Method):
         T = model.T
         diffuseq_nfe(sampler, nfe, T)
         device = model.word_emb.weight.device
-        if generator.device.type != device.type:
-            raise InputError(
-                f"the generator lives on {generator.device} but the model on {device}; "
-                "create it with torch.Generator(device=model_device)"
-            )
-
-        was_training = model.training
-        model.eval()
-        try:
+        self.check_generator(generator, device)
+        with eval_mode(model):
             x_src = model.embed(torch.where(given, ids, 0))  # (B, L, e) clean E[src]; rest unused
             anchor = given[..., None]  # (B, L, 1)
             noise = torch.randn(x_src.shape, generator=generator, device=device)
@@ -476,8 +449,6 @@ class DiffuSeq(Method):
                 steps = respaced_steps(T, nfe)
                 z, calls = self._ddim(model, z, x_src, anchor, steps, clamp, respaced=True)
             out = model.logits(z).argmax(-1)  # (B, L)
-        finally:
-            model.train(was_training)
         return Samples(ids=torch.where(given, ids, out), nfe=calls)
 
     def _x0(

@@ -1,7 +1,9 @@
-"""FM-seq2seq: flow matching in a (frozen) word-embedding space with a DiT (methods.md §2).
+"""FM-seq2seq: flow matching in a (frozen) word-embedding space with a DiT.
 
 Follows Shah's FM-seq2seq (FMS): the paper's objective and sampler, the FMS code's details where
-the paper is silent. Piece by piece:
+the paper is silent; ``docs/methods.md`` §2 is the long spec. Shapes: ids (B, L) int64, cond
+(B, L) bool; states x_t and velocities v_θ(x_t, t) (B, L, emb_dim); t (B,) in [0, 1]; E (V,
+emb_dim). Piece by piece:
 
 * Layout (§2.1, code): ``halves`` — source in positions 0…L/2−1, target in L/2…L−1, cond = 1 on the
   source half. Nothing below depends on the split being at L/2: "source" means ``cond`` positions.
@@ -65,7 +67,7 @@ from torch import nn
 from ..io import InputError
 from ..models import Transformer, TransformerConfig
 from ..models.transformer import SelfAttention
-from .base import Batch, Method, Samples, check_model_cfg
+from .base import Batch, Method, Samples, batch_on, check_model_cfg, eval_mode
 from .options import check_nfe, embedding_fm_options
 
 #: model config keys (None = required) and their defaults
@@ -214,35 +216,14 @@ class EmbeddingFM(Method):
                 f"trained, or embeddings_trainable: true); got embeddings: {source!r}; remove it"
             )
         embedding = _initial_embedding(source, vocab_size, emb_dim, seed)
-        try:
-            net_cfg = TransformerConfig(
-                vocab_size=vocab_size,
-                seq_len=seq_len,
-                d_model=cfg["d_model"],
-                n_layers=cfg["n_layers"],
-                n_heads=cfg["n_heads"],
-                mlp_ratio=cfg["mlp_ratio"],
-                dropout=0.0,
-                causal=False,
-                time_cond=True,
-                time_freq_dim=TIME_FREQ_DIM,
-                time_dim=cfg["time_dim"],
-                time_max_period=cfg["time_max_period"],
-                time_scale=1.0,
-                adaln_gate=False,
-                adaln_silu=False,
-                pos_emb="sincos",
-                input="vectors",
-                d_in=emb_dim,
-                output="vectors",
-                d_out=emb_dim,
-                zero_init_output=True,
-                activation="gelu_tanh",
-                bias=True,
-                norm_eps=1e-6,
-            )
-        except ValueError as err:
-            raise InputError(f"{_WHERE}: {err}") from None
+        # d_model, n_layers, n_heads, mlp_ratio, time_dim, time_max_period: from the model block
+        net_cfg = TransformerConfig.from_model(
+            cfg, vocab_size=vocab_size, seq_len=seq_len, where=_WHERE, dropout=0.0, causal=False,
+            time_cond=True, time_freq_dim=TIME_FREQ_DIM, time_scale=1.0,
+            adaln_gate=False, adaln_silu=False,  # FMS's gate-free AdaLN
+            pos_emb="sincos", input="vectors", d_in=emb_dim, output="vectors", d_out=emb_dim,
+            zero_init_output=True, activation="gelu_tanh", bias=True, norm_eps=1e-6,
+        )
         model = EmbeddingFMModel(net_cfg, embedding, trained=trainable)
         model.emb_loss_weight = float(weight) if trainable else 0.0
         for key in SPECIAL_IDS:
@@ -287,11 +268,7 @@ class EmbeddingFM(Method):
         """
         device = model.embedding.device
         ids, given = batch.ids.to(device).long(), batch.cond.to(device).bool()  # (B, L), (B, L)
-        t = torch.as_tensor(t, dtype=torch.float32, device=device)
-        if t.shape != ids.shape[:1]:
-            raise ValueError(f"t must have shape (B,) = ({ids.shape[0]},), got {tuple(t.shape)}")
-        if not bool(((t >= 0) & (t <= 1)).all()):
-            raise ValueError("t must lie in [0, 1]")
+        t = self.check_times(t, ids)
         sq, _, _ = _velocity_error(model, ids, given, t)  # (B, L, d)
         return sq.mean((1, 2))
 
@@ -299,12 +276,7 @@ class EmbeddingFM(Method):
 
     @torch.no_grad()
     def sample(
-        self,
-        model: nn.Module,
-        cond: Batch,
-        nfe: int,
-        sampler: str,
-        generator: torch.Generator,
+        self, model: nn.Module, cond: Batch, nfe: int, sampler: str, generator: torch.Generator,
         **opts: Any,
     ) -> Samples:
         """§2.6 Euler sampling with ``nfe`` steps, then nearest-neighbour rounding.
@@ -324,37 +296,18 @@ class EmbeddingFM(Method):
         embedding_fm_options(opts)
         check_nfe(nfe, "Euler steps")
         device = model.embedding.device
-        if generator.device.type != device.type:
-            raise InputError(
-                f"the generator lives on {generator.device} but the model on {device}; "
-                "create it with torch.Generator(device=model_device)"
-            )
-        ids = cond.ids.to(device).long()  # (B, L)
-        given = cond.cond.to(device).bool()  # (B, L)
-        if ids.dim() != 2 or ids.shape != given.shape:
-            raise ValueError(
-                f"cond.ids {tuple(ids.shape)} and cond.cond {tuple(given.shape)} must be equal (B, L)"
-            )
-        B, L = ids.shape
-        if model.cfg.seq_len < L:
-            raise InputError(
-                f"cond rows have length {L} but the model was built for seq_len "
-                f"{model.cfg.seq_len}; tokenize with the layout the model was trained on"
-            )
+        self.check_generator(generator, device)
+        ids, given = batch_on(cond, device, model.cfg.seq_len)  # (B, L) each
         src = model.embed(ids.masked_fill(~given, 0))  # (B, L, d) E[src] (rows off cond unused)
         keep = given[..., None]  # (B, L, 1)
         z = torch.randn(src.shape, generator=generator, device=device)  # (B, L, d)
         x = torch.where(keep, src, z)  # (B, L, d) x at t = 0
         h = 1.0 / nfe
-        was_training = model.training
-        model.eval()
-        try:
+        with eval_mode(model):
             for i in range(nfe):
-                t = torch.full((B,), i / nfe, device=device)  # last step: t = 1 − h
+                t = torch.full((ids.shape[0],), i / nfe, device=device)  # last step: t = 1 − h
                 v = model(x, t).float()  # (B, L, d)
                 x = torch.where(keep, src, x + h * v)  # source half re-written every step
-        finally:
-            model.train(was_training)
         out = ids.clone()
         out[~given] = nearest_tokens(x[~given], model.embedding)  # (n_free,)
         return Samples(ids=out, nfe=nfe)

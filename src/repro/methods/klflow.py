@@ -1,4 +1,7 @@
-"""KL-flow (Sevriugov & Oseledets): flow matching along KL geodesics of the V-simplex (methods.md §3).
+"""KL-flow (Sevriugov & Oseledets): flow matching along KL geodesics of the V-simplex.
+
+Shapes: ids (B, L) int64, cond (B, L) bool; states x_t (B, L, V) on the simplex; t (B,) float32;
+logits (B, L, V). ``docs/methods.md`` §3 is the long spec.
 
 Follows the arXiv paper ("KL-geodesics flow matching with a novel sampling scheme"); where the paper
 is silent, the public code (``EgorSevriugov/KL-Flow``, snapshot b85e7cb, as methods.md reports it).
@@ -86,7 +89,8 @@ from torch import nn
 
 from ..io import InputError
 from ..models import Transformer, TransformerConfig
-from .base import Batch, Method, Samples, batch_on, check_model_cfg
+from .base import Batch, Method, Samples, batch_on, check_model_cfg, eval_mode
+from .blocks import Block, Scratch, position_blocks
 from .options import KLFLOW_TIME_PARAM, klflow_nfe, klflow_options
 
 #: model config keys (None = required) and their defaults
@@ -180,10 +184,7 @@ def geodesic_point_(
 
 
 def geodesic_point(
-    x0: torch.Tensor,
-    ids: torch.Tensor,
-    t: torch.Tensor | float,
-    beta: float,
+    x0: torch.Tensor, ids: torch.Tensor, t: torch.Tensor | float, beta: float,
     given: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The KL-geodesic point x_t between x₀ (..., V) and x₁ˢ(ids) (out of place; see above)."""
@@ -315,30 +316,13 @@ class KLFlow(Method):
                 f"{_WHERE}: time_param 'code' needs t_max < 1 (its τ grid ends at −ln(1 − t_max)); "
                 f"got t_max = {t_max!r} — the public code uses {CODE_T_MAX}"
             )
-        try:
-            net_cfg = TransformerConfig(
-                vocab_size=vocab_size,
-                seq_len=seq_len,
-                d_model=cfg["d_model"],
-                n_layers=cfg["n_layers"],
-                n_heads=cfg["n_heads"],
-                mlp_ratio=cfg["mlp_ratio"],
-                dropout=cfg["dropout"],
-                causal=False,
-                time_cond=True,
-                time_freq_dim=TIME_FREQ_DIM,
-                time_max_period=TIME_MAX_PERIOD,
-                time_scale=cfg["time_scale"],
-                adaln_gate=True,
-                adaln_silu=True,
-                pos_emb=cfg["pos_emb"],
-                input="probs",
-                output="logits",
-                activation="relu2",
-                bias=False,
-            )
-        except (ValueError, TypeError) as err:
-            raise InputError(f"{_WHERE}: {err}") from None
+        # d_model, n_layers, n_heads, mlp_ratio, dropout, pos_emb, time_scale: from the model block
+        net_cfg = TransformerConfig.from_model(
+            cfg, vocab_size=vocab_size, seq_len=seq_len, where=_WHERE, causal=False,
+            time_cond=True, time_freq_dim=TIME_FREQ_DIM, time_max_period=TIME_MAX_PERIOD,
+            adaln_gate=True, adaln_silu=True,  # the snapshot's DiT blocks
+            input="probs", output="logits", activation="relu2", bias=False,
+        )
         model = KLFlowModel(net_cfg, beta=beta, t_max=t_max, time_param=time_param)
         for key, value in ids.items():
             setattr(model, key, value)
@@ -365,11 +349,7 @@ class KLFlow(Method):
         t ∈ [0, t_max] only: larger t are outside its training range.
         """
         ids, given = self._check_batch(model, batch)
-        t = torch.as_tensor(t, dtype=torch.float32, device=ids.device)
-        if t.shape != ids.shape[:1]:
-            raise ValueError(f"t must have shape (B,) = ({ids.shape[0]},), got {tuple(t.shape)}")
-        if not bool(((t >= 0) & (t <= 1)).all()):
-            raise ValueError("t must lie in [0, 1]")
+        t = self.check_times(t, ids)
         return self._cross_entropy(model, ids, given, t)
 
     def _cross_entropy(
@@ -390,12 +370,7 @@ class KLFlow(Method):
 
     @torch.no_grad()
     def sample(
-        self,
-        model: nn.Module,
-        cond: Batch,
-        nfe: int,
-        sampler: str,
-        generator: torch.Generator,
+        self, model: nn.Module, cond: Batch, nfe: int, sampler: str, generator: torch.Generator,
         **opts: Any,
     ) -> Samples:
         """Generate the non-given positions of ``cond`` with exactly ``nfe`` network calls.
@@ -423,14 +398,8 @@ class KLFlow(Method):
         top_k, t_star, chunk, trace = klflow_options(sampler, opts, model.vocab_size)
         klflow_nfe(nfe, model.time_param)
         device = next(model.parameters()).device
-        if generator.device.type != device.type:
-            raise InputError(
-                f"the generator lives on {generator.device} but the model on {device}; "
-                "create it with torch.Generator(device=model_device)"
-            )
+        self.check_generator(generator, device)
         ids, given = self._check_batch(model, cond)
-        B, L = ids.shape
-        V, gap = model.vocab_size, model.gap
         steps, readout = time_plan(model.time_param, model.t_max, nfe, sampler, t_star)
         extras = {
             "time_param": model.time_param,
@@ -444,142 +413,111 @@ class KLFlow(Method):
             "top_k": None if sampler == "basic" else top_k,
             "t_star": t_star if sampler == "hybrid" else None,
         }
-        flat_ids = ids.reshape(-1)  # (B·L,)
         free = (~given).reshape(-1).nonzero().squeeze(1)  # (n_free,) one host sync
-        n_free = free.numel()
-        if n_free == 0:
+        if free.numel() == 0:
             return Samples(ids=ids.clone(), nfe=0, extras=extras | {"steps": 0, "nfe_paper": 0})
+        V = model.vocab_size
         rows = chunk if chunk is not None else max(1, BLOCK_ELEMENTS.get(device.type, 1 << 25) // V)
-        blocks = [_Block(lo, hi, start, free) for lo, hi, start in position_blocks(free, rows)]
-
-        # The V-wide state: x (B·L, V) is the network input (given rows: exact one-hot, written
-        # once); l (n_free, V) the logit state of the free rows while ODE steps remain.
-        x = torch.empty(B * L, V, device=device)
-        giv = given.reshape(-1).nonzero().squeeze(1)  # (n_given,)
-        x.index_fill_(0, giv, 0.0)
-        x[giv, flat_ids[giv]] = 1.0
         needs_l = any(s.kind != "sampling" for s in steps)
-        state = torch.empty(n_free, V, device=device) if needs_l else None
-        scratch = _Scratch(max(b.hi - b.lo for b in blocks), V, device)
-        for b in blocks:  # the prior: x₀ = E / ΣE, l = log E
-            e = exp_noise_(b.target(x, scratch), generator)  # (c, V)
-            if state is not None:
-                torch.log(e.clamp_min(1e-30), out=state[b.lo : b.hi])
-            b.write(x, e.div_(e.sum(-1, keepdim=True)))
+        run = _Run(model, ids, given, free, rows, needs_l)
+        run.prior(generator)
         if trace is not None:
-            trace(0.0, x.view(B, L, V))
-
-        tokens = torch.empty(n_free, dtype=torch.long, device=device)
-        was_training = model.training
-        model.eval()
-        try:
+            trace(0.0, run.view())
+        with eval_mode(model):
             for step in steps:
-                logits = model(x.view(B, L, V), torch.full((B,), step.t, device=device))
-                flat = logits.reshape(B * L, V)
-                if step.kind != "basic":  # x̂₁ of every free position, before any new noise
-                    for b in blocks:
-                        tokens[b.lo : b.hi] = _draw(b.rows(flat), top_k, generator)
-                if step.kind == "sampling":
-                    state = None  # hybrid: no ODE step follows
-                for b in blocks:
-                    if step.kind == "sampling":  # fresh x₀', then the geodesic point at t_next
-                        e = b.target(x, scratch)
-                        if step.t_next < 1.0:
-                            exp_noise_(e, generator)
-                        else:  # (1 − s) = 0: no noise left (the paper's last step)
-                            e.fill_(1.0)
-                        b.write(x, geodesic_point_(e, tokens[b.lo : b.hi], step.t_next, gap))
-                        continue
-                    lc = state[b.lo : b.hi]  # (c, V) view
-                    if step.kind == "basic":
-                        p = torch.softmax(b.rows(flat), -1, dtype=torch.float32)
-                        lc.mul_(1.0 - step.a).add_(p, alpha=step.a * gap)
-                    else:  # semi: l̄₁ = log x₁ˢ(x̂₁), up to ℓ_lo
-                        lc.mul_(1.0 - step.a)
-                        bump = lc.new_full((b.hi - b.lo, 1), step.a * gap)
-                        lc.scatter_add_(1, tokens[b.lo : b.hi, None], bump)
-                    b.write(x, torch.softmax(lc, -1))
-                del logits, flat
+                run.step(step, top_k, generator)
                 if trace is not None:
-                    trace(step.t_next, x.view(B, L, V))
-            if readout is not None:  # code: one more call at t_max, argmax of its logits
-                logits = model(x.view(B, L, V), torch.full((B,), readout, device=device))
-                flat = logits.reshape(B * L, V)
-            else:  # paper: the state at t = 1 is the answer
-                flat = x
-            for b in blocks:
-                tokens[b.lo : b.hi] = b.rows(flat).argmax(-1)
-        finally:
-            model.train(was_training)
-        out = flat_ids.clone()
-        out[free] = tokens
+                    trace(step.t_next, run.view())
+            run.read_out(readout)
+        out = ids.reshape(-1).clone()
+        out[free] = run.tokens
         calls = len(steps) + (readout is not None)
-        return Samples(ids=out.view(B, L), nfe=calls, extras=extras)
+        return Samples(ids=out.view(ids.shape), nfe=calls, extras=extras)
 
 
-def position_blocks(free: torch.Tensor, rows: int) -> list[tuple[int, int, int | None]]:
-    """Blocks ``(lo, hi, start)`` of at most ``rows`` entries of the free-position list ``free``.
+class _Run:
+    """The V-wide state of one :meth:`KLFlow.sample` run, updated block by block.
 
-    Each maximal run of consecutive positions is cut into pieces of at most ``rows``; consecutive
-    pieces are merged while the block stays within ``rows`` (short runs, e.g. infilled lines).
-    ``start`` is the flat position of ``free[lo]`` when the block is one contiguous range of
-    positions (its rows are then views: no gather, no scatter), else None. Blocks cover ``free``
-    in order, so the generator's draws come in position order whatever ``rows`` is.
+    ``x`` (B·L, V) is the network input: the given rows are the exact one-hot, written once; ``l``
+    (n_free, V) the logit state of the free rows while ODE steps remain (else None); ``tokens``
+    (n_free,) the last x̂₁ draws, and after :meth:`read_out` the answer.
     """
-    pos = free.tolist()
-    breaks = [i for i in range(1, len(pos)) if pos[i] != pos[i - 1] + 1]
-    pieces = []
-    for lo, hi in zip([0, *breaks], [*breaks, len(pos)]):  # runs
-        pieces += [(a, min(a + rows, hi)) for a in range(lo, hi, rows)]
-    blocks = [list(pieces[0])]
-    for lo, hi in pieces[1:]:
-        if hi - blocks[-1][0] <= rows:
-            blocks[-1][1] = hi
-        else:
-            blocks.append([lo, hi])
-    return [
-        (lo, hi, pos[lo] if pos[hi - 1] - pos[lo] == hi - lo - 1 else None) for lo, hi in blocks
-    ]
 
+    def __init__(
+        self,
+        model: KLFlowModel,
+        ids: torch.Tensor,
+        given: torch.Tensor,
+        free: torch.Tensor,
+        rows: int,
+        needs_l: bool,
+    ) -> None:
+        B, L = ids.shape
+        V, device = model.vocab_size, ids.device
+        self.model, self.shape, self.gap = model, (B, L, V), model.gap
+        self.blocks = [Block(lo, hi, start, free) for lo, hi, start in position_blocks(free, rows)]
+        flat_ids = ids.reshape(-1)  # (B·L,)
+        self.x = torch.empty(B * L, V, device=device)
+        giv = given.reshape(-1).nonzero().squeeze(1)  # (n_given,)
+        self.x.index_fill_(0, giv, 0.0)
+        self.x[giv, flat_ids[giv]] = 1.0
+        n_free = free.numel()
+        self.l = torch.empty(n_free, V, device=device) if needs_l else None
+        self.scratch = Scratch(max(b.hi - b.lo for b in self.blocks), V, device)
+        self.tokens = torch.empty(n_free, dtype=torch.long, device=device)
 
-class _Scratch:
-    """One (rows, V) fp32 buffer for the blocks that are not contiguous, allocated on first use."""
+    def view(self) -> torch.Tensor:
+        """x as (B, L, V) (a view: clone it to keep it)."""
+        return self.x.view(self.shape)
 
-    def __init__(self, rows: int, vocab: int, device: torch.device) -> None:
-        self.shape, self.device, self.buf = (rows, vocab), device, None
+    def prior(self, generator: torch.Generator) -> None:
+        """x₀ = E / ΣE with E = −log U per free row, and l = log E."""
+        for b in self.blocks:
+            e = exp_noise_(b.target(self.x, self.scratch), generator)  # (c, V)
+            if self.l is not None:
+                torch.log(e.clamp_min(1e-30), out=self.l[b.lo : b.hi])
+            b.write(self.x, e.div_(e.sum(-1, keepdim=True)))
 
-    def get(self, n: int) -> torch.Tensor:
-        if self.buf is None:
-            self.buf = torch.empty(self.shape, device=self.device)
-        return self.buf[:n]
+    def _logits(self, t: float) -> torch.Tensor:
+        """One network call at time t: logits as (B·L, V)."""
+        B, L, V = self.shape
+        logits = self.model(self.view(), torch.full((B,), t, device=self.x.device))
+        return logits.reshape(B * L, V)
 
+    def step(self, step: Step, top_k: int, generator: torch.Generator) -> None:
+        """One network call and the update of every free row to time ``step.t_next``."""
+        flat = self._logits(step.t)
+        if step.kind != "basic":  # x̂₁ of every free position, before any new noise
+            for b in self.blocks:
+                self.tokens[b.lo : b.hi] = _draw(b.rows(flat), top_k, generator)
+        if step.kind == "sampling":
+            self.l = None  # hybrid: no ODE step follows
+        x, gap = self.x, self.gap
+        for b in self.blocks:
+            if step.kind == "sampling":  # fresh x₀', then the geodesic point at t_next
+                e = b.target(x, self.scratch)
+                if step.t_next < 1.0:
+                    exp_noise_(e, generator)
+                else:  # (1 − s) = 0: no noise left (the paper's last step)
+                    e.fill_(1.0)
+                b.write(x, geodesic_point_(e, self.tokens[b.lo : b.hi], step.t_next, gap))
+                continue
+            lc = self.l[b.lo : b.hi]  # (c, V) view
+            if step.kind == "basic":
+                p = torch.softmax(b.rows(flat), -1, dtype=torch.float32)
+                lc.mul_(1.0 - step.a).add_(p, alpha=step.a * gap)
+            else:  # semi: l̄₁ = log x₁ˢ(x̂₁), up to ℓ_lo
+                lc.mul_(1.0 - step.a)
+                bump = lc.new_full((b.hi - b.lo, 1), step.a * gap)
+                lc.scatter_add_(1, self.tokens[b.lo : b.hi, None], bump)
+            b.write(x, torch.softmax(lc, -1))
 
-@dataclass
-class _Block:
-    """Entries ``lo:hi`` of the free-position list; ``start``: their first flat position when
-    they are contiguous (then rows are views of the flat (B·L, V) tensors), else None."""
-
-    lo: int
-    hi: int
-    start: int | None
-    free: torch.Tensor  # (n_free,) flat positions
-
-    def rows(self, flat: torch.Tensor) -> torch.Tensor:
-        """(hi − lo, V) rows of a flat (B·L, V) tensor at this block's positions."""
-        if self.start is not None:
-            return flat[self.start : self.start + self.hi - self.lo]
-        return flat.index_select(0, self.free[self.lo : self.hi])
-
-    def target(self, x: torch.Tensor, scratch: _Scratch) -> torch.Tensor:
-        """Where to compute this block's new x rows in place: x itself when contiguous."""
-        return self.rows(x) if self.start is not None else scratch.get(self.hi - self.lo)
-
-    def write(self, x: torch.Tensor, value: torch.Tensor) -> None:
-        """x[positions] = value (nothing to do when ``value`` is already x's own rows)."""
-        if self.start is None:
-            x.index_copy_(0, self.free[self.lo : self.hi], value)
-        elif value.data_ptr() != x[self.start].data_ptr():
-            x[self.start : self.start + self.hi - self.lo].copy_(value)
+    def read_out(self, readout: float | None) -> None:
+        """``tokens`` = argmax of the read-out call's logits at ``readout`` (code), or of the
+        state x at t = 1 (paper: ``readout`` None)."""
+        flat = self._logits(readout) if readout is not None else self.x
+        for b in self.blocks:
+            self.tokens[b.lo : b.hi] = b.rows(flat).argmax(-1)
 
 
 def _draw(logits: torch.Tensor, top_k: int, generator: torch.Generator) -> torch.Tensor:

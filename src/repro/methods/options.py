@@ -10,6 +10,8 @@ prefixes with the option's config path.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from repro.io import OptionError
@@ -223,25 +225,23 @@ def check_sampler_config(method: str, sampler_cfg: dict, model_cfg: dict, nfe: A
     Raises :class:`OptionError` naming the option (``nfe``)."""
     kind = sampler_cfg["kind"]
     opts = {k: v for k, v in sampler_cfg.items() if k not in ("kind", "weights")}
+    check: Callable[[Any], int]  # the NFE rule, given the options
     if method == "ar":
         ar_options(opts)
-        if nfe is not None:
-            check_nfe(nfe, "max new tokens")
+        check = partial(check_nfe, what="max new tokens")
     elif method == "diffuseq":
         diffuseq_options(kind, opts)
-        if nfe is not None:
-            diffuseq_nfe(kind, nfe, model_cfg.get("diffusion_steps", DIFFUSEQ_T))
+        check = partial(diffuseq_nfe, kind, T=model_cfg.get("diffusion_steps", DIFFUSEQ_T))
     elif method == "dfm":
         iterations, _, readout = dfm_options(opts)
-        if nfe is not None:
-            dfm_steps(nfe, iterations, readout)
+        check = partial(dfm_steps, iterations=iterations, readout=readout)
     elif method == "embedding_fm":
         embedding_fm_options(opts)
-        if nfe is not None:
-            check_nfe(nfe, "Euler steps")
+        check = partial(check_nfe, what="Euler steps")
     elif method == "klflow":
         klflow_options(kind, opts)
-        if nfe is not None:
-            klflow_nfe(nfe, model_cfg.get("time_param", KLFLOW_TIME_PARAM))
+        check = partial(klflow_nfe, time_param=model_cfg.get("time_param", KLFLOW_TIME_PARAM))
     else:
         raise KeyError(f"no sampler checks for method {method!r}")
+    if nfe is not None:
+        check(nfe)

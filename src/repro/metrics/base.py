@@ -39,6 +39,15 @@ class MetricResult:
     per_example: list[float | None]
     details: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def of_examples(
+        cls, per_example: list[float | None], variant: str, details: dict[str, Any] | None = None
+    ) -> MetricResult:
+        """The result whose ``value`` is the mean of the defined ``per_example`` values
+        (:func:`mean_defined`), the usual aggregate."""
+        details = {} if details is None else details
+        return cls(mean_defined(per_example), variant, per_example, details)
+
 
 class MetricFn(Protocol):
     """A registered metric function (see :func:`metric`)."""

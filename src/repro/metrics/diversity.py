@@ -42,7 +42,6 @@ from repro.metrics.base import (
     MetricResult,
     check_choice,
     group_metric,
-    mean_defined,
     metric,
     package_version,
 )
@@ -109,7 +108,7 @@ def dist_1(samples: Sequence[dict], *, clean: str = "none") -> MetricResult:
         f"0 for an empty one, clean={clean}, mean over samples, 0-1 scale"
     )
     details = {"n_empty": sum(not t.split() for t in texts)}
-    return MetricResult(mean_defined(per_example), variant, per_example, details)
+    return MetricResult.of_examples(per_example, variant, details)
 
 
 def diffuseq_recover(hypothesis: str, markers: str) -> str:
@@ -143,7 +142,7 @@ def length_diffuseq(
     )
     words = [len(clean_text(s["hypothesis"], clean).split()) for s in samples]
     details = {"mean_words": math.fsum(words) / len(words) if words else None}
-    return MetricResult(mean_defined(per_example), variant, per_example, details)
+    return MetricResult.of_examples(per_example, variant, details)
 
 
 @metric("length", fields=("hypothesis",))
@@ -152,7 +151,7 @@ def length(samples: Sequence[dict], *, clean: str = "none") -> MetricResult:
     texts = _texts("length", samples, clean)
     per_example: list[float | None] = [float(len(t.split())) for t in texts]
     variant = f"words per hypothesis, len(str.split()), clean={clean}, mean over samples, tokens"
-    return MetricResult(mean_defined(per_example), variant, per_example, {})
+    return MetricResult.of_examples(per_example, variant)
 
 
 # --- group metrics ------------------------------------------------------------------------------
@@ -188,7 +187,7 @@ def self_bleu(groups: Sequence[Sequence[dict]], *, clean: str = "none") -> Metri
         f"order given, clean={clean}, mean over sources, 0-1 scale"
     )
     details = {"group_size": len(groups), "n_nltk_warnings": bleu.n_warnings}
-    return MetricResult(mean_defined(per_example), variant, per_example, details)
+    return MetricResult.of_examples(per_example, variant, details)
 
 
 def ngrams(tokens: Sequence[str], n: int) -> list[tuple[str, ...]]:
@@ -217,4 +216,4 @@ def div_4(groups: Sequence[Sequence[dict]], *, clean: str = "none") -> MetricRes
             not any(len(t.split()) >= 4 for t in texts) for texts in per_source
         ),
     }
-    return MetricResult(mean_defined(per_example), variant, per_example, details)
+    return MetricResult.of_examples(per_example, variant, details)

@@ -407,6 +407,43 @@ def context_from_config(config: dict, judge: str) -> int:
     return _context(SimpleNamespace(**config), None, judge)
 
 
+def _per_example_ppl(
+    texts: list[str],
+    per_chunks: list[list[list[int]]],
+    nll_flat: list[np.ndarray],
+    aggregation: str,
+    eos: int,
+) -> tuple[list[float | None], list[int]]:
+    """Each text's perplexity (its weighted NLL sum for ``corpus_exp_mean_nll``; None for an
+    empty text or one with no scored token) and its scored-token weight, from the per-chunk
+    token NLLs ``nll_flat`` (the chunks of every text in order) weighted as ``aggregation`` says."""
+    per_example: list[float | None] = []
+    tokens: list[int] = []
+    pos = 0
+    for text, chunks in zip(texts, per_chunks):
+        nll_sum, weight = 0.0, 0.0
+        for chunk in chunks:
+            nll = nll_flat[pos]
+            pos += 1
+            arr = np.asarray(chunk, dtype=np.int64)
+            if aggregation == "corpus_exp_mean_nll":
+                w = _corpus_weights(arr, eos)
+            elif aggregation == "klflow_padded":
+                w = (arr[1:] != eos).astype(np.float64)
+            else:
+                w = np.ones(len(nll))
+            nll_sum += math.fsum(nll * w)
+            weight += float(w.sum())
+        tokens.append(int(weight))
+        if is_empty(text) or weight == 0:
+            per_example.append(None)
+        elif aggregation == "corpus_exp_mean_nll":
+            per_example.append(nll_sum)
+        else:
+            per_example.append(math.exp(nll_sum / weight))
+    return per_example, tokens
+
+
 @metric("gen_ppl", fields=("hypothesis",), gpu=True)
 def gen_ppl(
     samples: Sequence[dict],
@@ -439,31 +476,7 @@ def gen_ppl(
     flat = [c for chunks in per_chunks for c in chunks]
     nll_flat = jd.token_nlls(flat, batch_size=batch_size, precision=precision)
 
-    per_example: list[float | None] = []
-    tokens: list[int] = []
-    pos = 0
-    for text, chunks in zip(texts, per_chunks):
-        nll_sum, weight = 0.0, 0.0
-        for chunk in chunks:
-            nll = nll_flat[pos]
-            pos += 1
-            arr = np.asarray(chunk, dtype=np.int64)
-            if aggregation == "corpus_exp_mean_nll":
-                w = _corpus_weights(arr, eos)
-            elif aggregation == "klflow_padded":
-                w = (arr[1:] != eos).astype(np.float64)
-            else:
-                w = np.ones(len(nll))
-            nll_sum += math.fsum(nll * w)
-            weight += float(w.sum())
-        tokens.append(int(weight))
-        if is_empty(text) or weight == 0:
-            per_example.append(None)
-        elif aggregation == "corpus_exp_mean_nll":
-            per_example.append(nll_sum)
-        else:
-            per_example.append(math.exp(nll_sum / weight))
-
+    per_example, tokens = _per_example_ppl(texts, per_chunks, nll_flat, aggregation, eos)
     total_tokens = sum(t for t, v in zip(tokens, per_example) if v is not None)
     if aggregation == "corpus_exp_mean_nll":
         defined = [v for v in per_example if v is not None]
@@ -579,4 +592,4 @@ def judge_entropy(
             for arr in per_judge
         ],
     }
-    return MetricResult(mean_defined(per_example), variant, per_example, details)
+    return MetricResult.of_examples(per_example, variant, details)

@@ -36,7 +36,6 @@ from repro.metrics.base import (
     MetricResult,
     check_choice,
     check_positive_int,
-    mean_defined,
     metric,
     package_version,
 )
@@ -216,4 +215,4 @@ def bertscore(
         "n_empty_hypotheses": sum(is_empty(h) for h in hyps),
         "n_dropped": sum(v is None for v in per_example),
     }
-    return MetricResult(mean_defined(per_example), variant, per_example, details)
+    return MetricResult.of_examples(per_example, variant, details)

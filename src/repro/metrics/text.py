@@ -54,7 +54,6 @@ from repro.metrics.base import (
     MetricResult,
     check_choice,
     check_positive_int,
-    mean_defined,
     metric,
     package_version,
 )
@@ -131,7 +130,7 @@ def sentence_bleu_nltk(samples: Sequence[dict], *, clean: str = "none") -> Metri
         "mean over pairs, 0-1 scale"
     )
     details = {"n_empty_pairs_scored_0": n_empty, "n_nltk_warnings": len(caught)}
-    return MetricResult(mean_defined(per_example), variant, per_example, details)
+    return MetricResult.of_examples(per_example, variant, details)
 
 
 def _ngram_counts(tokens: Sequence[str], max_order: int) -> Counter:
@@ -222,7 +221,7 @@ def bleu_klflow(
         "n_skipped_empty": n_undefined,
         "n_empty_hypotheses": sum(is_empty(h) for h in hyps),
     }
-    return MetricResult(mean_defined(per_example), variant, per_example, details)
+    return MetricResult.of_examples(per_example, variant, details)
 
 
 @metric("corpus_sacrebleu", fields=("hypothesis", "reference"))
@@ -287,7 +286,7 @@ def rouge_l_rouge_score(
         "n_empty_hypotheses": sum(is_empty(h) for h in hyps),
         "n_dropped": sum(v is None for v in per_example),
     }
-    return MetricResult(mean_defined(per_example), variant, per_example, details)
+    return MetricResult.of_examples(per_example, variant, details)
 
 
 @metric("rouge_l_torchmetrics", fields=("hypothesis", "reference"))
@@ -310,7 +309,7 @@ def rouge_l_torchmetrics(samples: Sequence[dict], *, clean: str = "none") -> Met
         f"no stemmer, lower-case alphanumeric tokens, accumulate='best'), clean={clean}, "
         "mean over pairs, 0-1 scale"
     )
-    return MetricResult(mean_defined(per_example), variant, per_example, {})
+    return MetricResult.of_examples(per_example, variant)
 
 
 # --- diversity of one sample --------------------------------------------------------------------
@@ -341,4 +340,4 @@ def unigram_entropy(samples: Sequence[dict], *, base: str = "e") -> MetricResult
         "mean over samples (not KL-flow's judge-tokenised padded variant)"
     )
     details = {"base": base, "n_empty": sum(v is None for v in per_example)}
-    return MetricResult(mean_defined(per_example), variant, per_example, details)
+    return MetricResult.of_examples(per_example, variant, details)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from repro.metrics.base import MetricResult, mean_defined, metric
+from repro.metrics.base import MetricResult, metric
 
 
 @metric("wall_seconds", fields=("wall_seconds",))
@@ -19,4 +19,4 @@ def wall_seconds(samples: Sequence[dict]) -> MetricResult:
     # the field's type and range are checked with the other sample fields (base.FIELD_TYPES)
     per_example: list[float | None] = [float(s["wall_seconds"]) for s in samples]
     variant = "mean seconds of Method.sample per sample (batch time / batch size), device-local"
-    return MetricResult(mean_defined(per_example), variant, per_example)
+    return MetricResult.of_examples(per_example, variant)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
-from .transformer import KVCache, Transformer, TransformerConfig, count_parameters
+from .config import TransformerConfig
+from .transformer import KVCache, Transformer, count_parameters
 
 __all__ = ["KVCache", "Transformer", "TransformerConfig", "count_parameters"]

@@ -31,7 +31,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from repro.io import InputError, OptionError, json_object_arg, read_json
+from repro.io import (
+    InputError,
+    OptionError,
+    id_difference,
+    json_object_arg,
+    log_to_stderr,
+    read_json,
+    run_cli,
+    stage_parser,
+)
 
 __all__ = [
     "AGGREGATES",
@@ -84,11 +93,9 @@ def _align(ref_ids: list[str], ids: list[str], path: str, ref_path: str) -> list
     position = {i: k for k, i in enumerate(ids)}
     if len(position) == len(ids) == len(ref_ids) == len(set(ref_ids)) and set(ids) == set(ref_ids):
         return [position[i] for i in ref_ids]
-    missing = sorted(set(ref_ids) - set(ids))[:3]
-    extra = sorted(set(ids) - set(ref_ids))[:3]
     raise InputError(
         f"{path}: its example ids differ from {ref_path} (n = {len(ids)} vs {len(ref_ids)}; "
-        f"missing e.g. {missing}, extra e.g. {extra}, or duplicated ids); all seed files of one "
+        f"{id_difference(ids, ref_ids)}, or duplicated ids); all seed files of one "
         "cell must score the same examples — re-run their sample_text and score_samples jobs"
     )
 
@@ -335,6 +342,26 @@ def match_paper(
 def load_spec(arg: str) -> dict:
     """Parse ``--spec-json``: a JSON object, or ``@path`` of a file holding one."""
     return json_object_arg(arg, "--spec-json")
+
+
+def spec_main(
+    argv: list[str] | None,
+    module: str,
+    doc: str,
+    what: str,
+    out_help: str,
+    make: Callable[[dict, str | None, str], object],
+) -> int:
+    """The CLI of :mod:`repro.report.tables` / :mod:`repro.report.figures` (``module``, its
+    docstring ``doc``): a ``what`` spec (``--spec-json``), ``--paper-values`` and ``--out`` given
+    to ``make``; the exit status of :func:`repro.io.run_cli`."""
+    parser = stage_parser(module, doc)
+    parser.add_argument("--spec-json", required=True, help=f"{what} spec as JSON, or @file.json")
+    parser.add_argument("--paper-values", default=None, help="config/paper_values/NAME.csv")
+    parser.add_argument("--out", required=True, help=out_help)
+    args = parser.parse_args(argv)
+    log_to_stderr()
+    return run_cli(lambda: make(load_spec(args.spec_json), args.paper_values, args.out))
 
 
 def require(obj: dict, key: str, typ: type | tuple[type, ...], where: str) -> Any:

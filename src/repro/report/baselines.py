@@ -24,12 +24,19 @@ is printed as a Markdown table and written to ``results/baselines/baselines.md``
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
-from repro.io import InputError, atomic_write_json, atomic_write_text, read_jsonl, write_jsonl
+from repro.io import (
+    InputError,
+    atomic_write_json,
+    atomic_write_text,
+    read_jsonl,
+    run_cli,
+    stage_parser,
+    write_jsonl,
+)
 from repro.workflow.catalogue import Catalogue
 
 #: dataset kind -> (baseline name, the row field that becomes the hypothesis)
@@ -113,29 +120,26 @@ def render(records: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m repro.report.baselines",
-                                     description=__doc__.split("\n")[0])
+    parser = stage_parser("repro.report.baselines", __doc__)
     parser.add_argument("--configfile", required=True)
     parser.add_argument("--tables", nargs="*", help="default: every scores table of the config")
     parser.add_argument("--results", default="results")
     args = parser.parse_args(argv)
     from repro.config_file import load_config_file
 
-    try:
+    def body() -> None:
         config = load_config_file(args.configfile)
         tables = args.tables or [t for t, s in config.get("tables", {}).items()
                                  if s.get("kind", "scores") == "scores"]
         results = Path(args.results)
         catalogue = Catalogue(config)
         records = [r for t in tables for r in table_baselines(catalogue, t, results)]
-    except InputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    text = render(records)
-    atomic_write_text(results / "baselines" / "baselines.md", text)
-    atomic_write_json(results / "baselines" / "baselines.json", records)
-    print(text, end="")
-    return 0
+        text = render(records)
+        atomic_write_text(results / "baselines" / "baselines.md", text)
+        atomic_write_json(results / "baselines" / "baselines.json", records)
+        print(text, end="")
+
+    return run_cli(body)
 
 
 if __name__ == "__main__":

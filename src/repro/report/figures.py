@@ -50,7 +50,6 @@ timestamps (matplotlib writes none).
 
 from __future__ import annotations
 
-import argparse
 import logging
 import math
 import os
@@ -63,10 +62,10 @@ from repro.report import (
     PaperValue,
     iter_paper_rows,
     load_cell,
-    load_spec,
     read_paper_values,
     read_scores,
     require,
+    spec_main,
 )
 
 log = logging.getLogger("repro.report.figures")
@@ -202,6 +201,32 @@ def _metric_labels(spec: dict) -> list[str]:
     ]
 
 
+def _series_colors(series_order: list[str]) -> dict:
+    """One colour-blind-safe colour per series label, in legend order."""
+    import seaborn as sns
+
+    return dict(zip(series_order, sns.color_palette("colorblind", max(len(series_order), 1))))
+
+
+def _no_values(ax) -> None:
+    ax.text(0.5, 0.5, "no values yet", ha="center", va="center", transform=ax.transAxes)
+
+
+def _legend_and_title(fig, spec: dict, handles: dict, series_order: list[str], max_cols: int):
+    """The figure's legend below its panels, each series then its ``(paper)`` line in series
+    order (at most ``max_cols`` columns), and the spec's title (else its name) on top."""
+    if handles:
+        order = sorted(handles, key=lambda h: (series_order.index(h.removesuffix(" (paper)")), h))
+        fig.legend(
+            [handles[h] for h in order],
+            order,
+            loc="outside lower center",
+            ncols=min(len(order), max_cols),
+            frameon=False,
+        )
+    fig.suptitle(spec.get("title", spec.get("name", "")))
+
+
 def _metric_curves(spec: dict, ref, x_label: str, log_x: bool):
     """One panel per metric: ours solid (mean ± sd over seed files), the paper's dashed."""
     import matplotlib
@@ -215,7 +240,7 @@ def _metric_curves(spec: dict, ref, x_label: str, log_x: bool):
     metric_labels = _metric_labels(spec)
     series_order = [s["label"] for s in spec["series"]]
     series_order += [s for s in dict.fromkeys(ref["series"]) if s not in series_order]
-    colors = dict(zip(series_order, sns.color_palette("colorblind", max(len(series_order), 1))))
+    colors = _series_colors(series_order)
 
     with sns.axes_style("whitegrid"), sns.plotting_context("paper"):
         n = len(metric_labels)
@@ -225,54 +250,26 @@ def _metric_curves(spec: dict, ref, x_label: str, log_x: bool):
         for ax, label in zip(axes, metric_labels):
             ours_m = ours[ours["metric"] == label]
             ref_m = ref[ref["metric"] == label]
-            if not ours_m.empty:
-                sns.lineplot(
-                    data=ours_m,
-                    x="x",
-                    y="value",
-                    hue="series",
-                    palette=colors,
-                    marker="o",
-                    errorbar="sd",
-                    estimator="mean",
-                    legend=False,
-                    ax=ax,
-                )
-                for s in dict.fromkeys(ours_m["series"]):
-                    handles[s] = Line2D([], [], color=colors[s], marker="o", linestyle="-")
-            if not ref_m.empty:
-                sns.lineplot(
-                    data=ref_m,
-                    x="x",
-                    y="value",
-                    hue="series",
-                    palette=colors,
-                    linestyle="--",
-                    errorbar=None,
-                    legend=False,
-                    ax=ax,
-                )
-                for s in dict.fromkeys(ref_m["series"]):
-                    handles[f"{s} (paper)"] = Line2D([], [], color=colors[s], linestyle="--")
+            styles = (  # (frame, legend name, lineplot style, legend line style)
+                (ours_m, "{}", {"marker": "o", "errorbar": "sd", "estimator": "mean"},
+                 {"marker": "o", "linestyle": "-"}),
+                (ref_m, "{} (paper)", {"linestyle": "--", "errorbar": None}, {"linestyle": "--"}),
+            )
+            for frame, name, plot_style, line_style in styles:
+                if frame.empty:
+                    continue
+                sns.lineplot(data=frame, x="x", y="value", hue="series", palette=colors,
+                             legend=False, ax=ax, **plot_style)
+                for s in dict.fromkeys(frame["series"]):
+                    handles[name.format(s)] = Line2D([], [], color=colors[s], **line_style)
             if ours_m.empty and ref_m.empty:
-                ax.text(0.5, 0.5, "no values yet", ha="center", va="center", transform=ax.transAxes)
+                _no_values(ax)
             elif log_x:
                 ax.set_xscale("log")
             ax.set_xlabel(x_label)
             ax.set_ylabel(label)
             ax.set_title(label)
-        if handles:
-            order = sorted(
-                handles, key=lambda h: (series_order.index(h.removesuffix(" (paper)")), h)
-            )
-            fig.legend(
-                [handles[h] for h in order],
-                order,
-                loc="outside lower center",
-                ncols=min(len(order), 4),
-                frameon=False,
-            )
-        fig.suptitle(spec.get("title", spec.get("name", "")))
+        _legend_and_title(fig, spec, handles, series_order, max_cols=4)
     return fig
 
 
@@ -373,7 +370,7 @@ def loss_vs_t(spec: dict, paper: list[CurvePoint]):
         ref.setdefault(point.series, []).append((point.t, point.value))
     series_order = list(dict.fromkeys(label for label, _ in ours))
     series_order += [s for s in ref if s not in series_order]
-    colors = dict(zip(series_order, sns.color_palette("colorblind", max(len(series_order), 1))))
+    colors = _series_colors(series_order)
 
     positive = [x for _, c in ours for x in c["loss"] if x > 0]
     positive += [y for points in ref.values() for _, y in points if y > 0]
@@ -406,24 +403,13 @@ def loss_vs_t(spec: dict, paper: list[CurvePoint]):
                 [], [], color=colors[label], marker="s", linestyle="--"
             )
         if floor is None:
-            ax.text(0.5, 0.5, "no values yet", ha="center", va="center", transform=ax.transAxes)
+            _no_values(ax)
         else:
             ax.set_yscale("log", nonpositive="mask")
         ax.set_xlim(0.0, 1.0)
         ax.set_xlabel("t")
         ax.set_ylabel("loss")
-        if handles:
-            order = sorted(
-                handles, key=lambda h: (series_order.index(h.removesuffix(" (paper)")), h)
-            )
-            fig.legend(
-                [handles[h] for h in order],
-                order,
-                loc="outside lower center",
-                ncols=min(len(order), 3),
-                frameon=False,
-            )
-        fig.suptitle(spec.get("title", spec.get("name", "")))
+        _legend_and_title(fig, spec, handles, series_order, max_cols=3)
     return fig
 
 
@@ -455,20 +441,8 @@ def make_figure(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m repro.report.figures", description=__doc__.split("\n")[0]
-    )
-    parser.add_argument("--spec-json", required=True, help="figure spec as JSON, or @file.json")
-    parser.add_argument("--paper-values", default=None, help="config/paper_values/NAME.csv")
-    parser.add_argument("--out", required=True, help="results/figures/NAME.png (+ NAME.pdf)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        make_figure(load_spec(args.spec_json), args.paper_values, args.out)
-    except InputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    out_help = "results/figures/NAME.png (+ NAME.pdf)"
+    return spec_main(argv, "repro.report.figures", __doc__, "figure", out_help, make_figure)
 
 
 if __name__ == "__main__":

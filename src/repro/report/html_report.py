@@ -28,7 +28,6 @@ Markdown is rendered with raw HTML off, so nothing in a result file can inject m
 
 from __future__ import annotations
 
-import argparse
 import base64
 import csv
 import html
@@ -43,7 +42,7 @@ import yaml
 from markdown_it import MarkdownIt
 
 from repro import overrides
-from repro.io import InputError, atomic_write_text
+from repro.io import InputError, atomic_write_text, log_to_stderr, run_cli, stage_parser
 
 log = logging.getLogger("repro.report.html_report")
 
@@ -210,6 +209,51 @@ def _figure_section(name: str, png: Path | None, pdf: Path | None, spec: dict) -
     return "\n".join(parts)
 
 
+def _not_built(missing_tables: list[str], missing_figures: list[str]) -> list[str]:
+    """The "Not built yet" section (nothing when every catalogue table and figure is built)."""
+    if not (missing_tables or missing_figures):
+        return []
+    out = ['<h2>Not built yet</h2><p class="missing">']
+    if missing_tables:
+        out.append("tables: " + ", ".join(_esc(n) for n in missing_tables) + "<br>")
+    if missing_figures:
+        out.append("figures: " + ", ".join(_esc(n) for n in missing_figures))
+    out.append(
+        "</p><p>Build one with <code>snakemake results/tables/NAME.csv</code> "
+        "(or <code>results/figures/NAME.png</code>), then run <code>make report</code> "
+        "again.</p>"
+    )
+    return out
+
+
+def _variants_section(table_variants: dict, score_variants: dict, metric_opts: dict) -> list[str]:
+    """The "Metric variants" section: one row per (metric, variant) of the tables
+    (``table_variants[metric][variant]`` = table names) and scores files
+    (``score_variants[metric][variant]`` = file count)."""
+    out = ['<h2 id="variants">Metric variants</h2>']
+    out.append(
+        "<p>Each metric key of the config, the variant string its values carry (package, "
+        "version, tokenisation, smoothing, …), the tables that show it, and how many scores "
+        "files under <code>results/scores/</code> were computed with it. Two variants of one "
+        "metric mean files scored in different environments.</p>"
+    )
+    rows = []
+    for metric in sorted(set(table_variants) | set(score_variants)):
+        variants = set(table_variants.get(metric, {})) | set(score_variants.get(metric, {}))
+        for v in sorted(variants):
+            in_tables = ", ".join(sorted(table_variants.get(metric, {}).get(v, ())))
+            n_files = score_variants.get(metric, {}).get(v, 0)
+            opts = json.dumps(metric_opts.get(metric), sort_keys=True) if metric in metric_opts \
+                else ""
+            rows.append({"metric": metric, "variant": v, "config": opts, "tables": in_tables,
+                         "scores files": n_files})
+    if rows:
+        out.append(_csv_html(["metric", "variant", "config", "tables", "scores files"], rows))
+    else:
+        out.append("<p>No scores yet.</p>")
+    return out
+
+
 def build_report(results: Path, config_files: list[Path]) -> str:
     """The HTML page of everything under ``results`` (see the module docstring)."""
     config, config_text = load_config(config_files)
@@ -262,44 +306,13 @@ def build_report(results: Path, config_files: list[Path]) -> str:
     toc += ['<li><a href="#variants">metric variants</a></li>', '<li><a href="#config">config</a>'
             "</li></ul>"]
     out += toc
-    if missing_tables or missing_figures:
-        out.append('<h2>Not built yet</h2><p class="missing">')
-        if missing_tables:
-            out.append("tables: " + ", ".join(_esc(n) for n in missing_tables) + "<br>")
-        if missing_figures:
-            out.append("figures: " + ", ".join(_esc(n) for n in missing_figures))
-        out.append(
-            "</p><p>Build one with <code>snakemake results/tables/NAME.csv</code> "
-            "(or <code>results/figures/NAME.png</code>), then run <code>make report</code> "
-            "again.</p>"
-        )
+    out += _not_built(missing_tables, missing_figures)
     out.append("<h2>Tables</h2>")
     out += table_html or ["<p>No table built yet.</p>"]
     out.append("<h2>Figures</h2>")
     out += figure_html or ["<p>No figure built yet.</p>"]
 
-    out.append('<h2 id="variants">Metric variants</h2>')
-    out.append(
-        "<p>Each metric key of the config, the variant string its values carry (package, "
-        "version, tokenisation, smoothing, …), the tables that show it, and how many scores "
-        "files under <code>results/scores/</code> were computed with it. Two variants of one "
-        "metric mean files scored in different environments.</p>"
-    )
-    metric_opts = config.get("metrics") or {}
-    rows = []
-    for metric in sorted(set(table_variants) | set(score_variants)):
-        variants = set(table_variants.get(metric, {})) | set(score_variants.get(metric, {}))
-        for v in sorted(variants):
-            in_tables = ", ".join(sorted(table_variants.get(metric, {}).get(v, ())))
-            n_files = score_variants.get(metric, {}).get(v, 0)
-            opts = json.dumps(metric_opts.get(metric), sort_keys=True) if metric in metric_opts \
-                else ""
-            rows.append({"metric": metric, "variant": v, "config": opts, "tables": in_tables,
-                         "scores files": n_files})
-    if rows:
-        out.append(_csv_html(["metric", "variant", "config", "tables", "scores files"], rows))
-    else:
-        out.append("<p>No scores yet.</p>")
+    out += _variants_section(table_variants, score_variants, config.get("metrics") or {})
     out.append('<h2 id="config">Config</h2>')
     out.append(f"<pre>{_esc(config_text)}</pre>")
     out.append("</body></html>")
@@ -307,9 +320,7 @@ def build_report(results: Path, config_files: list[Path]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m repro.report.html_report", description=__doc__.split("\n")[0]
-    )
+    parser = stage_parser("repro.report.html_report", __doc__)
     parser.add_argument("--results", default="results", help="the results folder (default results)")
     parser.add_argument(
         "--configfile", nargs="+", default=["config/config.yaml"],
@@ -317,19 +328,18 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     parser.add_argument("--out", default=None, help="the page (default RESULTS/report.html)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    log_to_stderr()
     results = Path(args.results)
     out = Path(args.out) if args.out else results / "report.html"
-    try:
+
+    def body() -> None:
         if not results.is_dir():
             raise InputError(f"{results}: no results folder; build something first (make demo)")
         page = build_report(results, [Path(p) for p in args.configfile])
-    except InputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    atomic_write_text(out, page)
-    print(f"report: {out} ({len(page.encode()) / 1e6:.1f} MB, self-contained)")
-    return 0
+        atomic_write_text(out, page)
+        print(f"report: {out} ({len(page.encode()) / 1e6:.1f} MB, self-contained)")
+
+    return run_cli(body)
 
 
 if __name__ == "__main__":

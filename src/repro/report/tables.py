@@ -24,7 +24,6 @@ the paper-values CSV gives one).
 
 from __future__ import annotations
 
-import argparse
 import csv
 import logging
 import os
@@ -38,11 +37,11 @@ from repro.report import (
     PaperValue,
     aggregate,
     load_cell,
-    load_spec,
     match_paper,
     read_paper_values,
     read_scores,
     require,
+    spec_main,
 )
 
 log = logging.getLogger("repro.report.tables")
@@ -276,20 +275,8 @@ def make_table(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m repro.report.tables", description=__doc__.split("\n")[0]
-    )
-    parser.add_argument("--spec-json", required=True, help="table spec as JSON, or @file.json")
-    parser.add_argument("--paper-values", default=None, help="config/paper_values/NAME.csv")
-    parser.add_argument("--out", required=True, help="results/tables/NAME.csv (+ NAME.md)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        make_table(load_spec(args.spec_json), args.paper_values, args.out)
-    except InputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    out_help = "results/tables/NAME.csv (+ NAME.md)"
+    return spec_main(argv, "repro.report.tables", __doc__, "table", out_help, make_table)
 
 
 if __name__ == "__main__":
