@@ -1,7 +1,7 @@
 """``benchmarks/gpu_check.py`` (``make gpu-check``) on the CPU: the same code a GPU runs, at tiny
 sizes, so the check is known to work before a GPU is ever lent.
 
-One run of every part and every method (~20-30 s on 2 cores): the stages really train, stop,
+One run of every part and every method: the stages really train, stop,
 resume, sample and score; the report's rows, exit status, JSON and Markdown are checked. The
 helpers that decide a verdict (shared noise, the hard-failure exit) are tested on their own.
 """

@@ -575,10 +575,9 @@ def reversal_task(n_rows: int, seed: int) -> tuple[Batch, torch.Tensor]:
 
 
 def test_learning_reversal_task():
-    """Measured (2 shared CPU cores, one thread): ~13 s in all; DDPM at T = 50 reaches
-    content accuracy 1.00 and exact match 1.00 on ~300 held-out rows (copy baseline 0, chance
-    1/12); respaced DDIM with 10 calls ≈ 0.98 exact; gap-DDIM with 10 calls collapses (≈0.3
-    content accuracy, 0 exact), the low-NFE failure the FM-seq2seq paper reports for DiffuSeq."""
+    """DDPM at T = 50 and respaced DDIM with 10 calls learn the reversal task on held-out rows;
+    gap-DDIM with 10 calls collapses, the low-NFE failure the FM-seq2seq paper reports for
+    DiffuSeq. Outcomes measured on CPU: benchmarks/README.md, "Learning tests"."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny matrices: one thread is fastest and robust to a busy machine
     try:

@@ -629,10 +629,8 @@ def test_learns_a_token_mapping_in_the_conditional_layout():
     """d_model 64, 2 layers, Adam 3e-3, batch 128, 300 steps, paper time (t ~ U[0, 1)).
 
     ``conditional`` rows of 3–6 source tokens, target = MAP[source] (a derangement), then [EOS] and
-    generated [PAD]s. Measured (torch 2.13 CPU, one thread, 14–26 s of training on a loaded 2-core
-    machine, final loss 0.0008): content-token accuracy at NFE 8 on 512 fresh rows 0.982 (semi),
-    0.984 (sampling), 0.986 (basic, hybrid t* = 0.5); copying the aligned source token scores 0 on
-    content tokens, chance 1/16 = 0.062, the untrained model 0.026.
+    generated [PAD]s. Content-token accuracy at NFE 8 on 512 fresh rows for every sampler, against
+    copying the aligned source token, chance (1/16) and the untrained model. Outcomes measured on CPU: benchmarks/README.md, "Learning tests".
     """
     method = KLFlow()
     model = build(d_model=64, n_layers=2, n_heads=4)
@@ -688,12 +686,11 @@ def chain_log_likelihood(ids: torch.Tensor) -> tuple[float, float]:
 
 
 def test_unconditional_samples_follow_the_data_chain():
-    """``lm`` layout, only [BOS] given; d_model 64, 2 layers, 300 steps (14–20 s).
+    """``lm`` layout, only [BOS] given; d_model 64, 2 layers, 300 steps.
 
-    Measured (NFE 16, 256 samples, paper time): of the generated content bigrams 0.73 (basic), 0.75
-    (sampling, k = 1), 0.74 (hybrid t* = 0.3) are transitions the chain allows — a uniform model
-    allows 2/16 = 0.125, the untrained model 0.0; mean log-likelihood per bigram −1.22 … −1.26
-    (data: log ½ = −0.69; uniform: log 1/16 = −2.77); ~10–11 content tokens per sample (data 8–14).
+    The share of generated content bigrams the chain allows and their mean log-likelihood, at
+    NFE 16 on 256 samples, against a uniform model (2/16 allowed, log 1/16) and the untrained
+    model. Outcomes measured on CPU: benchmarks/README.md, "Learning tests".
     """
     method = KLFlow()
     model = build(d_model=64, n_layers=2, n_heads=4)
