@@ -53,7 +53,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from repro.io import InputError, iter_jsonl, json_object_arg, make_temp_dir
+from repro.io import InputError, iter_jsonl, json_object_arg, make_temp_dir, run_cli
 
 log = logging.getLogger("repro.judge")
 
@@ -436,16 +436,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
+
+    def body() -> None:
         if args.command == "train":
             cfg = json_object_arg(args.config_json, "--config-json")
             train_judge(args.data, args.kind, cfg, args.out, threads=args.threads)
         else:
             download_judge(args.id, args.revision, args.out)
-    except InputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+
+    return run_cli(body)
 
 
 if __name__ == "__main__":

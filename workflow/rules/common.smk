@@ -10,17 +10,17 @@ import sys
 
 from snakemake.utils import validate
 
-from repro import overrides, snakemake_patches
-from repro.priorities import Priorities
-from repro.workflow import paths
+from repro import overrides
+from repro.workflow import paths, scheduler_patch
 from repro.workflow.catalogue import Catalogue
 from repro.workflow.digests import lock_digest, stage_digest
 from repro.workflow.hub import OFFLINE_PREFIX, hub_pattern, hub_repos, tokenizer_hub_inputs
 from repro.workflow.params import job_device, seed_samples, tokenized_data_dir
+from repro.workflow.priorities import Priorities
 from repro.workflow.resources import Jobs, check_train_resources
 
-# one wake-up timer for the scheduling loop instead of one more per pass (repro.snakemake_patches)
-snakemake_patches.apply()
+# one wake-up timer for the scheduling loop instead of one more per pass (scheduler_patch)
+scheduler_patch.apply()
 # single keys from the command line (REPRO_SET, --config set="a.b=1 …"), typed, before validation
 for _item in overrides.apply(config, os.environ):
     print(f"repro: config override {_item}", file=sys.stderr)
@@ -33,7 +33,7 @@ check_train_resources(config["resources"], C.experiments)  # errors at parse tim
 # resources of every job (memory/time growing with the attempt, GPUs, partitions)
 R = Jobs(config["resources"], C.experiments, C.resource, C.metrics_for, config.get("logging"))
 LOCK = lock_digest()
-# the order in which ready jobs start: critical path first, then longest first (repro.priorities)
+# the order in which ready jobs start: critical path first, then longest first (repro.workflow.priorities)
 P = Priorities(C)
 
 # Every job runs with the Hugging Face hub offline and reads hub files from the project cache

@@ -27,6 +27,7 @@ from repro.io import (
     iter_jsonl_at,
     json_object_arg,
     read_jsonl,
+    run_cli,
 )
 
 from .layouts import (
@@ -170,12 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        args.func(args)
-    except InputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return run_cli(lambda: args.func(args))
 
 
 if __name__ == "__main__":

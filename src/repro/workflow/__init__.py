@@ -14,6 +14,8 @@ inputs, params and resources, and takes its file names from :mod:`repro.workflow
 ``catalogue``       the Catalogue: expansion + checks + params over one config
 ``resources``       SLURM resources per job, site settings, training geometry
 ``hub``             hub repositories jobs read, offline shell prefix, their download
+``priorities``      the order ready jobs start in: critical path first, then longest first
+``scheduler_patch`` one workaround in Snakemake's scheduling loop (one pending wake-up)
 ==================  ===========================================================================
 
 Nothing under this package imports torch or the heavy NLP stack at DAG build.

@@ -1,4 +1,4 @@
-"""Scheduling priorities (repro.priorities): critical path first, then longest first."""
+"""Scheduling priorities (repro.workflow.priorities): critical path first, then longest first."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from repro.config_file import load_config_file
-from repro.priorities import Priorities
 from repro.workflow.catalogue import Catalogue
+from repro.workflow.priorities import Priorities
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module", params=["smoke.yaml", "config.yaml"])
