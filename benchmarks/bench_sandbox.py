@@ -5,8 +5,8 @@
    subprocess, the kernel-side layer alone (bubblewrap with its mounts and id maps, or the
    ``unshare`` fallback) around ``python -c``, and ``run_program("pass")`` (every layer, verdict
    token included). Overhead = sandbox − plain subprocess; target: at most 15 ms per program.
-2. Throughput over the 974 MBPP canonical solutions (``../shared/data/mbpp/mbpp.jsonl`` beside
-   the checkout; skipped if absent), solution + asserts, ``--workers`` at a time (default 2, the
+2. Throughput over the 974 MBPP canonical solutions (``data/mbpp/mbpp.jsonl``, else
+   ``../shared/data/mbpp/mbpp.jsonl`` beside the checkout; skipped if absent), solution + asserts, ``--workers`` at a time (default 2, the
    CI core count): plain ``python -I program.py`` subprocesses vs ``run_many`` (timeout 3 s, the
    metric's default). Targets: sandbox throughput at least 80 % of the plain one, 973 of 974 pass
    (task 123, ~3.6 s, times out in the sandbox and bounds its tail).
@@ -33,7 +33,12 @@ sys.path.insert(0, str(REPO / "src"))
 
 from repro import sandbox  # noqa: E402
 
-MBPP = REPO / ".." / "shared" / "data" / "mbpp" / "mbpp.jsonl"
+#: MBPP under the project's data directory (``data/``), else under ``shared/`` beside the checkout
+MBPP = next(
+    (p for p in (REPO / "data" / "mbpp" / "mbpp.jsonl",
+                 REPO / ".." / "shared" / "data" / "mbpp" / "mbpp.jsonl") if p.exists()),
+    REPO / "data" / "mbpp" / "mbpp.jsonl",
+)  # fmt: skip
 
 
 def timings_ms(fns: dict, reps: int) -> dict[str, list[float]]:

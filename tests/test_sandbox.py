@@ -202,6 +202,15 @@ HOSTILE = {
     "ctypes": ("import ctypes\nctypes.CDLL(None).kill({pid}, 9)\n", {"denied"}, {}),
     "gc_walk_to_the_guard": ("import gc\nprint(len(gc.get_objects()))\n", {"denied"}, {}),
     "craft_bytecode": ("c = compile('1', 'x', 'eval')\nc.replace(co_code=b'd\\x07S\\x00')\n", {"denied"}, {}),
+    # the import system's loader called directly: a standard-library path, bytes of its own
+    "bytecode_under_a_stdlib_path": (
+        """\
+        import marshal, re
+        from importlib._bootstrap_external import _compile_bytecode
+        code = _compile_bytecode(marshal.dumps(compile('1', 'x', 'eval')), 're', re.__file__)
+        """,
+        {"denied"}, {},
+    ),
     "raise_rlimits": (
         "import resource\nresource.setrlimit(resource.RLIMIT_AS, (-1, -1))\n", {"denied"}, {},
     ),

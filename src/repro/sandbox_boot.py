@@ -110,6 +110,8 @@ def _install_guard(work):
         posix.getpid,
     )
     _getframe = sys._getframe
+    _open, _read, _close = posix.open, posix.read, posix.close
+    _O_RDONLY, _O_CLOEXEC = posix.O_RDONLY, posix.O_CLOEXEC
     _join = str.join
     _compile_bytecode = sys.modules["_frozen_importlib_external"]._compile_bytecode.__code__
     WRITE_FLAGS = (
@@ -268,13 +270,33 @@ def _install_guard(work):
         if top in BLOCKED_MODULES or top.startswith("_test"):
             deny(event, f"importing {name}")
 
+    def file_bytes(event, path):
+        # the file's bytes, read with functions bound at install time (its open is checked too)
+        try:
+            fd = _open(path, _O_RDONLY | _O_CLOEXEC)
+        except OSError:
+            deny(event, "loading bytecode whose file cannot be read")
+        chunks = []
+        try:
+            while True:
+                chunk = _read(fd, 65536)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+        finally:
+            _close(fd)
+        return _bytes.join(b"", chunks)
+
     def on_marshal(event, args):
-        # bytecode is loaded only by the import system, only from the standard library
+        # bytecode is loaded only by the import system, only from the standard library, and only
+        # what that file holds: `_compile_bytecode` is callable by the program too, with a
+        # standard-library path and bytes of its own (crafted bytecode reads any memory)
         frame = _getframe(2)  # 0: on_marshal, 1: hook, 2: the caller of marshal.loads
-        if frame.f_code is _compile_bytecode:
+        if frame.f_code is _compile_bytecode and args and _isinstance(args[0], _bytes):
             path = frame.f_locals.get("bytecode_path")
             if _isinstance(path, _str) and under(resolve(event, path), STDLIB):
-                return  # (its file was opened through check() already)
+                if file_bytes(event, path)[16:] == args[0]:  # (16: the .pyc header)
+                    return
         deny(event, "loading bytecode from outside the standard library")
 
     def always(event, args):
