@@ -34,6 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from repro import sandbox  # noqa: E402
+from repro.sandbox import kernel  # noqa: E402
 
 #: Wall-clock limit of one MBPP program, on both sides (the metric's default).
 TIMEOUT_S = 3.0
@@ -65,7 +66,7 @@ def timings_ms(fns: dict, reps: int) -> dict[str, list[float]]:
 
 
 def trivial(reps: int) -> dict[str, float]:
-    prefix = sandbox._namespace_prefix()
+    prefix = kernel._namespace_prefix()
 
     def in_process() -> None:
         exec(compile("pass", "<bench>", "exec"), {})
@@ -74,7 +75,7 @@ def trivial(reps: int) -> dict[str, float]:
         subprocess.run([sys.executable, "-I", "-c", "pass"], check=True)
 
     def namespaces_only() -> None:
-        why = sandbox._probe(prefix)
+        why = kernel._probe(prefix)
         assert why is None, why
 
     def sandboxed() -> None:
@@ -216,7 +217,7 @@ def main() -> None:
         "machine": {
             "cpus": os.cpu_count(),
             "python": sys.version.split()[0],
-            "namespaces": sandbox.namespace_layers(),
+            "namespaces": kernel.namespace_layers(),
             "load_average_1min": os.getloadavg()[0],
         },
     }
