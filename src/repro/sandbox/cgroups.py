@@ -225,7 +225,7 @@ def cgroup_layer(**limits: object) -> str:
     """The per-run cgroup programs get here (``"no cgroup"`` where none can be made)."""
     if not (kernel._maps_ids(kernel._namespace_prefix()) and _cgroups_work()):
         return "no cgroup"
-    lim = _limits(**limits)  # type: ignore[arg-type]
+    lim = _limits(**limits)
     return (
         f"cgroup memory={_cgroup_memory(lim) >> 20}MB (all processes, tmpfs and memfd included) "
         f"pids={lim.nproc + _CGROUP_EXTRA_PIDS}"

@@ -38,14 +38,22 @@ class _Limits:
     output_limit: int
 
 
-def _limits(
-    timeout_s: float = 5.0,
-    cpu_s: int | None = None,
-    memory_mb: int = 512,
-    fsize_mb: int = 16,
-    nproc: int = 64,
-    output_limit: int = 4096,
-) -> _Limits:
+#: The limits a caller may set, with their defaults (those of :func:`repro.sandbox.run_program`).
+_DEFAULTS: dict[str, object] = {
+    "timeout_s": 5.0, "cpu_s": None, "memory_mb": 512, "fsize_mb": 16, "nproc": 64,
+    "output_limit": 4096,
+}  # fmt: skip
+
+
+def _limits(**given: object) -> _Limits:
+    """The validated limits: ``given`` over :data:`_DEFAULTS` (``ValueError`` on a bad value)."""
+    for name in given:
+        if name not in _DEFAULTS:
+            known = ", ".join(_DEFAULTS)
+            raise TypeError(f"repro.sandbox: unknown limit {name!r} (known: {known})")
+    values = {**_DEFAULTS, **given}
+    timeout_s, cpu_s = values["timeout_s"], values["cpu_s"]
+
     def positive_int(name: str, value: object) -> int:
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"repro.sandbox: {name} must be a positive integer, got {value!r}")
@@ -63,8 +71,6 @@ def _limits(
     return _Limits(
         float(timeout_s),
         positive_int("cpu_s", cpu_s),
-        positive_int("memory_mb", memory_mb),
-        positive_int("fsize_mb", fsize_mb),
-        positive_int("nproc", nproc),
-        positive_int("output_limit", output_limit),
+        *(positive_int(name, values[name]) for name in ("memory_mb", "fsize_mb", "nproc")),
+        positive_int("output_limit", values["output_limit"]),
     )

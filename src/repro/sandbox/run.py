@@ -167,7 +167,11 @@ def run_program(
     """
     if not isinstance(source, str):
         raise TypeError(f"repro.sandbox: source must be a str, got {type(source).__name__}")
-    lim = _limits(timeout_s, cpu_s, memory_mb, fsize_mb, nproc, output_limit)
+    given = {
+        "timeout_s": timeout_s, "cpu_s": cpu_s, "memory_mb": memory_mb, "fsize_mb": fsize_mb,
+        "nproc": nproc, "output_limit": output_limit,
+    }  # fmt: skip
+    lim = _limits(**given)
     if not sys.executable:
         raise SandboxError("repro.sandbox: sys.executable is empty; cannot start an interpreter")
     prefix = kernel._namespace_prefix()
@@ -177,81 +181,9 @@ def run_program(
         and cgroups._cgroups_work()
         and cgroups._own_cgroups().get("memory")
     ):  # cgroup v1: run from the helper thread, which keeps a cgroup (see cgroups._cgroup_for)
-        return cgroups._helper().submit(
-            run_program, source, timeout_s=timeout_s, cpu_s=cpu_s, memory_mb=memory_mb,
-            fsize_mb=fsize_mb, nproc=nproc, output_limit=output_limit,
-        ).result()  # fmt: skip
-    marker = uuid.uuid4().hex
+        return cgroups._helper().submit(run_program, source, **given).result()
     token = secrets.token_hex(16).encode()
-    work = tempfile.mkdtemp(prefix="repro-sandbox-")
-    fds: list[int] = []
-    ids = kernel._IdMap() if kernel._maps_ids(prefix) else None
-    cgroup = None
-    try:
-        if ids is not None and cgroups._cgroups_work():
-            try:
-                cgroup = cgroups._cgroup_for(_cgroup_memory(lim), lim.nproc + _CGROUP_EXTRA_PIDS)
-            except OSError as exc:  # it worked when probed: do not quietly run without it
-                raise SandboxError(f"repro.sandbox: cannot set up the run's cgroup: {exc}") from exc
-        program = os.path.join(work, _PROGRAM_NAME)
-        with open(program, "w", encoding="utf-8") as fh:
-            fh.write(source)
-        boot = os.path.join(work, _BOOT_NAME)
-        with open(boot, "wb") as fh:
-            fh.write(_bootstrap_code())
-        for path in (program, boot):  # readable by the sandbox's uid whatever the umask
-            os.chmod(path, 0o644)
-        if kernel._is_bwrap(prefix):
-            head = kernel._bwrap_command(
-                prefix, _TMPFS_FILES * (lim.fsize_mb << 20),
-                ((program, _PROGRAM_NAME), (boot, _BOOT_NAME)), ids,
-            )  # fmt: skip
-            inside = kernel._BOX
-            # its options through a pipe (--args): inside, bwrap's command line names no host path
-            args_r, args_w = os.pipe()
-            fds += [args_r, args_w]
-            options = "".join(f"{a}\0" for a in head[1:-1]).encode()
-            if len(options) > 60000:  # a pipe holds 64 KiB
-                raise SandboxError("repro.sandbox: the bwrap options do not fit in a pipe")
-            os.write(args_w, options)
-            os.close(args_w)
-            fds.remove(args_w)
-            head = [head[0], "--args", str(args_r), "--"]
-            keep = (args_r,)
-        else:
-            head, inside, keep = list(prefix), work, ()
-        # verdict: the bootstrap writes b"1" when it starts, the token when the program is done
-        verdict_r, verdict_w = os.pipe()
-        token_r, token_w = os.pipe()
-        fds += [verdict_r, verdict_w, token_r, token_w]
-        os.write(token_w, token)
-        os.close(token_w)
-        fds.remove(token_w)
-        cmd = [
-            *head, kernel._interpreter(prefix), *kernel._python_flags(), "-c", _LOADER,
-            f"{inside}/{_BOOT_NAME}", inside, f"{inside}/{_PROGRAM_NAME}",
-            str(lim.cpu_s), str(lim.memory_mb << 20), str(lim.fsize_mb << 20), str(lim.nproc),
-            str(_NOFILE), str(verdict_w), str(token_r), str(_GUARD),
-            str(kernel._BOX_ID if ids else -1),
-        ]  # fmt: skip
-        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-            rc, timed_out, wall = _run(
-                cmd, work, marker, out, err, (verdict_w, token_r, *keep), prefix, lim, ids, cgroup
-            )
-            for fd in (verdict_w, token_r, *keep):
-                os.close(fd)
-                fds.remove(fd)
-            said = _read_all(verdict_r)
-            stdout = _read_output(out, lim.output_limit)
-            stderr = _read_output(err, lim.output_limit)
-    finally:
-        for fd in fds:
-            os.close(fd)
-        if ids is not None:
-            ids.close()
-        if cgroup is not None and not cgroup.born_inside:
-            cgroup.close()
-        _rmtree(work)
+    rc, timed_out, wall, said, stdout, stderr, cmd = _execute(source, prefix, lim, token)
     if not said.startswith(b"1"):  # not the program's fault: never score it as a failure
         how = f"timed out after {lim.timeout_s:g} s" if timed_out else f"exit status {rc}"
         raise SandboxError(
@@ -266,6 +198,94 @@ def run_program(
         rc = 128 - rc  # bwrap exits 128 + N when the program died of signal N
     reached_end = said == b"1" + token
     return RunResult(_classify(timed_out, rc, reached_end, stderr), rc, stdout, stderr, wall)
+
+
+def _execute(source: str, prefix: tuple, lim: _Limits, token: bytes) -> tuple:
+    """One run in a fresh work directory, cleaned up whatever happens: (returncode, timed out,
+    wall s, what the verdict pipe said, stdout, stderr, command)."""
+    marker = uuid.uuid4().hex
+    work = tempfile.mkdtemp(prefix="repro-sandbox-")
+    fds: list[int] = []  # descriptors to close on the way out
+    ids = kernel._IdMap() if kernel._maps_ids(prefix) else None
+    cgroup = None
+    try:
+        if ids is not None and cgroups._cgroups_work():
+            try:
+                cgroup = cgroups._cgroup_for(_cgroup_memory(lim), lim.nproc + _CGROUP_EXTRA_PIDS)
+            except OSError as exc:  # it worked when probed: do not quietly run without it
+                raise SandboxError(f"repro.sandbox: cannot set up the run's cgroup: {exc}") from exc
+        files = _write_files(work, source)
+        if kernel._is_bwrap(prefix):
+            head, keep = _bwrap_head(prefix, lim, files, ids, fds)
+            inside = kernel._BOX
+        else:
+            head, inside, keep = list(prefix), work, ()
+        # verdict: the bootstrap writes b"1" when it starts, the token when the program is done
+        verdict_r, verdict_w = os.pipe()
+        token_r, token_w = os.pipe()
+        fds += [verdict_r, verdict_w, token_r, token_w]
+        os.write(token_w, token)
+        _close(token_w, fds)
+        cmd = [
+            *head, kernel._interpreter(prefix), *kernel._python_flags(), "-c", _LOADER,
+            f"{inside}/{_BOOT_NAME}", inside, f"{inside}/{_PROGRAM_NAME}",
+            str(lim.cpu_s), str(lim.memory_mb << 20), str(lim.fsize_mb << 20), str(lim.nproc),
+            str(_NOFILE), str(verdict_w), str(token_r), str(_GUARD),
+            str(kernel._BOX_ID if ids else -1),
+        ]  # fmt: skip
+        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+            rc, timed_out, wall = _run(
+                cmd, work, marker, out, err, (verdict_w, token_r, *keep), prefix, lim, ids, cgroup
+            )
+            for fd in (verdict_w, token_r, *keep):
+                _close(fd, fds)
+            said = _read_all(verdict_r)
+            stdout = _read_output(out, lim.output_limit)
+            stderr = _read_output(err, lim.output_limit)
+    finally:
+        for fd in fds:
+            os.close(fd)
+        if ids is not None:
+            ids.close()
+        if cgroup is not None and not cgroup.born_inside:
+            cgroup.close()
+        _rmtree(work)
+    return rc, timed_out, wall, said, stdout, stderr, cmd
+
+
+def _close(fd: int, fds: list[int]) -> None:
+    """Close ``fd`` and forget it in ``fds`` (the descriptors still to close)."""
+    os.close(fd)
+    fds.remove(fd)
+
+
+def _write_files(work: str, source: str) -> tuple[tuple[str, str], ...]:
+    """The program and the marshalled bootstrap in ``work``: ((host path, name), ...)."""
+    program = os.path.join(work, _PROGRAM_NAME)
+    with open(program, "w", encoding="utf-8") as fh:
+        fh.write(source)
+    boot = os.path.join(work, _BOOT_NAME)
+    with open(boot, "wb") as fh:
+        fh.write(_bootstrap_code())
+    for path in (program, boot):  # readable by the sandbox's uid whatever the umask
+        os.chmod(path, 0o644)
+    return (program, _PROGRAM_NAME), (boot, _BOOT_NAME)
+
+
+def _bwrap_head(
+    prefix: tuple, lim: _Limits, files: tuple, ids: kernel._IdMap | None, fds: list[int]
+) -> tuple[list[str], tuple[int, ...]]:
+    """bwrap's part of the command, its options passed through a pipe (``--args``): inside,
+    bwrap's command line names no host path. Returns (head, descriptors the child keeps)."""
+    head = kernel._bwrap_command(prefix, _TMPFS_FILES * (lim.fsize_mb << 20), files, ids)
+    args_r, args_w = os.pipe()
+    fds += [args_r, args_w]
+    options = "".join(f"{a}\0" for a in head[1:-1]).encode()
+    if len(options) > 60000:  # a pipe holds 64 KiB
+        raise SandboxError("repro.sandbox: the bwrap options do not fit in a pipe")
+    os.write(args_w, options)
+    _close(args_w, fds)
+    return [head[0], "--args", str(args_r), "--"], (args_r,)
 
 
 def _read_all(fd: int) -> bytes:
@@ -327,7 +347,7 @@ def run_many(sources: Iterable[str], *, workers: int = 2, **limits: object) -> l
     """:func:`run_program` on each source, ``workers`` at a time; results in input order."""
     if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
         raise ValueError(f"repro.sandbox: workers must be a positive integer, got {workers!r}")
-    _limits(**limits)  # type: ignore[arg-type]  # bad limits fail before anything runs
+    _limits(**limits)  # bad limits fail before anything runs
     sources = list(sources)
     if not sources:
         return []
@@ -339,7 +359,7 @@ def run_many(sources: Iterable[str], *, workers: int = 2, **limits: object) -> l
 
 def describe(**limits: object) -> str:
     """One line naming the sandbox layers and limits (for metric ``variant`` strings)."""
-    lim = _limits(**limits)  # type: ignore[arg-type]
+    lim = _limits(**limits)
     ver = ".".join(map(str, sys.version_info[:3]))
     return (
         f"repro.sandbox: subprocess python {ver} {' '.join(kernel._python_flags())} (stdlib only), "
