@@ -209,7 +209,9 @@ def main() -> None:
             f"  sandbox throughput {100 * rate:.0f} % of plain (target >= 80 %: "
             f"{'met' if rate >= 0.8 else 'MISSED'}); passed {m['sandbox_passed']}/{m['programs']} "
             f"(target 973: {'met' if m['sandbox_passed'] >= 973 else 'MISSED'}); mean wall per "
-            f"program in the sandbox {m['sandbox_mean_wall_ms']:.1f} ms"
+            f"program in the sandbox {m['sandbox_mean_wall_ms']:.1f} ms; load average "
+            f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (a busy machine hides the "
+            "sandbox's latencies: compare ratios measured at a like load)"
         )
     results = {
         "trivial": t,
