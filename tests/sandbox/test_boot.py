@@ -20,6 +20,7 @@ from repro.sandbox import run as runner
 
 #: The module-level functions that build the guard's closures.
 FACTORIES = (
+    boot._setup,  # (its `finish` writes the token)
     boot._denier,
     boot._resolver,
     boot._path_rules,
@@ -89,6 +90,13 @@ def test_tracebacks_of_the_programs_own_frames_still_work():
         "    text = traceback.format_exc()\nassert 'ZeroDivisionError' in text, text\n"
     )
     assert run_program(source).passed
+    hook = (
+        "import sys, traceback\n"
+        "sys.excepthook = lambda *e: traceback.print_exception(*e) or print('printed')\n"
+        "raise ValueError('uncaught')\n"
+    )
+    res = run_program(hook)
+    assert res.status == "error" and "printed" in res.stdout, (res.status, res.stderr[-600:])
 
 
 # (isinstance(obj, str) asks a foreign object for its __class__: program code, run inside the

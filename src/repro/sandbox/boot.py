@@ -25,7 +25,7 @@ def _setup(argv):
     import resource
 
     work, program = argv[2], argv[3]
-    cpu, mem, fsize, nproc, nofile, verdict, token_fd, guard, drop = (int(v) for v in argv[4:13])
+    cpu, mem, fsize, nproc, nofile, verdict, token_fd, guard, drop = map(int, argv[4:13])
     _write, _close, _read, _exit = posix.write, posix.close, posix.read, posix._exit
     _write(verdict, b"1")  # tells the parent that the sandbox itself started
     # The per-run token: read to its end and the descriptor closed before any program code runs.
@@ -365,7 +365,7 @@ def _frame_rule(deny):
 
     A program that catches a denial finds the guard's frames in its traceback; their locals (the
     handlers, their cells, the handler table) would let it switch the guard off. Every frame of
-    this module's code carries its file name (``<repro.sandbox.boot>``).
+    this module's code carries its file name (``<repro.sandbox.boot>`` in the child).
     """
     import _thread
 
@@ -381,10 +381,12 @@ def _frame_rule(deny):
             return
         busy.add(me)
         try:
-            filename = args[0].tb_frame.f_code.co_filename
+            code = args[0].tb_frame.f_code
         finally:
             busy.discard(me)
-        if filename == boot_file:
+        # (the loader's module frame and run() hold nothing, and the program reaches them by
+        # f_back anyway: a traceback printed by a program's own sys.excepthook still works)
+        if code.co_filename == boot_file and code.co_name not in ("<module>", "run"):
             deny(event, "the sandbox guard's own frames")
 
     return on_getattr
