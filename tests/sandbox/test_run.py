@@ -801,10 +801,13 @@ def test_a_sandbox_that_cannot_start_raises(prefix, timeout_s, pattern, monkeypa
 
 def test_bwrap_without_id_maps_still_confines(monkeypatch, caplog):
     """Root whose id maps cannot be written: bwrap maps the program to host root itself (no
-    process-count limit, said in the layer's name and a warning), the other guarantees hold."""
+    process-count limit, said in the layer's name and a warning), the other guarantees hold, and
+    no run leaves a zombie behind."""
     require_bwrap()
     if os.geteuid() != 0:
         pytest.skip("the id maps are written only when the caller is root")
+    run_program("pass")  # (as root first: this process is a subreaper from now on)
+    zombies = _bwrap_zombies((os.getpid(),))
     monkeypatch.setattr(kernel._IdMap, "write", lambda *_a, **_k: False)
     kernel._namespaces.cache_clear()
     try:
@@ -813,6 +816,8 @@ def test_bwrap_without_id_maps_still_confines(monkeypatch, caplog):
         assert "RLIMIT_NPROC" in caplog.text
         res = run_program("import os\nprint(os.getuid())\nopen('/usr/x', 'w')\n")
         assert "65534" in res.stdout and res.status == "denied"
+        # bwrap's pid 1 of each run (and of the probe) is reaped here too: no zombie left
+        assert _bwrap_zombies((os.getpid(),)) - zombies == set()
     finally:
         kernel._namespaces.cache_clear()
 
@@ -866,8 +871,9 @@ def test_cgroups_of_dead_callers_are_swept():
                 os.rmdir(path)
 
 
-def _bwrap_zombies() -> set[int]:
+def _bwrap_zombies(parents: tuple[int, ...] = ()) -> set[int]:
     """bwrap processes of ours (or orphaned to the machine's pid 1) that are zombies."""
+    parents = parents or (1, os.getpid())
     found = set()
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
@@ -880,7 +886,7 @@ def _bwrap_zombies() -> set[int]:
         if (
             status.get("Name") == "bwrap"
             and status.get("State", "").startswith("Z")
-            and int(status.get("PPid", 0)) in (1, os.getpid())
+            and int(status.get("PPid", 0)) in parents
         ):
             found.add(int(pid))
     return found

@@ -100,7 +100,8 @@ not. A program that defeats (d) can fake a pass, but it still cannot escape (e).
     most ``nproc`` processes, plus the work tmpfs (and (f) where available); no host privilege;
     no process outlives the run, and none is left a zombie: the caller becomes a child subreaper
     and reaps bwrap's pid 1, which bwrap itself does not wait for (``_become_subreaper``; as
-    root only, where the parent already learns that pid). *Does not:* hide the kernel itself (a
+    root only, where the parent learns that pid for the id maps, and then in runs without them
+    too, ``_Pid1``; a non-root caller leaves it to the machine's pid 1). *Does not:* hide the kernel itself (a
     kernel exploit is out of scope), or bound CPU time beyond ``RLIMIT_CPU`` per process and the
     wall-clock kill.
 (f) **A memory + pids cgroup per run** (root, where those controllers are writable; probed

@@ -169,12 +169,62 @@ def _subreaper_in(pid: int) -> None:  # (keyed by pid: a forked child must set i
         libc = ctypes.CDLL(None, use_errno=True)
         if libc.prctl(36, 1, 0, 0, 0) != 0:  # PR_SET_CHILD_SUBREAPER (idempotent)
             raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+        _SUBREAPERS.add(pid)
     except (OSError, AttributeError) as exc:
         log.warning(
             "repro.sandbox: cannot become a child subreaper (%s): each run may leave "
             "a zombie process where the machine's pid 1 does not reap them",
             exc,
         )
+
+
+#: The processes that made themselves subreapers (:func:`_become_subreaper`).
+_SUBREAPERS: set[int] = set()
+
+
+class _Pid1:
+    """bwrap's pid 1 of a run without id maps (``_BWRAP_AS_USER``), to be reaped like
+    :class:`_IdMap`'s: only in a subreaper, whose child it becomes (root whose id maps could not be
+    written: every run left a zombie behind). bwrap reports its pid on ``--info-fd``; being this
+    process's child (alive or a zombie) once bwrap's outer process is gone, that pid cannot be
+    reused before it is reaped. Elsewhere the machine's pid 1 gets it (:meth:`for_run`: None)."""
+
+    def __init__(self) -> None:
+        self.info_r, self.info_w = os.pipe()
+
+    @classmethod
+    def for_run(cls, prefix: Sequence[str]) -> _Pid1 | None:
+        return cls() if _is_bwrap(prefix) and os.getpid() in _SUBREAPERS else None
+
+    def flags(self) -> list[str]:
+        return ["--info-fd", str(self.info_w)]
+
+    def child_fds(self) -> tuple[int, ...]:
+        return (self.info_w,)
+
+    def write(self, timeout: float, cgroup: _Cgroup | None = None) -> bool:
+        """After bwrap started: nothing to write, only the parent's end of the pipe to close."""
+        os.close(self.info_w)
+        self.info_w = -1
+        return True
+
+    def close(self) -> None:
+        """After the run: reap bwrap's pid 1 if it reported one, close the pipe."""
+        os.set_blocking(self.info_r, False)
+        data = b""
+        with contextlib.suppress(BlockingIOError, OSError):
+            while chunk := os.read(self.info_r, 4096):
+                data += chunk
+        with contextlib.suppress(ValueError, KeyError, TypeError, OSError):
+            pidfd = os.pidfd_open(int(json.loads(data)["child-pid"]))
+            try:
+                _reap_pid1(pidfd)
+            finally:
+                os.close(pidfd)
+        for fd in (self.info_r, self.info_w):
+            if fd >= 0:
+                os.close(fd)
+        self.info_r = self.info_w = -1
 
 
 def _reap_pid1(pidfd: int, wait_s: float = 5.0) -> None:
@@ -221,7 +271,10 @@ def _system_mounts() -> tuple[str, ...]:
 
 
 def _bwrap_command(
-    prefix: Sequence[str], tmpfs_bytes: int, binds: Sequence[tuple[str, str]], ids: _IdMap | None
+    prefix: Sequence[str],
+    tmpfs_bytes: int,
+    binds: Sequence[tuple[str, str]],
+    ids: _IdMap | _Pid1 | None,
 ) -> list[str]:
     """The bubblewrap command of one run: ``prefix`` (namespaces and identity), read-only system,
     private /proc and /dev, a ``tmpfs_bytes`` tmpfs at :data:`_BOX` (the cwd, writable by
@@ -236,7 +289,7 @@ def _bwrap_command(
 
 
 def _spawn(
-    cmd: list[str], ids: _IdMap | None, timeout: float, cgroup: _Cgroup | None = None,
+    cmd: list[str], ids: _IdMap | _Pid1 | None, timeout: float, cgroup: _Cgroup | None = None,
     **popen: object,
 ):  # fmt: skip
     """``subprocess.Popen(cmd, **popen)``; with ``ids``, also write the sandbox's id maps."""
@@ -250,11 +303,12 @@ def _spawn(
 
 def _probe(prefix: Sequence[str]) -> str | None:
     """None when a trivial program runs under ``prefix`` here, else why not."""
-    ids = _IdMap() if _maps_ids(prefix) else None
+    ids = _IdMap() if _maps_ids(prefix) else _Pid1.for_run(prefix)
     try:
         cmd = _bwrap_command(prefix, 1 << 20, (), ids) if _is_bwrap(prefix) else list(prefix)
         code = f"import os; os.setresgid(*[{_BOX_ID}] * 3); os.setresuid(*[{_BOX_ID}] * 3)"
-        cmd += [_interpreter(prefix), *_python_flags(), "-c", code if ids else "pass"]
+        drop = isinstance(ids, _IdMap)
+        cmd += [_interpreter(prefix), *_python_flags(), "-c", code if drop else "pass"]
         with tempfile.TemporaryFile() as err:
             proc = _spawn(
                 cmd, ids, 20, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,

@@ -207,6 +207,7 @@ def _execute(source: str, prefix: tuple, lim: _Limits, token: bytes) -> tuple:
     work = tempfile.mkdtemp(prefix="repro-sandbox-")
     fds: list[int] = []  # descriptors to close on the way out
     ids = kernel._IdMap() if kernel._maps_ids(prefix) else None
+    watch = ids if ids is not None else kernel._Pid1.for_run(prefix)  # (bwrap's pid 1 to reap)
     cgroup = None
     try:
         if ids is not None and cgroups._cgroups_work():
@@ -216,7 +217,7 @@ def _execute(source: str, prefix: tuple, lim: _Limits, token: bytes) -> tuple:
                 raise SandboxError(f"repro.sandbox: cannot set up the run's cgroup: {exc}") from exc
         files = _write_files(work, source)
         if kernel._is_bwrap(prefix):
-            head, keep = _bwrap_head(prefix, lim, files, ids, fds)
+            head, keep = _bwrap_head(prefix, lim, files, watch, fds)
             inside = kernel._BOX
         else:
             head, inside, keep = list(prefix), work, ()
@@ -235,7 +236,7 @@ def _execute(source: str, prefix: tuple, lim: _Limits, token: bytes) -> tuple:
         ]  # fmt: skip
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
             rc, timed_out, wall = _run(
-                cmd, work, marker, out, err, (verdict_w, token_r, *keep), prefix, lim, ids, cgroup
+                cmd, work, marker, out, err, (verdict_w, token_r, *keep), prefix, lim, watch, cgroup
             )
             for fd in (verdict_w, token_r, *keep):
                 _close(fd, fds)
@@ -245,8 +246,8 @@ def _execute(source: str, prefix: tuple, lim: _Limits, token: bytes) -> tuple:
     finally:
         for fd in fds:
             os.close(fd)
-        if ids is not None:
-            ids.close()
+        if watch is not None:
+            watch.close()
         if cgroup is not None and not cgroup.born_inside:
             cgroup.close()
         _rmtree(work)
@@ -273,7 +274,11 @@ def _write_files(work: str, source: str) -> tuple[tuple[str, str], ...]:
 
 
 def _bwrap_head(
-    prefix: tuple, lim: _Limits, files: tuple, ids: kernel._IdMap | None, fds: list[int]
+    prefix: tuple,
+    lim: _Limits,
+    files: tuple,
+    ids: kernel._IdMap | kernel._Pid1 | None,
+    fds: list[int],
 ) -> tuple[list[str], tuple[int, ...]]:
     """bwrap's part of the command, its options passed through a pipe (``--args``): inside,
     bwrap's command line names no host path. Returns (head, descriptors the child keeps)."""
@@ -307,7 +312,7 @@ def _run(
     keep_fds: tuple[int, ...],
     prefix: tuple,
     lim: _Limits,
-    ids: kernel._IdMap | None,
+    ids: kernel._IdMap | kernel._Pid1 | None,
     cgroup: cgroups._Cgroup | None,
 ) -> tuple[int | None, bool, float]:
     """Start ``cmd``, wait up to the timeout, kill and reap: (returncode, timed out, wall s)."""
