@@ -2,7 +2,7 @@
 
 The MBPP tests use ``shared/data/mbpp/mbpp.jsonl`` (974 problems) and skip when it is absent:
 every canonical solution passes its own ``test_list`` (one known exception, below), and mutated
-solutions fail. The hostile programs of tests/test_sandbox.py are scored 0 here too.
+solutions fail. The hostile programs of tests/sandbox/test_run.py are scored 0 here too.
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ from pathlib import Path
 import psutil
 import pytest
 
-from repro import sandbox
 from repro.io import InputError
 from repro.metrics.base import FIELD_TYPES, MetricResult
 from repro.metrics.code import code_exec
-from tests.test_sandbox import EXIT_TRICKS, TAG_VAR, _processes_naming, require_bwrap
+from repro.sandbox import run as runner
+from tests.sandbox.test_run import EXIT_TRICKS, TAG_VAR, _processes_naming, require_bwrap
 
 MBPP = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "mbpp" / "mbpp.jsonl"
 
@@ -142,14 +142,14 @@ def test_hostile_programs_are_scored_as_failures(guard, tmp_path, monkeypatch):
     with failing asserts."""
     if not guard:
         require_bwrap()
-    monkeypatch.setattr(sandbox, "_GUARD", guard)
+    monkeypatch.setattr(runner, "_GUARD", guard)
     boxes = tmp_path / "boxes"
     boxes.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(boxes))
     monkeypatch.setenv("REPRO_CODE_TEST_SECRET", "hunter2")
     tag = f"code-tag-{os.getpid()}-{tmp_path.name}"
-    child_env = sandbox._child_env
-    monkeypatch.setattr(sandbox, "_child_env", lambda *a: {**child_env(*a), TAG_VAR: tag})
+    child_env = runner._child_env
+    monkeypatch.setattr(runner, "_child_env", lambda *a: {**child_env(*a), TAG_VAR: tag})
     sentinel = tmp_path / "sentinel.txt"
     sentinel.write_text("keep")
     s = str(sentinel)

@@ -4,13 +4,13 @@ This file runs inside the sandbox before the untrusted program, in the same inte
 :mod:`repro.sandbox` for the layers around it). The parent compiles it once and hands the code
 object to the child marshalled (``python -S -s -B [-P] -c LOADER BOOT ARGS...``); the loader
 executes it in the child's ``__main__`` namespace, where :func:`run` takes over. Importing this
-module (``repro.sandbox_boot``) runs nothing: ruff lints it and the tests import it like any other.
+module (``repro.sandbox.boot``) runs nothing: ruff lints it and the tests import it like any other.
 
 Arguments (``sys.argv[2:]``): the work directory, the program's path, then ``RLIMIT_CPU`` (s),
 ``RLIMIT_AS``, ``RLIMIT_FSIZE`` (bytes), ``RLIMIT_NPROC``, ``RLIMIT_NOFILE``, the verdict
 descriptor, the token descriptor, ``1``/``0`` for the guard (``0`` only in the tests that show
 what the kernel-side layers hold without it) and the uid/gid to switch to first (``-1``: none;
-bubblewrap started by root leaves that to the bootstrap, see ``repro.sandbox._BWRAP_AS_ROOT``).
+bubblewrap started by root leaves that to the bootstrap, see ``repro.sandbox.kernel._BWRAP_AS_ROOT``).
 
 Everything the guard and the verdict use is bound to local variables before the program runs, so
 replacing builtins or module attributes afterwards does not change them.
@@ -25,7 +25,7 @@ def _setup(argv):
     import resource
 
     work, program = argv[2], argv[3]
-    cpu, mem, fsize, nproc, nofile, verdict, token_fd, guard, drop = (int(v) for v in argv[4:13])
+    cpu, mem, fsize, nproc, nofile, verdict, token_fd, guard, drop = map(int, argv[4:13])
     _write, _close, _read, _exit = posix.write, posix.close, posix.read, posix._exit
     _write(verdict, b"1")  # tells the parent that the sandbox itself started
     # The per-run token: read to its end and the descriptor closed before any program code runs.
@@ -82,13 +82,41 @@ def _setup(argv):
     return code, main.__dict__, finish
 
 
-def _install_guard(work):
-    """The audit-hook guard (layer d of :mod:`repro.sandbox`)."""
-    import posix
+# --- the audit-hook guard (layer d) --------------------------------------------------------------
+#
+# The guard is built by the module-level functions below, each called once by _install_guard
+# before the program runs. What they return are closures that use only names bound at that
+# moment (their own locals and cells: never a global or builtin looked up while the program
+# runs, which `test_guard_closures_look_up_no_global_name` checks), and they test types with
+# `issubclass(type(x), str)`, never `isinstance` (which calls a foreign object's `__class__`),
+# and take the text of a str / bytes subclass with `str.join` (no method of the program's): no
+# program code runs inside the guard, short of a signal handler or finalizer it set up that
+# fires there (see the module docstring of repro.sandbox). Once run() has cleared the loader's namespace, nothing
+# of the guard is reachable from the program but its frames in the traceback of a denial, whose
+# `tb_frame` the guard itself denies (_frame_rule).
 
-    # escape hatches that raise no audit event. `os` copies posix's names when it is imported, so
-    # removing them from posix covers an `os` imported later; `os` itself is not imported here
-    # (~1 ms with its _collections_abc under -S, for every program that never uses it).
+#: Module names the program may not import (native code, process creation, sub-interpreters).
+_BLOCKED_MODULES = (
+    "ctypes", "_ctypes", "cffi", "_cffi_backend", "_posixsubprocess", "_posixshmem",
+    "_xxsubinterpreters", "_xxinterpchannels", "_interpreters", "_interpchannels",
+)  # fmt: skip
+#: Audit events denied whatever their arguments.
+_ALWAYS_DENIED = (
+    "os.system", "os.exec", "os.posix_spawn", "os.fork", "os.forkpty", "subprocess.Popen",
+    "pty.spawn", "os.killpg", "gc.get_objects", "gc.get_referrers", "gc.get_referents",
+    "code.__new__", "cpython.PyInterpreterState_New", "resource.setrlimit", "resource.prlimit",
+    "fcntl.ioctl",
+    # a trace function can jump over lines (the asserts); frames of other threads
+    "sys.settrace", "sys.setprofile", "sys._settraceallthreads", "sys._setprofileallthreads",
+    "sys._current_frames",
+)  # fmt: skip
+
+
+def _remove_escape_hatches(posix):
+    """Drop the process and signal functions that raise no audit event."""
+    # `os` copies posix's names when it is imported, so removing them from posix covers an `os`
+    # imported later; `os` itself is not imported here (~1 ms with its _collections_abc under -S,
+    # for every program that never uses it).
     for module in (sys.modules.get("os"), posix):
         if module is None:
             continue
@@ -99,37 +127,29 @@ def _install_guard(work):
     if _signal is not None and hasattr(_signal, "pidfd_send_signal"):
         del _signal.pidfd_send_signal
 
-    _isinstance, _str, _bytes, _int, _bool = isinstance, str, bytes, int, bool
-    _tuple, _len, _any = tuple, len, any
+
+def _denier():
+    """``deny(event, why)``: raise the guard's ``PermissionError``."""
     _Denied = PermissionError
-    _lstat, _stat, _readlink, _getcwd, _getpid = (
-        posix.lstat,
-        posix.stat,
-        posix.readlink,
-        posix.getcwd,
-        posix.getpid,
-    )
-    _getframe = sys._getframe
-    _join = str.join
-    _compile_bytecode = sys.modules["_frozen_importlib_external"]._compile_bytecode.__code__
-    WRITE_FLAGS = (
-        posix.O_WRONLY
-        | posix.O_RDWR
-        | posix.O_APPEND
-        | posix.O_CREAT
-        | posix.O_TRUNC
-        | getattr(posix, "O_TMPFILE", 0)
-    )
-    IFMT, IFLNK, IFDIR = 0o170000, 0o120000, 0o040000
 
     def deny(event, why):
         raise _Denied(f"repro-sandbox: {event} denied ({why})")
 
+    return deny
+
+
+def _resolver(posix, deny):
+    """``(as_text, resolve, is_dir, under)``: exact path text, symlinks followed, prefix test."""
+    _type, _issubclass, _str, _bytes, _join = type, issubclass, str, bytes, str.join
+    _lstat, _stat, _readlink, _getcwd = posix.lstat, posix.stat, posix.readlink, posix.getcwd
+    _errors = (OSError, ValueError)
+    IFMT, IFLNK, IFDIR = 0o170000, 0o120000, 0o040000
+
     def as_text(event, p):
         # the exact text of a str/bytes path (subclass methods are never called); deny the rest
-        if _isinstance(p, _str):
+        if _issubclass(_type(p), _str):
             return _join("", (p,))
-        if _isinstance(p, _bytes):
+        if _issubclass(_type(p), _bytes):
             return _bytes.decode(_bytes.join(b"", (p,)), "utf-8", "surrogateescape")
         deny(event, "only str or bytes paths are accepted inside the sandbox")
 
@@ -151,7 +171,7 @@ def _install_guard(work):
             here = "/" + "/".join(out + [part])
             try:
                 mode = _lstat(here).st_mode
-            except (OSError, ValueError):
+            except _errors:
                 out.append(part)
                 continue
             if mode & IFMT == IFLNK:
@@ -169,7 +189,7 @@ def _install_guard(work):
     def is_dir(path):
         try:
             return _stat(path).st_mode & IFMT == IFDIR
-        except (OSError, ValueError):
+        except _errors:
             return False
 
     def under(path, roots):
@@ -178,10 +198,16 @@ def _install_guard(work):
                 return True
         return False
 
+    return as_text, resolve, is_dir, under
+
+
+def _path_rules(work, deny, as_text, resolve, is_dir, under):
+    """``(check, roots)``: the read / write rule of a path; ``roots`` = WORK, STDLIB, READ, WRITE."""
+    _tuple, _type, _str = tuple, type, str
     WORK = resolve("install", work)
     STDLIB = []
     for entry in sys.path:
-        if entry and _isinstance(entry, _str):
+        if entry and _type(entry) is _str:
             real = resolve("install", entry)
             if is_dir(real) and not under(real, (WORK,)) and real not in STDLIB:
                 STDLIB.append(real)
@@ -207,15 +233,28 @@ def _install_guard(work):
             deny(event, f"{what} outside the sandbox directory: {real}")
         return real
 
+    return check, (WORK, STDLIB, READ_ROOTS, WRITE_ROOTS)
+
+
+def _file_handlers(posix, deny, check, as_text, is_dir, roots):
+    """The handlers of the file events: event name -> ``handler(event, args)``."""
+    _type, _issubclass, _int, _bool, _str = type, issubclass, int, bool, str
+    _len, _contains, _and = len, str.__contains__, int.__and__
+    WORK, _, READ_ROOTS, WRITE_ROOTS = roots
+    WRITE_FLAGS = (
+        posix.O_WRONLY | posix.O_RDWR | posix.O_APPEND | posix.O_CREAT | posix.O_TRUNC
+        | getattr(posix, "O_TMPFILE", 0)
+    )  # fmt: skip
+
     def read_path(event, args):
         path = args[0] if args else None
-        if path is None or _isinstance(path, _int):
+        if path is None or _issubclass(_type(path), _int):
             return  # the cwd (inside) or an already opened descriptor
         check(event, path, READ_ROOTS, "reading")
 
     def write_path(event, args, allow_fd=False):
         path = args[0]
-        if _isinstance(path, _int) and not _isinstance(path, _bool):
+        if _issubclass(_type(path), _int) and _type(path) is not _bool:
             if allow_fd:
                 return
             deny(event, "changing a file by descriptor")
@@ -227,16 +266,19 @@ def _install_guard(work):
                 deny(event, "dir_fd arguments")
 
     def on_open(event, args):
-        path, flags = args[0], args[2]
-        if _isinstance(path, _int):
+        path, mode, flags = args[0], args[1], args[2]
+        if _issubclass(_type(path), _int):
             return
-        write = _isinstance(flags, _int) and flags & WRITE_FLAGS
-        if not _isinstance(flags, _int) and _isinstance(args[1], _str):
-            write = _any(c in args[1] for c in "wax+")
+        is_int = _issubclass(_type(flags), _int)
+        write = is_int and _and(flags, WRITE_FLAGS)
+        if not is_int and _issubclass(_type(mode), _str):
+            for c in "wax+":
+                if _contains(mode, c):
+                    write = True
         real = check(
             event, path, WRITE_ROOTS if write else READ_ROOTS, "writing" if write else "reading"
         )
-        if args[1] is None and is_dir(real):  # os.open (io.open cannot open directories)
+        if mode is None and is_dir(real):  # os.open (io.open cannot open directories)
             deny(event, f"opening a directory: {real}")
 
     def on_two_paths(event, args):  # rename / link: both ends inside
@@ -252,99 +294,130 @@ def _install_guard(work):
         check(event, target, WRITE_ROOTS, "linking to")
         check(event, args[1], WRITE_ROOTS, "changing")
 
-    def on_kill(event, args):
-        pid = args[0]
-        if not (_isinstance(pid, _int) and pid > 0 and pid == _getpid()):
-            deny(event, f"signals to other processes (pid {pid!r})")
-
     def on_chdir(event, args):
-        if not _isinstance(args[0], (_str, _bytes)):
+        if _issubclass(_type(args[0]), _int):
             deny(event, "changing directory by descriptor")
         check(event, args[0], (WORK,), "changing directory")
 
-    def on_import(event, args):
-        name = args[0] if _isinstance(args[0], _str) else ""
-        top = name.partition(".")[0]
-        if top in BLOCKED_MODULES or top.startswith("_test"):
-            deny(event, f"importing {name}")
+    def with_dir_fd(position, allow_fd=False):
+        def handler(event, args):
+            dir_fd_free(event, args, (position,))
+            write_path(event, args, allow_fd)
+
+        return handler
+
+    return {
+        "open": on_open, "os.listdir": read_path, "os.scandir": read_path,
+        "os.getxattr": read_path, "os.listxattr": read_path,
+        "os.remove": with_dir_fd(1), "os.rmdir": with_dir_fd(1), "os.mkdir": with_dir_fd(2),
+        "os.truncate": lambda e, a: write_path(e, a, allow_fd=True),
+        "os.utime": with_dir_fd(3), "os.chmod": with_dir_fd(2), "os.chown": with_dir_fd(3),
+        "os.setxattr": write_path, "os.removexattr": write_path, "shutil.rmtree": write_path,
+        "os.rename": on_two_paths, "os.link": on_two_paths, "os.symlink": on_symlink,
+        "os.chdir": on_chdir,
+    }  # fmt: skip
+
+
+def _bytecode_rule(posix, deny, resolve, under, stdlib):
+    """The handler of ``marshal.loads``: only the import system, only what a stdlib file holds."""
+    _type, _str, _bytes, _OSError = type, str, bytes, OSError
+    _getframe = sys._getframe
+    _open, _read, _close = posix.open, posix.read, posix.close
+    _O_RDONLY, _O_CLOEXEC = posix.O_RDONLY, posix.O_CLOEXEC
+    _compile_bytecode = sys.modules["_frozen_importlib_external"]._compile_bytecode.__code__
+
+    def file_bytes(event, path):
+        # the file's bytes, read with functions bound at install time (its open is checked too)
+        try:
+            fd = _open(path, _O_RDONLY | _O_CLOEXEC)
+        except _OSError:
+            deny(event, "loading bytecode whose file cannot be read")
+        chunks = []
+        try:
+            while True:
+                chunk = _read(fd, 65536)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+        finally:
+            _close(fd)
+        return b"".join(chunks)
 
     def on_marshal(event, args):
-        # bytecode is loaded only by the import system, only from the standard library
+        # `_compile_bytecode` is callable by the program too, with a standard-library path and
+        # bytes of its own (crafted bytecode reads any memory): the bytes must be the file's
         frame = _getframe(2)  # 0: on_marshal, 1: hook, 2: the caller of marshal.loads
-        if frame.f_code is _compile_bytecode:
+        if frame.f_code is _compile_bytecode and args and _type(args[0]) is _bytes:
             path = frame.f_locals.get("bytecode_path")
-            if _isinstance(path, _str) and under(resolve(event, path), STDLIB):
-                return  # (its file was opened through check() already)
+            if (
+                _type(path) is _str
+                and under(resolve(event, path), stdlib)
+                and file_bytes(event, path)[16:] == args[0]  # (16: the .pyc header)
+            ):
+                return
         deny(event, "loading bytecode from outside the standard library")
+
+    return on_marshal
+
+
+def _frame_rule(deny):
+    """The handler of ``object.__getattr__``: no ``tb_frame`` of the guard's own frames.
+
+    A program that catches a denial finds the guard's frames in its traceback; their locals (the
+    handlers, their cells, the handler table) would let it switch the guard off. Every frame of
+    this module's code carries its file name (``<repro.sandbox.boot>`` in the child).
+    """
+    import _thread
+
+    _getframe, _get_ident = sys._getframe, _thread.get_ident
+    boot_file = _getframe(0).f_code.co_filename
+    busy = set()  # threads reading a tb_frame here (that read raises this event again)
+
+    def on_getattr(event, args):
+        if args[1] != "tb_frame":
+            return
+        me = _get_ident()
+        if me in busy:
+            return
+        busy.add(me)
+        try:
+            code = args[0].tb_frame.f_code
+        finally:
+            busy.discard(me)
+        # (the loader's module frame and run() hold nothing, and the program reaches them by
+        # f_back anyway: a traceback printed by a program's own sys.excepthook still works)
+        if code.co_filename == boot_file and code.co_name not in ("<module>", "run"):
+            deny(event, "the sandbox guard's own frames")
+
+    return on_getattr
+
+
+def _other_handlers(posix, deny):
+    """The handlers of process, signal and import events and of the events always denied."""
+    _type, _issubclass, _int, _str, _join = type, issubclass, int, str, str.join
+    _getpid = posix.getpid
+    blocked = frozenset(_BLOCKED_MODULES)
+
+    def on_kill(event, args):
+        pid = args[0]
+        if not (_type(pid) is _int and pid > 0 and pid == _getpid()):
+            deny(event, f"signals to other processes (pid {pid!r})")
+
+    def on_import(event, args):
+        name = _join("", (args[0],)) if _issubclass(_type(args[0]), _str) else ""
+        top = name.partition(".")[0]
+        if top in blocked or top.startswith("_test"):
+            deny(event, f"importing {name}")
 
     def always(event, args):
         deny(event, "not allowed inside the sandbox")
 
-    BLOCKED_MODULES = frozenset(
-        (
-            "ctypes",
-            "_ctypes",
-            "cffi",
-            "_cffi_backend",
-            "_posixsubprocess",
-            "_posixshmem",
-            "_xxsubinterpreters",
-            "_xxinterpchannels",
-            "_interpreters",
-            "_interpchannels",
-        )
-    )
-    HANDLERS = {
-        "open": on_open,
-        "import": on_import,
-        "os.listdir": read_path,
-        "os.scandir": read_path,
-        "os.getxattr": read_path,
-        "os.listxattr": read_path,
-        "os.remove": lambda e, a: (dir_fd_free(e, a, (1,)), write_path(e, a)),
-        "os.rmdir": lambda e, a: (dir_fd_free(e, a, (1,)), write_path(e, a)),
-        "os.mkdir": lambda e, a: (dir_fd_free(e, a, (2,)), write_path(e, a)),
-        "os.truncate": lambda e, a: write_path(e, a, allow_fd=True),
-        "os.utime": lambda e, a: (dir_fd_free(e, a, (3,)), write_path(e, a)),
-        "os.chmod": lambda e, a: (dir_fd_free(e, a, (2,)), write_path(e, a)),
-        "os.chown": lambda e, a: (dir_fd_free(e, a, (3,)), write_path(e, a)),
-        "os.setxattr": write_path,
-        "os.removexattr": write_path,
-        "shutil.rmtree": write_path,
-        "os.rename": on_two_paths,
-        "os.link": on_two_paths,
-        "os.symlink": on_symlink,
-        "os.chdir": on_chdir,
-        "os.kill": on_kill,
-        "marshal.loads": on_marshal,
-        "marshal.load": on_marshal,
-    }
-    for name in (
-        "os.system",
-        "os.exec",
-        "os.posix_spawn",
-        "os.fork",
-        "os.forkpty",
-        "subprocess.Popen",
-        "pty.spawn",
-        "os.killpg",
-        "gc.get_objects",
-        "gc.get_referrers",
-        "gc.get_referents",
-        "code.__new__",
-        "cpython.PyInterpreterState_New",
-        "resource.setrlimit",
-        "resource.prlimit",
-        "fcntl.ioctl",
-        # a trace function can jump over lines (the asserts); frames of other threads
-        "sys.settrace",
-        "sys.setprofile",
-        "sys._settraceallthreads",
-        "sys._setprofileallthreads",
-        "sys._current_frames",
-    ):
-        HANDLERS[name] = always
-    _get = HANDLERS.get
+    return {"os.kill": on_kill, "import": on_import, **dict.fromkeys(_ALWAYS_DENIED, always)}
+
+
+def _hook(handlers, deny):
+    """The audit hook: the handler of the event, else a denial of every socket/ctypes event."""
+    _get = handlers.get
     _prefixes = ("socket.", "ctypes.")
 
     def hook(event, args):
@@ -354,7 +427,23 @@ def _install_guard(work):
         elif event.startswith(_prefixes):
             deny(event, "not allowed inside the sandbox")
 
-    sys.addaudithook(hook)
+    return hook
+
+
+def _install_guard(work):
+    """The audit-hook guard (layer d of :mod:`repro.sandbox`), installed before the program."""
+    import posix
+
+    _remove_escape_hatches(posix)
+    deny = _denier()
+    as_text, resolve, is_dir, under = _resolver(posix, deny)
+    check, roots = _path_rules(work, deny, as_text, resolve, is_dir, under)
+    handlers = _file_handlers(posix, deny, check, as_text, is_dir, roots)
+    handlers.update(_other_handlers(posix, deny))
+    on_marshal = _bytecode_rule(posix, deny, resolve, under, roots[1])
+    handlers.update({"marshal.loads": on_marshal, "marshal.load": on_marshal})
+    handlers["object.__getattr__"] = _frame_rule(deny)
+    sys.addaudithook(_hook(handlers, deny))
 
 
 def run(namespace):

@@ -24,7 +24,9 @@ import psutil
 import pytest
 
 from repro import sandbox
-from repro.sandbox import assemble_program, run_many, run_program
+from repro.sandbox import assemble_program, cgroups, kernel, run_many, run_program
+from repro.sandbox import limits as run_limits
+from repro.sandbox import run as runner
 
 SECRET_VAR = "REPRO_SANDBOX_TEST_SECRET"
 SECRET = "s3cr3t-8d1f0c2e-do-not-leak"
@@ -49,9 +51,9 @@ def _processes_naming(*tags: str) -> list[psutil.Process]:
 
 def require_bwrap() -> None:
     """Skip without bubblewrap, except in CI (``CI=true``), where its absence is a failure."""
-    if sandbox._is_bwrap(sandbox._namespace_prefix()):
+    if kernel._is_bwrap(kernel._namespace_prefix()):
         return
-    why = f"bubblewrap is not the active sandbox layer here ({sandbox.namespace_layers()})"
+    why = f"bubblewrap is not the active sandbox layer here ({kernel.namespace_layers()})"
     if os.environ.get("CI") == "true":
         pytest.fail(f"{why}; CI must install it (.ci/run does: apt-get install bubblewrap)")
     pytest.skip(why)
@@ -61,8 +63,8 @@ def require_bwrap() -> None:
 def tagged(tmp_path, monkeypatch):
     """Every sandboxed process carries this test's tag in its environment (see _processes_naming)."""
     tag = f"tag-{os.getpid()}-{tmp_path.name}"
-    child_env = sandbox._child_env
-    monkeypatch.setattr(sandbox, "_child_env", lambda *a: {**child_env(*a), TAG_VAR: tag})
+    child_env = runner._child_env
+    monkeypatch.setattr(runner, "_child_env", lambda *a: {**child_env(*a), TAG_VAR: tag})
     return tag
 
 
@@ -81,7 +83,7 @@ def box(request, tmp_path, monkeypatch, tagged):
     ``no_ns``: none at all (the degraded mode of a machine without bwrap or unshare).
     """
     if request.param == "no_ns":
-        monkeypatch.setattr(sandbox, "_namespace_prefix", lambda: ())
+        monkeypatch.setattr(kernel, "_namespace_prefix", lambda: ())
     else:
         require_bwrap()
     root = tmp_path / "boxes"
@@ -202,6 +204,15 @@ HOSTILE = {
     "ctypes": ("import ctypes\nctypes.CDLL(None).kill({pid}, 9)\n", {"denied"}, {}),
     "gc_walk_to_the_guard": ("import gc\nprint(len(gc.get_objects()))\n", {"denied"}, {}),
     "craft_bytecode": ("c = compile('1', 'x', 'eval')\nc.replace(co_code=b'd\\x07S\\x00')\n", {"denied"}, {}),
+    # the import system's loader called directly: a standard-library path, bytes of its own
+    "bytecode_under_a_stdlib_path": (
+        """\
+        import marshal, re
+        from importlib._bootstrap_external import _compile_bytecode
+        code = _compile_bytecode(marshal.dumps(compile('1', 'x', 'eval')), 're', re.__file__)
+        """,
+        {"denied"}, {},
+    ),
     "raise_rlimits": (
         "import resource\nresource.setrlimit(resource.RLIMIT_AS, (-1, -1))\n", {"denied"}, {},
     ),
@@ -265,7 +276,7 @@ def test_secret_environment_is_not_inherited(box):
     assert SECRET_VAR not in names and SECRET not in res.stdout
     assert names <= {
         "PATH", "LANG", "LC_ALL", "PYTHONHASHSEED", "PYTHONDONTWRITEBYTECODE", "PYTHONUTF8",
-        "PYTHONIOENCODING", "HOME", "TMPDIR", "PWD", sandbox._MARKER_VAR, TAG_VAR,
+        "PYTHONIOENCODING", "HOME", "TMPDIR", "PWD", runner._MARKER_VAR, TAG_VAR,
     }  # fmt: skip
 
 
@@ -320,7 +331,7 @@ PASSING_TESTS = "def f():\n    return 1\nassert f() == 1\n"
 @pytest.mark.parametrize("guard", [1, 0], ids=["guard", "no_guard"])
 @pytest.mark.parametrize("name", sorted(EXIT_TRICKS))
 def test_exit_tricks_are_failures(name, guard, box, monkeypatch):
-    monkeypatch.setattr(sandbox, "_GUARD", guard)
+    monkeypatch.setattr(runner, "_GUARD", guard)
     res = run_program(EXIT_TRICKS[name] + FAILING_TESTS)
     assert (res.status, res.returncode) == ("exited", 0), (res.status, res.stderr[-600:])
     assert not res.passed
@@ -514,7 +525,7 @@ def _home_entries() -> list[str]:
 @pytest.mark.parametrize("box", ["ns"], indirect=True)
 @pytest.mark.parametrize("name", sorted(KERNEL_PROBES))
 def test_kernel_layer_contains_without_the_guard(name, box, listener, monkeypatch, tmp_path):
-    monkeypatch.setattr(sandbox, "_GUARD", 0)
+    monkeypatch.setattr(runner, "_GUARD", 0)
     unix = socket.socket(socket.AF_UNIX)
     unix.bind(str(tmp_path / "host.sock"))
     unix.listen()
@@ -528,7 +539,7 @@ def test_kernel_layer_contains_without_the_guard(name, box, listener, monkeypatc
     source = _src(
         KERNEL_PROBES[name], box, port=listener.getsockname()[1], probe=probe,
         unix_path=str(tmp_path / "host.sock"), abstract=abstract_name, secret=SECRET,
-        nofile=sandbox._NOFILE, tmpfs_files=sandbox._TMPFS_FILES, home_entries=_home_entries(),
+        nofile=run_limits._NOFILE, tmpfs_files=run_limits._TMPFS_FILES, home_entries=_home_entries(),
     )  # fmt: skip
     try:
         res = run_program(source, fsize_mb=1, memory_mb=256, timeout_s=20.0)
@@ -578,11 +589,11 @@ def test_memory_of_the_whole_run_is_bounded(cgroup, box, monkeypatch):
     per-run cgroup the run's total stays under its limit; without one (cgroups not writable: an
     optional layer, skipped where absent, while ``rlimits_only`` always runs) the rlimits still
     bound it, per process, at RLIMIT_NOFILE files of RLIMIT_FSIZE."""
-    if cgroup and not (sandbox._maps_ids(sandbox._namespace_prefix()) and sandbox._cgroups_work()):
+    if cgroup and not (kernel._maps_ids(kernel._namespace_prefix()) and cgroups._cgroups_work()):
         pytest.skip("no writable memory/pids cgroup here (an optional layer)")
     if not cgroup:
-        monkeypatch.setattr(sandbox, "_cgroups_work", lambda: False)
-    monkeypatch.setattr(sandbox, "_GUARD", 0)
+        monkeypatch.setattr(cgroups, "_cgroups_work", lambda: False)
+    monkeypatch.setattr(runner, "_GUARD", 0)
     children, limits = 4, {"memory_mb": 64, "fsize_mb": 2, "timeout_s": 30.0}
     source = MEMFD_CHILDREN.format(children=children)
     res = run_program(source, **limits)
@@ -594,7 +605,7 @@ def test_memory_of_the_whole_run_is_bounded(cgroup, box, monkeypatch):
     if layer == "no cgroup":
         assert res.status == "ok", (res.status, res.stderr[-500:])
         total = int(res.stdout.split()[1])
-        assert limits["fsize_mb"] <= total <= children * sandbox._NOFILE * limits["fsize_mb"]
+        assert limits["fsize_mb"] <= total <= children * run_limits._NOFILE * limits["fsize_mb"]
     else:  # the kernel's OOM killer ends the run (here, 4 x ~116 MiB against 136 MiB)
         assert res.status == "killed", (res.status, res.stdout, res.stderr[-500:])
 
@@ -604,8 +615,8 @@ def test_memory_of_the_whole_run_is_bounded(cgroup, box, monkeypatch):
 
 def _unshare_or_skip() -> tuple[str, ...]:
     unshare = shutil.which("unshare")
-    flags = sandbox._NAMESPACE_CANDIDATES[0][1]
-    if unshare is None or sandbox._probe([unshare, *flags]) is not None:
+    flags = kernel._NAMESPACE_CANDIDATES[0][1]
+    if unshare is None or kernel._probe([unshare, *flags]) is not None:
         pytest.skip("unshare cannot create user+net+pid namespaces here")
     return (unshare, *flags)
 
@@ -731,22 +742,22 @@ def test_bad_limits_are_rejected(kwargs, pattern):
 def test_describe_names_layers_and_limits():
     text = sandbox.describe(timeout_s=3.0, memory_mb=256)
     assert "as=256MB" in text and "wall timeout 3s" in text and "audit-hook guard" in text
-    assert sandbox.namespace_layers() in text
+    assert kernel.namespace_layers() in text
 
 
 def test_degraded_mode_logs_once(monkeypatch, caplog):
-    monkeypatch.setattr(sandbox.shutil, "which", lambda *_a, **_k: None)
-    sandbox._namespaces.cache_clear()
+    monkeypatch.setattr(kernel.shutil, "which", lambda *_a, **_k: None)
+    kernel._namespaces.cache_clear()
     try:
         with caplog.at_level("WARNING", logger="repro.sandbox"):
-            assert sandbox._namespace_prefix() == ()
-            assert sandbox._namespace_prefix() == ()
+            assert kernel._namespace_prefix() == ()
+            assert kernel._namespace_prefix() == ()
         assert [r.levelname for r in caplog.records] == ["ERROR", "WARNING"]
         assert "bubblewrap (`bwrap`) is not installed" in caplog.records[0].message
         assert "apt-get install bubblewrap" in caplog.records[0].message
         assert "no `unshare`" in caplog.records[1].message
     finally:
-        sandbox._namespaces.cache_clear()
+        kernel._namespaces.cache_clear()
 
 
 # --- assembling MBPP programs -------------------------------------------------------------------
@@ -783,42 +794,32 @@ def test_kill_signal_is_reported_as_killed(box):
 )
 def test_a_sandbox_that_cannot_start_raises(prefix, timeout_s, pattern, monkeypatch):
     """A broken sandbox must not be mistaken for a failing program (that would score it 0)."""
-    monkeypatch.setattr(sandbox, "_namespace_prefix", lambda: prefix)
+    monkeypatch.setattr(kernel, "_namespace_prefix", lambda: prefix)
     with pytest.raises(sandbox.SandboxError, match=pattern):
         run_program("print('never runs')\n", timeout_s=timeout_s)
 
 
-def test_bootstrap_is_the_repro_sandbox_boot_module():
-    """The child's bootstrap is the linted module: importing it runs nothing, and what the parent
-    hands the child is that file compiled."""
-    import marshal
-
-    from repro import sandbox_boot
-
-    assert sys.modules["__main__"] is not sandbox_boot
-    assert {"run", "_setup", "_install_guard"} <= set(vars(sandbox_boot))
-    code = marshal.loads(sandbox._bootstrap_code())
-    assert code.co_filename == "<repro.sandbox_boot>"
-    with open(sandbox_boot.__file__, encoding="utf-8") as fh:
-        assert code == compile(fh.read(), "<repro.sandbox_boot>", "exec", dont_inherit=True)
-
-
 def test_bwrap_without_id_maps_still_confines(monkeypatch, caplog):
     """Root whose id maps cannot be written: bwrap maps the program to host root itself (no
-    process-count limit, said in the layer's name and a warning), the other guarantees hold."""
+    process-count limit, said in the layer's name and a warning), the other guarantees hold, and
+    no run leaves a zombie behind."""
     require_bwrap()
     if os.geteuid() != 0:
         pytest.skip("the id maps are written only when the caller is root")
-    monkeypatch.setattr(sandbox._IdMap, "write", lambda *_a, **_k: False)
-    sandbox._namespaces.cache_clear()
+    run_program("pass")  # (as root first: this process is a subreaper from now on)
+    zombies = _bwrap_zombies((os.getpid(),))
+    monkeypatch.setattr(kernel._IdMap, "write", lambda *_a, **_k: False)
+    kernel._namespaces.cache_clear()
     try:
         with caplog.at_level("WARNING", logger="repro.sandbox"):
-            assert "host root: no process-count limit" in sandbox.namespace_layers()
+            assert "host root: no process-count limit" in kernel.namespace_layers()
         assert "RLIMIT_NPROC" in caplog.text
         res = run_program("import os\nprint(os.getuid())\nopen('/usr/x', 'w')\n")
         assert "65534" in res.stdout and res.status == "denied"
+        # bwrap's pid 1 of each run (and of the probe) is reaped here too: no zombie left
+        assert _bwrap_zombies((os.getpid(),)) - zombies == set()
     finally:
-        sandbox._namespaces.cache_clear()
+        kernel._namespaces.cache_clear()
 
 
 def test_a_strict_umask_does_not_hide_the_program(box):
@@ -852,16 +853,16 @@ def test_a_forked_caller_can_still_run_programs():
 
 
 def test_cgroups_of_dead_callers_are_swept():
-    if not (sandbox._maps_ids(sandbox._namespace_prefix()) and sandbox._cgroups_work()):
+    if not (kernel._maps_ids(kernel._namespace_prefix()) and cgroups._cgroups_work()):
         pytest.skip("no writable memory/pids cgroup here (an optional layer)")
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()  # a pid that no longer exists
-    dirs = [f"{base}/repro-sandbox-{proc.pid}-1-test" for base in sandbox._own_cgroups().values()]
-    mine = f"{next(iter(sandbox._own_cgroups().values()))}/repro-sandbox-{os.getpid()}-0-test"
+    dirs = [f"{base}/repro-sandbox-{proc.pid}-1-test" for base in cgroups._own_cgroups().values()]
+    mine = f"{next(iter(cgroups._own_cgroups().values()))}/repro-sandbox-{os.getpid()}-0-test"
     for path in [*dirs, mine]:
         os.mkdir(path)
     try:
-        sandbox._sweep_dead_cgroups()
+        cgroups._sweep_dead_cgroups()
         assert not any(os.path.exists(p) for p in dirs)
         assert os.path.exists(mine), "a live caller's cgroup was removed"
     finally:
@@ -870,8 +871,9 @@ def test_cgroups_of_dead_callers_are_swept():
                 os.rmdir(path)
 
 
-def _bwrap_zombies() -> set[int]:
+def _bwrap_zombies(parents: tuple[int, ...] = ()) -> set[int]:
     """bwrap processes of ours (or orphaned to the machine's pid 1) that are zombies."""
+    parents = parents or (1, os.getpid())
     found = set()
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
@@ -884,7 +886,7 @@ def _bwrap_zombies() -> set[int]:
         if (
             status.get("Name") == "bwrap"
             and status.get("State", "").startswith("Z")
-            and int(status.get("PPid", 0)) in (1, os.getpid())
+            and int(status.get("PPid", 0)) in parents
         ):
             found.add(int(pid))
     return found
