@@ -20,10 +20,14 @@ from repro.workflow import paths
 
 #: the project's Hugging Face hub cache (relative to the working directory)
 HF_CACHE = "resources/hf/hub"
-#: every job's shell: strict bash, the hub offline, hub files read from the project cache
+#: every job's shell: strict bash, the hub offline, hub files read from the project cache, and a
+#: fixed string-hash seed. The seed makes set orders reproducible: bert-score orders its sentences
+#: with ``sorted(set(...), key=word count)``, so ties (sentences of equal length) land in batches of
+#: different padded lengths from one run to the next and BERTScore moved by ~1e-8 between two runs
+#: of the same job. The warm worker is keyed by the job's environment, so it starts with the seed.
 OFFLINE_PREFIX = (
     "set -euo pipefail; export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 "
-    f'HF_HUB_CACHE="$PWD/{HF_CACHE}"; '
+    f'HF_HUB_CACHE="$PWD/{HF_CACHE}" PYTHONHASHSEED=0; '
 )
 #: in front of the download rules' commands (login node): the hub online again
 ONLINE = "env HF_HUB_OFFLINE=0 HF_DATASETS_OFFLINE=0 TRANSFORMERS_OFFLINE=0"
