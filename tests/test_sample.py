@@ -23,6 +23,8 @@ from repro import methods, sample
 from repro.io import InputError, read_jsonl
 from repro.methods.base import Batch, Method, Samples
 
+from .train.toy import write_meta
+
 SPECIALS = {"pad": 0, "unk": 1, "cls": 2, "sep": 3, "mask": 4, "bos": 5, "eos": 6}
 VOCAB, SEQ, N = 20, 10, 7
 FIELDS = {
@@ -120,16 +122,7 @@ def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict:
     np.save(data / "test.ids.npy", ids)
     np.save(data / "test.cond.npy", cond)
     row_ids = [f"toy/test/{i}" for i in range(N)]
-    meta = {
-        "layout": "conditional",
-        "options": {},
-        "seq_len": SEQ,
-        "vocab_size": VOCAB,
-        "specials": SPECIALS,
-        "tokenizer_sha256": "a" * 64,
-        "splits": {"test": {"n": N, "row_ids": row_ids}},
-    }
-    (data / "meta.json").write_text(json.dumps(meta))
+    write_meta(data, {"test": {"n": N, "row_ids": row_ids}}, SEQ, VOCAB, "a" * 64)
     prepared = tmp_path / "test.jsonl"
     rows = [{"id": r, "src": f"source {i}", "trg": f"target {i}"} for i, r in enumerate(row_ids)]
     prepared.write_text(

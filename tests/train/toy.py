@@ -73,17 +73,22 @@ def write_tokenized(root: Path, n_train: int = 40, n_val: int = 12) -> Path:
         np.save(root / f"{split}.ids.npy", ids)
         np.save(root / f"{split}.cond.npy", cond)
         splits[split] = {"n": n, "row_ids": [f"toy/{split}/{i}" for i in range(n)], "dropped": 0}
+    write_meta(root, splits, SEQ, VOCAB, "0" * 64)
+    return root
+
+
+def write_meta(root: Path, splits: dict, seq_len: int, vocab_size: int, tokenizer_sha: str) -> None:
+    """``meta.json`` of a toy ``conditional`` layout directory with these ``splits``."""
     meta = {
         "layout": "conditional",
         "options": {},
-        "seq_len": SEQ,
-        "vocab_size": VOCAB,
+        "seq_len": seq_len,
+        "vocab_size": vocab_size,
         "specials": SPECIALS,
-        "tokenizer_sha256": "0" * 64,
+        "tokenizer_sha256": tokenizer_sha,
         "splits": splits,
     }
     (root / "meta.json").write_text(json.dumps(meta))
-    return root
 
 
 # Exercises warm-up, cosine decay, weight decay, clipping, accumulation and EMA together.
