@@ -69,9 +69,9 @@ def test_write_and_load_round_trip(tmp_path, word_tok):
     with pytest.raises(InputError, match="sha256 differs"):
         load_layout_from_meta(tmp_path / "tok", other)
     (tmp_path / "tok" / "test.cond.npy").unlink()
-    with pytest.raises(InputError, match="test.cond.npy: not found"):
+    with pytest.raises(InputError, match="test.cond.npy: file not found"):
         load_tokenized(tmp_path / "tok", "test")
-    with pytest.raises(InputError, match="meta.json: not found"):
+    with pytest.raises(InputError, match="meta.json: file not found"):
         load_tokenized(tmp_path, "test")
 
 

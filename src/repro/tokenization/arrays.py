@@ -165,8 +165,7 @@ def read_meta(directory: str | os.PathLike) -> dict:
     path = Path(directory) / "meta.json"
     if not path.is_file():
         raise InputError(
-            f"{path}: file not found (meta.json: not found — run the tokenize stage for this "
-            "layout first)"
+            f"{path}: file not found; run the tokenize stage for this layout first"
         )
     meta = read_json(path)
     for key in META_KEYS:
@@ -230,7 +229,7 @@ def _load_part(
     if not path.is_file():
         raise InputError(
             f"{path}: file not found; run the tokenize stage for split {split!r} (meta.json "
-            f"lists it, but {path.name}: not found)"
+            "lists it)"
         )
     arr = np.load(path, mmap_mode="r", allow_pickle=False)
     n = info.get("n", arr.shape[0])
