@@ -5,8 +5,8 @@
    subprocess, the kernel-side layer alone (bubblewrap with its mounts and id maps, or the
    ``unshare`` fallback) around ``python -c``, and ``run_program("pass")`` (every layer, verdict
    token included). Overhead = sandbox − plain subprocess; target: at most 15 ms per program.
-2. Throughput over the 974 MBPP canonical solutions (``data/mbpp/mbpp.jsonl``, else
-   ``../shared/data/mbpp/mbpp.jsonl`` beside the checkout; skipped if absent), solution +
+2. Throughput over the 974 MBPP canonical solutions (``$DATA/mbpp/mbpp.jsonl``, ``DATA``
+   defaulting to the project's ``data/`` as in ``make small-cpu``; skipped if absent), solution +
    asserts, ``--workers`` at a time (default 2, the CI core count): plain ``python -I
    program.py`` subprocesses vs ``run_many``, both with a 3 s timeout (the metric's default),
    both warmed up, timed over the same 4 slices of the programs alternately. Targets: sandbox
@@ -40,12 +40,8 @@ from repro.sandbox import kernel  # noqa: E402
 TIMEOUT_S = 3.0
 #: The MBPP programs are timed in this many interleaved slices per side.
 SLICES = 4
-#: MBPP under the project's data directory (``data/``), else under ``shared/`` beside the checkout
-MBPP = next(
-    (p for p in (REPO / "data" / "mbpp" / "mbpp.jsonl",
-                 REPO / ".." / "shared" / "data" / "mbpp" / "mbpp.jsonl") if p.exists()),
-    REPO / "data" / "mbpp" / "mbpp.jsonl",
-)  # fmt: skip
+#: MBPP's own rows, under the data directory ``DATA`` (default: the project's ``data/``)
+MBPP = Path(os.environ.get("DATA") or REPO / "data") / "mbpp" / "mbpp.jsonl"
 
 
 def timings_ms(fns: dict, reps: int) -> dict[str, list[float]]:

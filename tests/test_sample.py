@@ -104,7 +104,7 @@ def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict:
         methods, "get_method", lambda name: ScriptedMethod() if name == "scripted" else real(name)
     )
     fake_tok = types.ModuleType("repro.tokenization")
-    fake_tok.load_layout_from_meta = lambda directory, tokenizer: FakeLayout()
+    fake_tok.load_layout_from_meta = lambda directory, tokenizer, meta=None: FakeLayout()
     monkeypatch.setitem(sys.modules, "repro.tokenization", fake_tok)
 
     rng = np.random.default_rng(0)

@@ -125,8 +125,7 @@ def _losses(
     with torch.inference_mode():
         for lo in range(0, n, batch_size):
             hi = min(lo + batch_size, n)
-            ids = torch.from_numpy(np.asarray(arrays.ids[lo:hi], dtype=np.int64))
-            cond = torch.from_numpy(np.asarray(arrays.cond[lo:hi]) != 0)
+            ids, cond = arrays.batch(slice(lo, hi))
             batch = Batch(ids, cond).to(dev)
             batch_seed = int(torch.randint(1 << 62, (), generator=seeds))
             losses[:, lo:hi] = _batch_losses(

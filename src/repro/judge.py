@@ -53,7 +53,15 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from repro.io import InputError, iter_jsonl, json_object_arg, make_temp_dir, run_cli
+from repro.io import (
+    InputError,
+    iter_jsonl,
+    json_object_arg,
+    log_to_stderr,
+    make_temp_dir,
+    run_cli,
+    stage_parser,
+)
 
 log = logging.getLogger("repro.judge")
 
@@ -418,7 +426,7 @@ def download_judge(repo_id: str, revision: str, out: str | os.PathLike) -> Path:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m repro.judge", description=__doc__.splitlines()[0])
+    p = stage_parser("repro.judge", __doc__)
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="train a tiny GPT-2 judge and its BPE tokenizer")
     t.add_argument("--data", required=True, help="normalised split, results/data/D/train.jsonl")
@@ -435,7 +443,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    log_to_stderr()
 
     def body() -> None:
         if args.command == "train":

@@ -58,11 +58,11 @@ def _json_safe(extras: dict) -> dict:
     return out
 
 
-def _load_layout(data_dir: Path, tokenizer: Path) -> Any:
+def _load_layout(data_dir: Path, tokenizer: Path, meta: dict) -> Any:
     """The :class:`repro.tokenization.Layout` of a tokenized directory (decode, source texts)."""
     from repro.tokenization import load_layout_from_meta
 
-    return load_layout_from_meta(data_dir, tokenizer)
+    return load_layout_from_meta(data_dir, tokenizer, meta)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -245,7 +245,7 @@ def sample(
     n = min(max_examples, len(arrays)) if max_examples else len(arrays)
     wanted = arrays.row_ids[:n]
     rows = _prepared_rows(prepared, wanted, split, data_dir)
-    layout = _load_layout(data_dir, Path(tokenizer))
+    layout = _load_layout(data_dir, Path(tokenizer), meta)
     specials = ck.get("specials") or {}
     pad = int(specials.get("pad", ck["model"].get("pad_id", 0)))
     eos = specials.get("eos", ck["model"].get("eos_id"))
@@ -256,8 +256,7 @@ def sample(
     bar = BatchProgress(n, log, bar=want_bar(progress_bar))
     for lo in range(0, n, batch_size):
         hi = min(lo + batch_size, n)
-        ids = torch.from_numpy(np.asarray(arrays.ids[lo:hi], dtype=np.int64))
-        cond = torch.from_numpy(np.asarray(arrays.cond[lo:hi]) != 0)
+        ids, cond = arrays.batch(slice(lo, hi))
         result, done, seconds = _run_batch(
             method, model, ck, ids, cond, pad, dev, nfe, kind, generator, opts
         )

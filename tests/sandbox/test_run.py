@@ -808,7 +808,7 @@ def test_bwrap_without_id_maps_still_confines(monkeypatch, caplog):
         pytest.skip("the id maps are written only when the caller is root")
     run_program("pass")  # (as root first: this process is a subreaper from now on)
     zombies = _bwrap_zombies((os.getpid(),))
-    monkeypatch.setattr(kernel._IdMap, "write", lambda *_a, **_k: False)
+    monkeypatch.setattr(kernel._IdMap, "write", _maps_not_written)
     kernel._namespaces.cache_clear()
     try:
         with caplog.at_level("WARNING", logger="repro.sandbox"):
@@ -871,6 +871,24 @@ def test_cgroups_of_dead_callers_are_swept():
                 os.rmdir(path)
 
 
+def _maps_not_written(self, timeout, cgroup=None) -> bool:
+    """``_IdMap.write`` when the maps cannot be written: bwrap has reported its pid (the parent
+    holds a pidfd to reap it by), the maps are not written, the caller kills the run."""
+    import json
+
+    os.close(self.info_w)
+    os.close(self.block_r)
+    self.info_w = self.block_r = -1
+    data = b""
+    while not data.rstrip().endswith(b"}"):
+        chunk = os.read(self.info_r, 4096)
+        if not chunk:
+            return False
+        data += chunk
+    self.pidfd = os.pidfd_open(int(json.loads(data)["child-pid"]))
+    return False
+
+
 def _bwrap_zombies(parents: tuple[int, ...] = ()) -> set[int]:
     """bwrap processes of ours (or orphaned to the machine's pid 1) that are zombies."""
     parents = parents or (1, os.getpid())
@@ -902,3 +920,12 @@ def test_runs_leave_no_zombie_behind_and_a_kept_cgroup_never_fills_up():
     results = run_many(["assert 1 + 1 == 2"] * 3 * (8 + 5), workers=1, nproc=8)
     assert [r.status for r in results] == ["ok"] * len(results)
     assert _bwrap_zombies() - before == set()
+
+
+def test_run_program_defaults_are_the_limits_table():
+    """``describe``, ``run_many`` and the cgroup read ``limits._DEFAULTS``: it must be
+    ``run_program``'s own defaults."""
+    import inspect
+
+    params = inspect.signature(run_program).parameters
+    assert {n: p.default for n, p in params.items() if n != "source"} == run_limits._DEFAULTS

@@ -156,11 +156,9 @@ class DiffuSeqModel(nn.Module):
             nn.SiLU(),
             nn.Linear(4 * TIME_FREQ_DIM, d_model),
         )
-        backbone = {"d_model": d_model, "n_layers": n_layers, "n_heads": n_heads}
-        backbone |= {"mlp_ratio": mlp_ratio, "dropout": dropout}
-        net_cfg = TransformerConfig.from_model(
-            backbone,
-            vocab_size=vocab_size, seq_len=seq_len, causal=False, time_cond=False,
+        net_cfg = TransformerConfig(
+            d_model=d_model, n_layers=n_layers, n_heads=n_heads, mlp_ratio=mlp_ratio,
+            dropout=dropout, vocab_size=vocab_size, seq_len=seq_len, causal=False, time_cond=False,
             pos_emb="learned", input="vectors", d_in=d_model, output="vectors", d_out=d_model,
             activation="gelu", norm_eps=1e-12,  # BERT's
         )

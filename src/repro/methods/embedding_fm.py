@@ -266,8 +266,7 @@ class EmbeddingFM(Method):
         (without the ``embeddings: trained`` rounding CE, which is not included). FM time: t = 0 is
         noise, t = 1 data.
         """
-        device = model.embedding.device
-        ids, given = batch.ids.to(device).long(), batch.cond.to(device).bool()  # (B, L), (B, L)
+        ids, given = batch_on(batch, model.embedding.device, model.cfg.seq_len)  # (B, L) each
         t = self.check_times(t, ids)
         sq, _, _ = _velocity_error(model, ids, given, t)  # (B, L, d)
         return sq.mean((1, 2))

@@ -38,10 +38,9 @@ from collections import defaultdict
 from datetime import datetime, timezone
 from pathlib import Path
 
-import yaml
 from markdown_it import MarkdownIt
 
-from repro import overrides
+from repro.config_file import load_config_file
 from repro.io import InputError, atomic_write_text, log_to_stderr, run_cli, stage_parser
 
 log = logging.getLogger("repro.report.html_report")
@@ -118,13 +117,10 @@ def load_config(paths: list[Path]) -> tuple[dict, str]:
         if not path.is_file():
             raise InputError(f"{path}: config file not found (--configfile)")
         text = path.read_text(encoding="utf-8")
-        try:
-            data = yaml.safe_load(text) or {}
-        except yaml.YAMLError as err:
-            raise InputError(f"{path}: not valid YAML: {err}") from None
+        data = load_config_file(path) or {}  # strict (file:line), `seeds: N` expanded
         if not isinstance(data, dict):
             raise InputError(f"{path}: the config must be a mapping at the top level")
-        _merge(config, overrides.expand(data, str(path)))  # `seeds: N`, as common.smk does
+        _merge(config, data)
         texts.append(f"# --- {path}\n{text}")
     return config, "\n".join(texts)
 

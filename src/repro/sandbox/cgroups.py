@@ -58,12 +58,11 @@ class _Cgroup:
         name = f"repro-sandbox-{os.getpid()}-{_Cgroup._seq}-{uuid.uuid4().hex[:8]}"
         own = _own_cgroups()
         if "memory" in own and "pids" in own:
-            limits = [f"{own['memory']}/{name}", f"{own['pids']}/{name}"]
+            limits, self.v1 = [f"{own['memory']}/{name}", f"{own['pids']}/{name}"], True
         elif "v2" in own:
-            limits = [f"{own['v2']}/{name}"]
+            limits, self.v1 = [f"{own['v2']}/{name}"], False
         else:
             raise OSError("no writable memory and pids cgroup controllers found")
-        self.v1 = "v2" not in limits and "memory" in own
         self.dirs: list[str] = []
         self.limits: tuple[int, int] = (1 << 62, 0)  # a new cgroup's: unlimited
         try:

@@ -94,10 +94,9 @@ def _child_env(work: str, marker: str) -> dict[str, str]:
     }
 
 
-def _kill_marked(marker: str) -> int:
+def _kill_marked(marker: str) -> None:
     """SIGKILL every process whose initial environment carries ``marker`` (no pid namespace)."""
     needle = f"{_MARKER_VAR}={marker}".encode()
-    killed = 0
     for _ in range(3):  # a process could fork between the scan and the kill
         found = []
         with contextlib.suppress(OSError):
@@ -115,8 +114,6 @@ def _kill_marked(marker: str) -> int:
         for pid in found:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
-                killed += 1
-    return killed
 
 
 def _rmtree(path: str) -> None:

@@ -58,8 +58,8 @@ class TokenizedSplit:
     def __len__(self) -> int:
         return int(self.ids.shape[0])
 
-    def batch(self, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """(ids int64, cond bool) tensors of the given rows (torch is imported on first use)."""
+    def batch(self, rows: np.ndarray | slice) -> tuple[torch.Tensor, torch.Tensor]:
+        """(ids int64, cond bool) tensors of the given rows (an index array or a slice) (torch is imported on first use)."""
         import torch
 
         ids = torch.from_numpy(np.asarray(self.ids[rows], dtype=np.int64))

@@ -453,9 +453,12 @@ def get_layout(
 
 
 
-def load_layout_from_meta(directory: str | os.PathLike, tokenizer_path: str | os.PathLike) -> Layout:
-    """Rebuild the Layout a tokenized directory was written with (checks the tokenizer matches)."""
-    meta = read_meta(directory)
+def load_layout_from_meta(
+    directory: str | os.PathLike, tokenizer_path: str | os.PathLike, meta: dict | None = None
+) -> Layout:
+    """Rebuild the Layout a tokenized directory was written with (checks the tokenizer matches);
+    ``meta`` is the directory's :func:`read_meta`, read here when not given."""
+    meta = read_meta(directory) if meta is None else meta
     tok = load_tokenizer(tokenizer_path)
     if tokenizer_sha256(tok) != meta["tokenizer_sha256"]:
         raise InputError(

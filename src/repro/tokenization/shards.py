@@ -301,7 +301,7 @@ class _StreamPacker:
         self, layout: Layout, out: Path, split: str, key: str, records: list[dict], state: dict,
         n_win: int, on_shard: Callable[[int], None] | None,
     ) -> None:
-        self.out, self.split, self.key, self.records = out, split, key, records
+        self.layout, self.out, self.split, self.key, self.records = layout, out, split, key, records
         self.n_win, self.on_shard = n_win, on_shard
         length, self.width = layout.seq_len, layout.seq_len - 1
         self.eos, self.pad = layout.specials.eos, layout.specials.pad
@@ -345,10 +345,10 @@ class _StreamPacker:
         byte, line, row = (int(v) for v in self.doc_place[d])
         return {"byte": byte, "line": line, "row": row, "skip": int(q - self.doc_start[d])}
 
-    def add(self, layout: Layout, rows: list[dict], places: list, end_pos: dict) -> None:
+    def add(self, rows: list[dict], places: list, end_pos: dict) -> None:
         """Tokenize a chunk of rows onto ``buf`` (each text + EOS), then pack full windows."""
         self.end_pos = end_pos
-        toks = layout._tokenize([r["text"] for r in rows])
+        toks = self.layout._tokenize([r["text"] for r in rows])
         lens = np.fromiter((len(t) + 1 for t in toks), np.int64, len(toks))
         new = np.fromiter(chain.from_iterable(chain(t, (self.eos,)) for t in toks), np.int32,
                           int(lens.sum()))
@@ -432,7 +432,7 @@ def write_stream_shards(
     packer = _StreamPacker(layout, out, split, key, records, state, n_win, on_shard)
     if not (records and records[-1].get("last")):
         for rows, places, end_pos in _read_rows(layout, path, state, chunk_rows):
-            packer.add(layout, rows, places, end_pos)
+            packer.add(rows, places, end_pos)
         packer.finish(path)
     _remove_from(out, split, len(records))
     files = [{"n": r["n"], **r["sha256"]} for r in records]

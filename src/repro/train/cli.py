@@ -28,7 +28,7 @@ import logging
 import os
 from collections.abc import Sequence
 
-from repro.io import InputError, run_stage
+from repro.io import InputError, run_stage, stage_parser
 from repro.progress import parse_loggers
 
 from .logs import setup_logging
@@ -42,7 +42,7 @@ log = logging.getLogger("repro.train")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m repro.train", description=__doc__.splitlines()[0])
+    p = stage_parser("repro.train", __doc__)
     p.add_argument("--data", required=True, help="tokenized layout directory (meta.json, *.npy)")
     p.add_argument("--out", required=True, help="final checkpoint path (…/model.ckpt)")
     p.add_argument("--config-json", required=True, help='{"method": …, "model": {…}, "train": {…}}')

@@ -324,16 +324,19 @@ def lr_factor(step: int, cfg: TrainConfig) -> float:
     return 1.0 - (1.0 - lo) * progress
 
 
+def on_cuda(accelerator: str) -> bool:
+    """Whether a run with this ``accelerator`` (``gpu``/``cuda``, or ``auto`` with a CUDA device
+    visible) trains on CUDA."""
+    import torch
+
+    return accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+
+
 def resolve_precision(precision: str, accelerator: str) -> str:
     """``auto`` means bf16 autocast on CUDA and full fp32 on CPU."""
     if precision != "auto":
         return precision
-    import torch
-
-    on_cuda = accelerator in ("gpu", "cuda") or (
-        accelerator == "auto" and torch.cuda.is_available()
-    )
-    return "bf16-mixed" if on_cuda else "32-true"
+    return "bf16-mixed" if on_cuda(accelerator) else "32-true"
 
 
 def time_budget_seconds(max_minutes: float, margin_s: float | None = None) -> float:

@@ -41,6 +41,7 @@ from .config import (
     NON_TRAJECTORY_KEYS,
     RunConfig,
     TrainConfig,
+    on_cuda,
     resolve_precision,
     time_budget_seconds,
 )
@@ -247,8 +248,7 @@ class _Fit:
         precision = resolve_precision(tc.precision, accelerator)
         module = lm.TrainModule(inputs.method, model, tc, digest)
         module.geometry = (devices, num_nodes, len(inputs.train))
-        pin = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
-        dm = lm.TokenDataModule(inputs.train, inputs.val, tc, pin_memory=pin)
+        dm = lm.TokenDataModule(inputs.train, inputs.val, tc, pin_memory=on_cuda(accelerator))
         last = work / "last.ckpt"
         checkpointer = ModelCheckpoint(
             dirpath=work,

@@ -12,6 +12,8 @@ import os
 
 from repro.io import InputError
 
+from .config import on_cuda
+
 
 def cluster_plugins(devices: int, num_nodes: int) -> list:
     """Cluster-environment plugins for the Trainer (``docs/pipeline.md`` §3.1).
@@ -52,8 +54,7 @@ def check_visible_gpus(accelerator: str, devices: int, cuda_count: int | None = 
     """Fail clearly when a GPU run is asked for more devices than this process can see."""
     import torch
 
-    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
-    if not on_gpu:
+    if not on_cuda(accelerator):
         return
     seen = torch.cuda.device_count() if cuda_count is None else cuda_count
     if seen < devices:

@@ -10,6 +10,8 @@ neither torch nor the heavy NLP stack: the DAG of the paper config must build fa
 
 from __future__ import annotations
 
+import functools
+
 from repro.workflow.checks import Checks
 from repro.workflow.params import Params
 from repro.workflow.spec import resolve_experiments
@@ -32,3 +34,5 @@ class Catalogue(Checks, Params):
         self._add_sweep_samplers()
         self._add_sweep_datasets()
         self._check()
+        # asked once per score job by its inputs, params and resources: scan the catalogue once
+        self.metrics_for = functools.cache(self.metrics_for)

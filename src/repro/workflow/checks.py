@@ -203,7 +203,7 @@ class Checks(Expansion):
                 continue
             for ri, row in enumerate(entry["rows"]):
                 c: Cell
-                for _, c in self._cells([row], f"tables.{table}"):
+                for _, c in self._cells([row]):
                     n = len(self.column_draws(c, col["metric"]))
                     with config_path(f"tables.{table}.columns[{ci}]",
                                      suffix=f" (rows[{ri}] {row.get('label', '')!r}: seeds "

@@ -138,7 +138,7 @@ class Expansion:
         nfe = row["nfe"]
         return list(nfe) if isinstance(nfe, list) else [nfe]
 
-    def _cells(self, rows: list[dict], where: str) -> list[tuple[dict, Cell]]:
+    def _cells(self, rows: list[dict]) -> list[tuple[dict, Cell]]:
         out = []
         for row in rows:
             mbr, group = row.get("mbr", 0), row.get("group", 0)
@@ -149,14 +149,14 @@ class Expansion:
         return out
 
     def table_cells(self, table: str) -> list[tuple[dict, Cell]]:
-        return self._cells(self.tables[table]["rows"], f"tables.{table}")
+        return self._cells(self.tables[table]["rows"])
 
     def figure_cells(self, figure: str) -> list[tuple[dict, Cell]]:
         if self.is_analysis("figures", figure):
             return []
         rows = (self._sweep_rows(figure) if self.figures[figure]["kind"] == OPTION_SWEEP
                 else self.figures[figure]["series"])
-        return self._cells(rows, f"figures.{figure}")
+        return self._cells(rows)
 
     def analysis_series(self, figure: str) -> list[dict]:
         """Series of an analysis figure with their input file."""
@@ -224,19 +224,12 @@ class Expansion:
         method = self.experiments[experiment]["method"]
         return REGISTRY[method].layouts[self.datasets[dataset]["kind"]]
 
-    def tokenized_files(self, dataset: str, layout: str,
-                        splits: tuple[str, ...] = paths.SPLITS) -> list[str]:
-        return paths.tokenized_files(dataset, layout, splits)
-
     def embedding_source(self, experiment: str) -> str | None:
         """The experiment whose word embeddings ``experiment`` flows in (``from:<name>``), if any."""
         value = self.experiments[experiment].get("model", {}).get("embeddings")
         if isinstance(value, str) and value.startswith(EMBEDDING_PREFIX):
             return value[len(EMBEDDING_PREFIX):]
         return None
-
-    def embeddings_path(self, dataset: str, experiment: str) -> str:
-        return paths.embeddings(dataset, experiment)
 
     def judge_path(self, judge: str) -> str:
         """Local directory of a judge: trained by train_judge, downloaded, or given by the user."""
@@ -250,7 +243,7 @@ class Expansion:
     def train_extra_inputs(self, dataset: str, experiment: str) -> list[str]:
         """Files a training run reads besides its tokenized data (exported embeddings)."""
         src = self.embedding_source(experiment)
-        return [] if src is None else [self.embeddings_path(dataset, src)]
+        return [] if src is None else [paths.embeddings(dataset, src)]
 
     # ------------------------------------------------------------------ wildcard constraints
     def wildcard_pattern(self, kind: str) -> str:

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from repro.io import atomic_write_json
 from repro.workflow import paths
 
 #: the project's Hugging Face hub cache (relative to the working directory)
@@ -142,9 +143,5 @@ def fetch(repo_id: str, revision: str, kind: str, out: str | os.PathLike,
         "files": sorted(str(p.relative_to(path)) for p in Path(path).rglob("*") if p.is_file()),
         "cache": str(cache_dir),
     }
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, out)
+    atomic_write_json(out, manifest)
     return manifest

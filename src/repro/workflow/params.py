@@ -80,7 +80,7 @@ class Params(Expansion):
     # ------------------------------------------------------------------ rule inputs
     def tokenized_inputs(self, dataset: str, experiment: str, splits: tuple[str, ...]) -> list[str]:
         """The tokenized ``splits`` of ``dataset`` in the layout ``experiment``'s method reads."""
-        return self.tokenized_files(dataset, self.layout(dataset, experiment), splits)
+        return paths.tokenized_files(dataset, self.layout(dataset, experiment), splits)
 
     def eval_inputs(self, dataset: str, experiment: str) -> list[str]:
         """The tokenized evaluation split a sample job reads (``eval.split``)."""
@@ -104,7 +104,7 @@ class Params(Expansion):
         cfg = {k: exp.get(k, {}) for k in ("method", "model", "train")}
         src = self.embedding_source(experiment)
         if src is not None:  # the method reads the exported matrix from this path
-            cfg["model"] = {**cfg["model"], "embeddings": self.embeddings_path(dataset, src)}
+            cfg["model"] = {**cfg["model"], "embeddings": paths.embeddings(dataset, src)}
         return canonical_json(cfg)
 
     def method_digest(self, experiment: str, stage: str) -> str:

@@ -30,8 +30,6 @@ SPLITS = ("train", "validation", "test")
 ARRAYS = ("ids", "cond")
 
 D, E, S, N = "{dataset}", "{experiment}", "{sampler}", "{nfe}"
-#: wildcards of one catalogue cell (its samples and scores directory)
-CELL = f"{D}/{E}/{S}/nfe{N}"
 
 
 def raw_dataset(dataset: str = D) -> str:
@@ -87,6 +85,10 @@ def embeddings(dataset: str = D, experiment: str = E, ext: str = "npy") -> str:
 
 def cell(dataset: str = D, experiment: str = E, sampler: str = S, nfe: int | str = N) -> str:
     return f"{dataset}/{experiment}/{sampler}/nfe{nfe}"
+
+
+#: wildcards of one catalogue cell (its samples and scores directory)
+CELL = cell()
 
 
 def samples(dataset: str = D, experiment: str = E, sampler: str = S, nfe: int | str = N,
