@@ -556,6 +556,44 @@ def test_kernel_layer_contains_without_the_guard(name, box, listener, monkeypatc
     assert os.getpid() == psutil.Process().pid  # the caller is alive
 
 
+NETNS = "import os, time\ntime.sleep({sleep})\nprint(os.readlink('/proc/self/ns/net'))\n"
+
+
+def _root_bwrap_or_skip() -> None:
+    require_bwrap()
+    if not kernel._maps_ids(kernel._namespace_prefix()):
+        pytest.skip("not root: bubblewrap makes each run's network namespace itself")
+
+
+def test_runs_join_their_threads_network_namespace_never_the_hosts(monkeypatch):
+    """As root, a run joins the network namespace of the thread that starts it (made once per
+    thread, kernel._thread_netns): never the host's or the caller's thread's, never one that a
+    concurrent run is in, and the caller's own thread keeps its namespace."""
+    _root_bwrap_or_skip()
+    monkeypatch.setattr(runner, "_GUARD", 0)  # (the guard denies /proc)
+    caller = os.readlink("/proc/thread-self/ns/net")
+    host = os.readlink(f"/proc/{os.getpid()}/ns/net")
+    res = run_many([NETNS.format(sleep=0.3)] * 4, workers=2)  # (the first two run together)
+    seen = [r.stdout.strip() for r in res]
+    assert [r.status for r in res] == ["ok"] * 4 and all(s.startswith("net:[") for s in seen)
+    assert seen[0] != seen[1] and len(set(seen)) == 2, seen  # two threads, one each, reused
+    single = run_program(NETNS.format(sleep=0))
+    assert {single.stdout.strip(), *seen}.isdisjoint({caller, host})
+    assert os.readlink("/proc/thread-self/ns/net") == caller
+
+
+def test_a_thread_that_could_not_reap_a_run_takes_a_fresh_network_namespace(monkeypatch):
+    """If a run's pid 1 was not reaped (processes of that run may be alive), the next run of
+    that thread must not share the namespace with them."""
+    _root_bwrap_or_skip()
+    monkeypatch.setattr(runner, "_GUARD", 0)
+    reap = kernel._reap_pid1
+    monkeypatch.setattr(kernel, "_reap_pid1", lambda *a, **k: reap(*a, **k) and False)
+    res = run_many([NETNS.format(sleep=0)] * 2, workers=1)
+    assert [r.status for r in res] == ["ok"] * 2
+    assert res[0].stdout != res[1].stdout
+
+
 MEMFD_CHILDREN = """\
 import os
 r, w = os.pipe()
@@ -593,6 +631,8 @@ def test_memory_of_the_whole_run_is_bounded(cgroup, box, monkeypatch):
         pytest.skip("no writable memory/pids cgroup here (an optional layer)")
     if not cgroup:
         monkeypatch.setattr(cgroups, "_cgroups_work", lambda: False)
+        # a fresh launcher thread: a reused one stays in the cgroup of its earlier runs
+        monkeypatch.setattr(runner, "_LAUNCHERS", {})
     monkeypatch.setattr(runner, "_GUARD", 0)
     children, limits = 4, {"memory_mb": 64, "fsize_mb": 2, "timeout_s": 30.0}
     source = MEMFD_CHILDREN.format(children=children)
@@ -606,7 +646,7 @@ def test_memory_of_the_whole_run_is_bounded(cgroup, box, monkeypatch):
         assert res.status == "ok", (res.status, res.stderr[-500:])
         total = int(res.stdout.split()[1])
         assert limits["fsize_mb"] <= total <= children * run_limits._NOFILE * limits["fsize_mb"]
-    else:  # the kernel's OOM killer ends the run (here, 4 x ~116 MiB against 136 MiB)
+    else:  # the kernel's OOM killer ends the run (here, 4 x ~116 MiB against 140 MiB)
         assert res.status == "killed", (res.status, res.stdout, res.stderr[-500:])
 
 

@@ -17,7 +17,6 @@ import os
 import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 
 from repro.sandbox import kernel
 from repro.sandbox.limits import _CGROUP_EXTRA_PIDS, _cgroup_memory, _limits
@@ -146,24 +145,12 @@ atexit.register(_remove_stale, 2.0)
 _THREAD_CGROUP = threading.local()
 
 
-_HELPER: dict[int, ThreadPoolExecutor] = {}
-
-
-def _helper() -> ThreadPoolExecutor:
-    """The thread that runs :func:`run_program` for the main thread when cgroups are in use
-    (one per process: a forked child does not inherit the thread)."""
-    with _STALE_LOCK:
-        if os.getpid() not in _HELPER:
-            _HELPER.clear()
-            _HELPER[os.getpid()] = ThreadPoolExecutor(1, thread_name_prefix="repro-sandbox")
-        return _HELPER[os.getpid()]
-
-
 def _cgroup_for(memory_bytes: int, pids: int) -> _Cgroup:
     """The cgroup of this run.
 
-    A worker thread (not the main one, whose cgroup decides where the whole process's memory is
-    charged) on cgroup v1 gets one of its own, once, and stays in it: every bwrap it starts is
+    A thread that starts sandboxes (one of ours, see ``run._launchers``; never the main one, whose
+    cgroup decides where the whole process's memory is charged) on cgroup v1 gets one of its own,
+    once, and stays in it: every bwrap it starts is
     then born inside, free of a per-run migration. Otherwise a fresh cgroup per run, which the
     sandbox process is moved into (``_Cgroup.add``) and which :func:`run_program` removes.
     """

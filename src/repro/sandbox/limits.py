@@ -17,15 +17,18 @@ from dataclasses import dataclass
 _NOFILE = 64
 #: The program's writable directory under bubblewrap is a tmpfs of this many times ``fsize_mb``.
 _TMPFS_FILES = 4
-#: The per-run cgroup's memory: the program's ``memory_mb`` and work tmpfs, plus this for the
-#: interpreter and bwrap themselves.
+#: The per-run cgroup's memory: the program's ``memory_mb``, its work tmpfs and its captured
+#: stdout and stderr (memory files of at most ``fsize_mb`` each), plus this for the interpreter and
+#: bwrap themselves.
 _CGROUP_EXTRA_MB = 64
+#: The captured streams (stdout, stderr) that the run's cgroup is charged for.
+_STREAMS = 2
 #: ... and its process count: ``nproc`` plus bwrap's own processes.
 _CGROUP_EXTRA_PIDS = 4
 
 
 def _cgroup_memory(lim: _Limits) -> int:
-    return (lim.memory_mb + _CGROUP_EXTRA_MB << 20) + _TMPFS_FILES * (lim.fsize_mb << 20)
+    return (lim.memory_mb + _CGROUP_EXTRA_MB << 20) + (_TMPFS_FILES + _STREAMS) * (lim.fsize_mb << 20)
 
 
 @dataclass(frozen=True)

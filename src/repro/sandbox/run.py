@@ -1,10 +1,12 @@
 """Running one program, or many: :func:`run_program`, :func:`run_many`, :func:`describe`.
 
-One run: write the program and the marshalled bootstrap (:mod:`repro.sandbox.boot`) into a fresh
-temporary directory, start the interpreter under the kernel-side prefix
-(:mod:`repro.sandbox.kernel`) in the run's cgroup (:mod:`repro.sandbox.cgroups`), hand it the
-verdict token through a pipe, wait up to the wall-clock timeout, kill and reap whatever is left,
-read the verdict and the truncated output back, remove the directory.
+One run: hand the program and the marshalled bootstrap (:mod:`repro.sandbox.boot`) to bwrap in
+memory files (or, without bwrap, write them into a fresh temporary directory), start the
+interpreter under the kernel-side prefix (:mod:`repro.sandbox.kernel`) in the run's cgroup
+(:mod:`repro.sandbox.cgroups`), hand it the verdict token through a pipe, wait up to the
+wall-clock timeout, kill and reap whatever is left, read the verdict and the truncated output
+back, remove the directory. As root, runs start from threads of ours (:func:`_launchers`,
+:func:`run_many`'s), each in a network namespace and on cgroup v1 a cgroup of its own.
 """
 
 from __future__ import annotations
@@ -13,10 +15,8 @@ import contextlib
 import functools
 import logging
 import marshal
-import math
 import os
 import secrets
-import select
 import shutil
 import signal
 import stat
@@ -61,22 +61,6 @@ _BOOT_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "boot.py
 def _bootstrap_code() -> bytes:
     with open(_BOOT_SOURCE, encoding="utf-8") as fh:
         return marshal.dumps(compile(fh.read(), "<repro.sandbox.boot>", "exec", dont_inherit=True))
-
-
-def _wait(proc: subprocess.Popen, timeout: float) -> int:
-    """``proc.wait(timeout)`` without its polling sleeps (up to 50 ms each): poll a pidfd."""
-    try:
-        pidfd = os.pidfd_open(proc.pid)
-    except (AttributeError, OSError):  # Python < 3.9, Linux < 5.3, not Linux
-        return proc.wait(timeout=timeout)
-    try:
-        poller = select.poll()
-        poller.register(pidfd, select.POLLIN)
-        if not poller.poll(max(1, math.ceil(timeout * 1000))):
-            raise subprocess.TimeoutExpired(proc.args, timeout)
-    finally:
-        os.close(pidfd)
-    return proc.wait()
 
 
 def _child_env(work: str, marker: str) -> dict[str, str]:
@@ -172,13 +156,10 @@ def run_program(
     if not sys.executable:
         raise SandboxError("repro.sandbox: sys.executable is empty; cannot start an interpreter")
     prefix = kernel._namespace_prefix()
-    if (
-        threading.current_thread() is threading.main_thread()
-        and kernel._maps_ids(prefix)
-        and cgroups._cgroups_work()
-        and cgroups._own_cgroups().get("memory")
-    ):  # cgroup v1: run from the helper thread, which keeps a cgroup (see cgroups._cgroup_for)
-        return cgroups._helper().submit(run_program, source, **given).result()
+    if kernel._maps_ids(prefix) and not _is_launcher():
+        # as root, the thread that starts a sandbox gets a network namespace (and on cgroup v1 a
+        # cgroup) of its own: one of ours, never the caller's
+        return _launchers().submit(run_program, source, **given).result()
     token = secrets.token_hex(16).encode()
     rc, timed_out, wall, said, stdout, stderr, cmd = _execute(source, prefix, lim, token)
     if not said.startswith(b"1"):  # not the program's fault: never score it as a failure
@@ -198,12 +179,16 @@ def run_program(
 
 
 def _execute(source: str, prefix: tuple, lim: _Limits, token: bytes) -> tuple:
-    """One run in a fresh work directory, cleaned up whatever happens: (returncode, timed out,
-    wall s, what the verdict pipe said, stdout, stderr, command)."""
+    """One run, cleaned up whatever happens: (returncode, timed out, wall s, what the verdict
+    pipe said, stdout, stderr, command). Under bubblewrap the program and the bootstrap travel in
+    memory files that bwrap copies into the run's tmpfs; otherwise they are written into a fresh
+    host directory, the program's cwd, removed afterwards."""
     marker = uuid.uuid4().hex
-    work = tempfile.mkdtemp(prefix="repro-sandbox-")
+    bwrap = kernel._is_bwrap(prefix)
+    work = None if bwrap else tempfile.mkdtemp(prefix="repro-sandbox-")
     fds: list[int] = []  # descriptors to close on the way out
     ids = kernel._IdMap() if kernel._maps_ids(prefix) else None
+    netns = ids is not None and _is_launcher() and kernel._thread_netns()
     watch = ids if ids is not None else kernel._Pid1.for_run(prefix)  # (bwrap's pid 1 to reap)
     cgroup = None
     try:
@@ -212,11 +197,11 @@ def _execute(source: str, prefix: tuple, lim: _Limits, token: bytes) -> tuple:
                 cgroup = cgroups._cgroup_for(_cgroup_memory(lim), lim.nproc + _CGROUP_EXTRA_PIDS)
             except OSError as exc:  # it worked when probed: do not quietly run without it
                 raise SandboxError(f"repro.sandbox: cannot set up the run's cgroup: {exc}") from exc
-        files = _write_files(work, source)
-        if kernel._is_bwrap(prefix):
-            head, keep = _bwrap_head(prefix, lim, files, watch, fds)
+        if work is None:
+            head, keep = _bwrap_head(prefix, lim, _data_files(source, fds), watch, fds, netns)
             inside = kernel._BOX
         else:
+            _write_files(work, source)
             head, inside, keep = list(prefix), work, ()
         # verdict: the bootstrap writes b"1" when it starts, the token when the program is done
         verdict_r, verdict_w = os.pipe()
@@ -231,10 +216,11 @@ def _execute(source: str, prefix: tuple, lim: _Limits, token: bytes) -> tuple:
             str(_NOFILE), str(verdict_w), str(token_r), str(_GUARD),
             str(kernel._BOX_ID if ids else -1),
         ]  # fmt: skip
-        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        with _capture("stdout") as out, _capture("stderr") as err:
             rc, timed_out, wall = _run(
-                cmd, work, marker, out, err, (verdict_w, token_r, *keep), prefix, lim, watch, cgroup
-            )
+                cmd, work or "/", marker, out, err, (verdict_w, token_r, *keep), prefix, lim, watch,
+                cgroup,
+            )  # fmt: skip
             for fd in (verdict_w, token_r, *keep):
                 _close(fd, fds)
             said = _read_all(verdict_r)
@@ -243,12 +229,24 @@ def _execute(source: str, prefix: tuple, lim: _Limits, token: bytes) -> tuple:
     finally:
         for fd in fds:
             os.close(fd)
-        if watch is not None:
-            watch.close()
+        if watch is not None and not watch.close() and netns:
+            kernel._leave_thread_netns()  # a process of this run may still be alive in it
         if cgroup is not None and not cgroup.born_inside:
             cgroup.close()
-        _rmtree(work)
+        if work is not None:
+            _rmtree(work)
     return rc, timed_out, wall, said, stdout, stderr, cmd
+
+
+def _capture(name: str):
+    """An unnamed in-memory file for the child's ``name`` stream (``memfd_create``; a temporary
+    file where there is none): nothing is written to disk, and the pages count toward the
+    writer's memory (its run's cgroup), ``RLIMIT_FSIZE`` bounding their size as for a file."""
+    try:
+        fd = os.memfd_create(f"repro-sandbox-{name}", os.MFD_CLOEXEC)
+    except (AttributeError, OSError):  # not Linux, or Linux < 3.17
+        return tempfile.TemporaryFile()
+    return open(fd, "w+b")
 
 
 def _close(fd: int, fds: list[int]) -> None:
@@ -257,17 +255,28 @@ def _close(fd: int, fds: list[int]) -> None:
     fds.remove(fd)
 
 
-def _write_files(work: str, source: str) -> tuple[tuple[str, str], ...]:
-    """The program and the marshalled bootstrap in ``work``: ((host path, name), ...)."""
-    program = os.path.join(work, _PROGRAM_NAME)
-    with open(program, "w", encoding="utf-8") as fh:
-        fh.write(source)
-    boot = os.path.join(work, _BOOT_NAME)
-    with open(boot, "wb") as fh:
-        fh.write(_bootstrap_code())
-    for path in (program, boot):  # readable by the sandbox's uid whatever the umask
-        os.chmod(path, 0o644)
-    return (program, _PROGRAM_NAME), (boot, _BOOT_NAME)
+def _write_files(work: str, source: str) -> None:
+    """The program and the marshalled bootstrap in the host directory ``work``."""
+    for name, data in ((_PROGRAM_NAME, source.encode()), (_BOOT_NAME, _bootstrap_code())):
+        path = os.path.join(work, name)
+        with open(path, "wb") as fh:
+            fh.write(data)
+        os.chmod(path, 0o644)  # readable by the sandbox's uid whatever the umask
+
+
+def _data_files(source: str, fds: list[int]) -> tuple[tuple[int, str], ...]:
+    """The program and the marshalled bootstrap in memory files, for bwrap to copy into the box:
+    ((descriptor, name in the box), ...). Nothing touches the host's disk."""
+    files = []
+    for name, data in ((_PROGRAM_NAME, source.encode()), (_BOOT_NAME, _bootstrap_code())):
+        fd = os.memfd_create(f"repro-sandbox-{name}", os.MFD_CLOEXEC)
+        fds.append(fd)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.lseek(fd, 0, os.SEEK_SET)
+        files.append((fd, name))
+    return tuple(files)
 
 
 def _bwrap_head(
@@ -276,10 +285,12 @@ def _bwrap_head(
     files: tuple,
     ids: kernel._IdMap | kernel._Pid1 | None,
     fds: list[int],
+    netns: bool,
 ) -> tuple[list[str], tuple[int, ...]]:
     """bwrap's part of the command, its options passed through a pipe (``--args``): inside,
     bwrap's command line names no host path. Returns (head, descriptors the child keeps)."""
-    head = kernel._bwrap_command(prefix, _TMPFS_FILES * (lim.fsize_mb << 20), files, ids)
+    tmpfs = _TMPFS_FILES * (lim.fsize_mb << 20)
+    head = kernel._bwrap_command(prefix, tmpfs, files, ids, netns)
     args_r, args_w = os.pipe()
     fds += [args_r, args_w]
     options = "".join(f"{a}\0" for a in head[1:-1]).encode()
@@ -287,7 +298,7 @@ def _bwrap_head(
         raise SandboxError("repro.sandbox: the bwrap options do not fit in a pipe")
     os.write(args_w, options)
     _close(args_w, fds)
-    return [head[0], "--args", str(args_r), "--"], (args_r,)
+    return [head[0], "--args", str(args_r), "--"], (args_r, *(fd for fd, _ in files))
 
 
 def _read_all(fd: int) -> bytes:
@@ -325,7 +336,7 @@ def _run(
         raise SandboxError(f"repro.sandbox: cannot start {cmd[0]!r}: {exc}") from exc
     timed_out = False
     try:
-        rc: int | None = _wait(proc, lim.timeout_s)
+        rc: int | None = kernel._wait(proc, lim.timeout_s)
     except subprocess.TimeoutExpired:
         timed_out = True
         kernel._kill_process_group(proc.pid)
@@ -355,8 +366,45 @@ def run_many(sources: Iterable[str], *, workers: int = 2, **limits: object) -> l
         return []
     kernel._namespaces()  # probe once, before the threads start
     cgroups._remove_stale()  # the cgroups of earlier calls' worker threads
-    with ThreadPoolExecutor(max_workers=min(workers, len(sources))) as pool:
+    with ThreadPoolExecutor(
+        max_workers=min(workers, len(sources)), thread_name_prefix="repro-sandbox",
+        initializer=_mark_launcher,
+    ) as pool:  # fmt: skip
         return list(pool.map(lambda s: run_program(s, **limits), sources))  # type: ignore[arg-type]
+
+
+# --- the threads that start sandboxes ---------------------------------------------------------
+
+_LAUNCHER = threading.local()
+#: The launcher pool of this process (keyed by pid: a forked child does not inherit threads).
+_LAUNCHERS: dict[int, ThreadPoolExecutor] = {}
+_LAUNCHERS_LOCK = threading.Lock()
+#: At most this many :func:`run_program` calls from other threads run at once (as root).
+_MAX_LAUNCHERS = 32
+
+
+def _mark_launcher() -> None:
+    _LAUNCHER.ok = True
+
+
+def _is_launcher() -> bool:
+    """Whether the calling thread is one of ours (:func:`run_many`'s, :func:`_launchers`'), which
+    may be moved into a network namespace and a cgroup of their own (as root)."""
+    return getattr(_LAUNCHER, "ok", False)
+
+
+def _launchers() -> ThreadPoolExecutor:
+    """The threads that run :func:`run_program` for callers whose own thread must stay as it is
+    (its network namespace and cgroup; see :func:`kernel._thread_netns`,
+    :func:`cgroups._cgroup_for`). Idle threads are reused, so do their namespace and cgroup."""
+    with _LAUNCHERS_LOCK:
+        pool = _LAUNCHERS.get(os.getpid())
+        if pool is None:
+            _LAUNCHERS.clear()
+            pool = _LAUNCHERS[os.getpid()] = ThreadPoolExecutor(
+                _MAX_LAUNCHERS, thread_name_prefix="repro-sandbox", initializer=_mark_launcher
+            )
+        return pool
 
 
 def describe(**limits: object) -> str:
