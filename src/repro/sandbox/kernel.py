@@ -120,7 +120,12 @@ def _python_flags() -> list[str]:
 
 def _interpreter(prefix: Sequence[str]) -> str:
     """The interpreter to start: the real binary inside bubblewrap (a venv's path is not there)."""
-    return os.path.realpath(sys.executable) if _is_bwrap(prefix) else sys.executable
+    return _real_executable(sys.executable) if _is_bwrap(prefix) else sys.executable
+
+
+@functools.lru_cache(maxsize=4)
+def _real_executable(path: str) -> str:
+    return os.path.realpath(path)  # (13 lstat calls for a pyenv venv: once, not per run)
 
 
 def _is_bwrap(prefix: Sequence[str]) -> bool:
