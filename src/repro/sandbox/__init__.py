@@ -34,9 +34,10 @@ not. A program that defeats (d) can fake a pass, but it still cannot escape (e).
     travel in memory files (``memfd_create``) that bwrap copies, read-only, into a private tmpfs
     (the program's cwd, ``HOME`` and ``TMPDIR``): nothing of the run touches the host's disk.
     Otherwise a fresh ``tempfile.mkdtemp`` directory holds them and is the cwd; it is removed
-    afterwards. stdout / stderr go to unnamed memory files (read back truncated; their pages
-    count toward the run's cgroup (f), ``RLIMIT_FSIZE`` bounds each), stdin is ``/dev/null``. The bootstrap reports through a pipe that it started: a
-    sandbox that cannot start raises :class:`SandboxError` instead of scoring the program 0.
+    afterwards. stdout / stderr go to unnamed memory files (read back truncated; their pages count
+    toward the run's cgroup (f), ``RLIMIT_FSIZE`` bounds each), stdin is ``/dev/null``. The
+    bootstrap reports through a pipe that it started: a sandbox that cannot start raises
+    :class:`SandboxError` instead of scoring the program 0.
 (b) **Scrubbed environment and interpreter flags.** The child's environment is built from scratch
     (``PATH=/usr/bin:/bin``, ``LANG=C.UTF-8``, ``PYTHONHASHSEED=0``, ``PYTHONDONTWRITEBYTECODE=1``,
     ``PYTHONUTF8=1``, ``HOME``/``TMPDIR``): no inherited variable, so no secret, reaches it. The
@@ -83,54 +84,55 @@ not. A program that defeats (d) can fake a pass, but it still cannot escape (e).
     Confinement therefore rests on (c) and (e).
 (e) **Kernel-side confinement: bubblewrap** (Debian's ``bwrap``, probed once and cached). The
     program runs in new user, pid, IPC, UTS (and cgroup) namespaces and a network namespace (see
-    below), in a mount namespace
-    whose root is an empty tmpfs remounted read-only holding only: ``/usr`` (and the ``/bin``,
-    ``/lib``... links) and the interpreter's own prefix read-only; a private ``/proc`` of its pid
-    namespace; a minimal read-only ``/dev`` (null, zero, random, urandom, tty...); its work
-    directory, a tmpfs of ``4 × fsize_mb`` at ``/sandbox``. Its identity is uid/gid 65534 with no
-    capability and ``no_new_privs``: when the caller is root, the parent writes the namespace's id
-    maps itself so that 65534 is host uid 65534 too (a host root uid would escape
-    ``RLIMIT_NPROC``), and the bootstrap switches to it before the program runs; bwrap's options
-    travel through a pipe, so no host path shows in ``/proc/1/cmdline``. ``--die-with-parent`` and
-    the pid namespace kill every process the program started (``fork``, ``setsid``, daemons) when
-    it ends or is killed. The network namespace: started by root, bwrap is started from one of
-    our threads (:func:`run_many`'s, or a pool's for :func:`run_program`), which moved itself
-    once into a new network namespace, owned by the host's user namespace (no program has a
-    capability in it) and holding only a loopback device that stays down; that thread's runs
-    join it one after another, never two at once, and a thread that could not reap a run's pid 1
-    takes a fresh one. Concurrent runs are in different threads, hence namespaces. (A namespace
-    per run costs the kernel ~2 ms per program, a fifth of the throughput on 2 cores.) Otherwise
-    bwrap makes one per run. *Guarantees, with the guard switched off:* nothing outside the work
-    tmpfs is writable (no host file is even mounted writable: not the home, not ``results/``);
-    no host home, ``/etc``, ``/tmp``, ``/run``, ``/var`` or ``/sys``, and no other process's
-    ``/proc``, so no secret outside the program's own files; no network, no host Unix socket
-    (none is mounted) and no abstract socket of the host or of a concurrent run (those are per
-    network namespace); memory bounded:
-    per process ``RLIMIT_AS`` + at most 64 ``memfd``/pipe buffers of ``RLIMIT_FSIZE`` each, at
-    most ``nproc`` processes, plus the work tmpfs (and (f) where available); no host privilege;
-    no process outlives the run, and none is left a zombie: the caller becomes a child subreaper
-    and reaps bwrap's pid 1, which bwrap itself does not wait for (``_become_subreaper``; as
-    root only, where the parent learns that pid for the id maps, and then in runs without them
-    too, ``_Pid1``; a non-root caller leaves it to the machine's pid 1). *Does not:* hide the kernel itself (a
-    kernel exploit is out of scope), or bound CPU time beyond ``RLIMIT_CPU`` per process and the
+    below), in a mount namespace whose root is an empty tmpfs remounted read-only holding only:
+    ``/usr`` (and the ``/bin``, ``/lib``... links) and the interpreter's own prefix read-only; a
+    private ``/proc`` of its pid namespace; a minimal read-only ``/dev`` (null, zero, random,
+    urandom, tty...); its work directory, a tmpfs of ``4 × fsize_mb`` at ``/sandbox``. Its identity
+    is uid/gid 65534 with no capability and ``no_new_privs``: when the caller is root, the parent
+    writes the namespace's id maps itself so that 65534 is host uid 65534 too (a host root uid would
+    escape ``RLIMIT_NPROC``), and the bootstrap switches to it before the program runs; bwrap's
+    options travel through a pipe, so no host path shows in ``/proc/1/cmdline``.
+    ``--die-with-parent`` and the pid namespace kill every process the program started (``fork``,
+    ``setsid``, daemons) when it ends or is killed. The network namespace: as root, bwrap is started
+    from one of our threads (:func:`run_many`'s, or a pool's for :func:`run_program`), which moved
+    itself once into a new network namespace, owned by the host's user namespace (no program has a
+    capability in it) and holding only a loopback device that stays down; that thread's runs join it
+    one after another, never two at once, and a thread that could not reap a run's pid 1 takes a
+    fresh one. Concurrent runs are in different threads, hence namespaces. (A namespace per run
+    costs the kernel ~2 ms per program, a fifth of the throughput on 2 cores.) Otherwise bwrap makes
+    one per run. *Guarantees, with the guard switched off:* nothing outside the work tmpfs is
+    writable (no host file is even mounted writable: not the home, not ``results/``); no host home,
+    ``/etc``, ``/tmp``, ``/run``, ``/var`` or ``/sys``, and no other process's ``/proc``, so no
+    secret outside the program's own files; no network, no host Unix socket (none is mounted) and no
+    abstract socket of the host or of a concurrent run (those are per network namespace); memory
+    bounded: per process ``RLIMIT_AS`` + at most 64 ``memfd``/pipe buffers of ``RLIMIT_FSIZE`` each,
+    at most ``nproc`` processes, plus the work tmpfs (and (f) where available); no host privilege;
+    no process outlives the run, and none is left a zombie: the caller becomes a child subreaper and
+    reaps bwrap's pid 1, which bwrap itself does not wait for (``_become_subreaper``; as root only,
+    where the parent learns that pid for the id maps, and then in runs without them too, ``_Pid1``;
+    a non-root caller leaves it to the machine's pid 1). *Does not:* hide the kernel itself (a
+    kernel exploit is out of scope); close every channel from one run to the next run of the same
+    thread (a Unix socket kept "in flight" through ``SCM_RIGHTS`` can outlive its processes until
+    the kernel collects it, its abstract name still bound in the thread's namespace: a few bits, to
+    another sandboxed program only); or bound CPU time beyond ``RLIMIT_CPU`` per process and the
     wall-clock kill.
-(f) **A memory + pids cgroup per run** (root, where those controllers are writable; probed
-    once, named by :func:`describe`). On cgroup v1 each of our threads that start sandboxes (see
-    the network namespace in (e)) is put once into a cgroup of its own, so every process of its
-    runs is born inside (the parent's own memory stays charged to its main thread's cgroup); on
-    v2 the parent moves bwrap's sandbox process into a fresh cgroup while it waits for its id
-    maps (a migration: ~10 ms). Memory of all the run's processes together, tmpfs and ``memfd``
-    pages included, at most ``memory_mb`` + the work tmpfs + the captured stdout and stderr
-    (``fsize_mb`` each) + 64 MiB (the kernel's OOM killer ends the run: status ``killed``; page cache
-    of what it read counts too, and is reclaimed first), processes at most ``nproc`` + 4.
-    *Does not:* exist where cgroups are not writable (a container without delegation, a non-root
-    caller): then only the per-process sum of (e) bounds memory.
-    *Fallback:* where bwrap is missing or cannot create its namespaces, one loud error is logged
-    (``make setup`` installs it as root; CI requires it) and the strongest ``unshare`` that works
-    is used (user+net+pid+mount namespaces: no network, no host processes, but the host
-    filesystem stays visible and only (d) confines it), else none; without a pid namespace,
-    processes carrying this run's marker variable are hunted down in ``/proc`` and killed after
-    each run. :func:`describe` (hence every ``code_exec`` score's variant) names the layer used.
+(f) **A memory + pids cgroup per run** (root, where those controllers are writable; probed once,
+    named by :func:`describe`). On cgroup v1 each of our threads that start sandboxes (see the
+    network namespace in (e)) is put once into a cgroup of its own, so every process of its runs is
+    born inside (the parent's own memory stays charged to its main thread's cgroup); on v2 the
+    parent moves bwrap's sandbox process into a fresh cgroup while it waits for its id maps (a
+    migration: ~10 ms). Memory of all the run's processes together, tmpfs and ``memfd`` pages
+    included, at most ``memory_mb`` + the work tmpfs + the captured stdout and stderr (``fsize_mb``
+    each) + 64 MiB (the kernel's OOM killer ends the run: status ``killed``; page cache of what it
+    read counts too, and is reclaimed first), processes at most ``nproc`` + 4. *Does not:* exist
+    where cgroups are not writable (a container without delegation, a non-root caller): then only
+    the per-process sum of (e) bounds memory. *Fallback:* where bwrap is missing or cannot create
+    its namespaces, one loud error is logged (``make setup`` installs it as root; CI requires it)
+    and the strongest ``unshare`` that works is used (user+net+pid+mount namespaces: no network, no
+    host processes, but the host filesystem stays visible and only (d) confines it), else none;
+    without a pid namespace, processes carrying this run's marker variable are hunted down in
+    ``/proc`` and killed after each run. :func:`describe` (hence every ``code_exec`` score's
+    variant) names the layer used.
 
 Statuses of :class:`RunResult`: ``ok`` (the verdict above), ``exited`` (exit status 0 without the
 token: the program ended the interpreter itself), ``error`` (non-zero exit: exception, syntax
