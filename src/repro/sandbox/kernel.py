@@ -99,12 +99,17 @@ def _thread_netns() -> bool:
                     raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
             made = True
         except (OSError, AttributeError) as exc:
-            log.warning(
-                "repro.sandbox: cannot give this thread a network namespace (%s): each run "
-                "makes its own (slower)", exc,
-            )  # fmt: skip
+            _warn_no_thread_netns(str(exc))
         _THREAD_NET.made = made
     return made
+
+
+@functools.cache
+def _warn_no_thread_netns(why: str) -> None:  # (once per reason, not once per thread)
+    log.warning(
+        "repro.sandbox: cannot give a thread a network namespace (%s): each run makes its own "
+        "(slower)", why,
+    )  # fmt: skip
 
 
 def _leave_thread_netns() -> None:

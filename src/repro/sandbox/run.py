@@ -218,8 +218,8 @@ def _execute(source: str, prefix: tuple, lim: _Limits, token: bytes) -> tuple:
         ]  # fmt: skip
         with _capture("stdout") as out, _capture("stderr") as err:
             rc, timed_out, wall = _run(
-                cmd, work or "/", marker, out, err, (verdict_w, token_r, *keep), prefix, lim, watch,
-                cgroup,
+                cmd, work or "/", inside, marker, out, err, (verdict_w, token_r, *keep), prefix,
+                lim, watch, cgroup,
             )  # fmt: skip
             for fd in (verdict_w, token_r, *keep):
                 _close(fd, fds)
@@ -238,15 +238,19 @@ def _execute(source: str, prefix: tuple, lim: _Limits, token: bytes) -> tuple:
     return rc, timed_out, wall, said, stdout, stderr, cmd
 
 
+def _memfd(name: str) -> int:
+    """A new unnamed in-memory file (closed on exec; ``pass_fds`` hands it on)."""
+    return os.memfd_create(f"repro-sandbox-{name}", os.MFD_CLOEXEC)
+
+
 def _capture(name: str):
     """An unnamed in-memory file for the child's ``name`` stream (``memfd_create``; a temporary
     file where there is none): nothing is written to disk, and the pages count toward the
     writer's memory (its run's cgroup), ``RLIMIT_FSIZE`` bounding their size as for a file."""
     try:
-        fd = os.memfd_create(f"repro-sandbox-{name}", os.MFD_CLOEXEC)
+        return open(_memfd(name), "w+b")
     except (AttributeError, OSError):  # not Linux, or Linux < 3.17
         return tempfile.TemporaryFile()
-    return open(fd, "w+b")
 
 
 def _close(fd: int, fds: list[int]) -> None:
@@ -269,7 +273,7 @@ def _data_files(source: str, fds: list[int]) -> tuple[tuple[int, str], ...]:
     ((descriptor, name in the box), ...). Nothing touches the host's disk."""
     files = []
     for name, data in ((_PROGRAM_NAME, source.encode()), (_BOOT_NAME, _bootstrap_code())):
-        fd = os.memfd_create(f"repro-sandbox-{name}", os.MFD_CLOEXEC)
+        fd = _memfd(name)
         fds.append(fd)
         view = memoryview(data)
         while view:
@@ -313,7 +317,8 @@ def _read_all(fd: int) -> bytes:
 
 def _run(
     cmd: list[str],
-    work: str,
+    cwd: str,
+    home: str,
     marker: str,
     out,
     err,
@@ -323,12 +328,12 @@ def _run(
     ids: kernel._IdMap | kernel._Pid1 | None,
     cgroup: cgroups._Cgroup | None,
 ) -> tuple[int | None, bool, float]:
-    """Start ``cmd``, wait up to the timeout, kill and reap: (returncode, timed out, wall s)."""
+    """Start ``cmd`` in ``cwd`` (``home``: the program's working directory, as it sees it), wait
+    up to the timeout, kill and reap: (returncode, timed out, wall s)."""
     start = time.perf_counter()
     try:
         proc = kernel._spawn(
-            cmd, ids, lim.timeout_s, cgroup, cwd=work,
-            env=_child_env(work if not kernel._is_bwrap(prefix) else kernel._BOX, marker),
+            cmd, ids, lim.timeout_s, cgroup, cwd=cwd, env=_child_env(home, marker),
             stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True,
             close_fds=True, pass_fds=keep_fds,
         )  # fmt: skip
