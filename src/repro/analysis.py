@@ -54,7 +54,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from repro.io import InputError, atomic_write_json, run_stage
+from repro.io import InputError, atomic_write_json, run_stage, stage_parser
 from repro.methods.base import Batch, Method
 from repro.sample import _check_compatible, resolve_device
 from repro.tokenization.arrays import load_tokenized, read_meta
@@ -201,9 +201,7 @@ def loss_vs_t(
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        prog="python -m repro.analysis", description=__doc__.splitlines()[0]
-    )
+    p = stage_parser("repro.analysis", __doc__)
     sub = p.add_subparsers(dest="analysis", required=True)
     q = sub.add_parser("loss-vs-t", help="training loss on a split across t in [0, 1] (Fig. 8)")
     q.add_argument("--ckpt", required=True, help="model.ckpt of the train_model stage")

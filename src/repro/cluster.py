@@ -8,15 +8,15 @@ download) live in :mod:`repro.workflow.hub`; SLURM resources per job in
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
 
+from repro.io import stage_parser
 from repro.workflow.hub import HF_CACHE, fetch
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m repro.cluster", description=__doc__.splitlines()[0])
+    p = stage_parser("repro.cluster", __doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
     f = sub.add_parser("fetch", help="download a hub repository into the project cache")
     f.add_argument("--id", required=True)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from repro.io import InputError, atomic_write_bytes, atomic_write_json, run_stage
+from repro.io import InputError, atomic_write_bytes, atomic_write_json, run_stage, stage_parser
 from repro.train.checkpoint import load_model
 from repro.train.logs import setup_logging
 
@@ -69,9 +69,7 @@ def export_embeddings(
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        prog="python -m repro.export_embeddings", description=__doc__.splitlines()[0]
-    )
+    p = stage_parser("repro.export_embeddings", __doc__)
     p.add_argument("--ckpt", required=True, help="model.ckpt of a DiffuSeq (or embedding_fm) run")
     p.add_argument("--out", required=True, help="embeddings.npy to write")
     p.add_argument("--weights", default=None, help="stored weights to use (default: the main)")

@@ -232,10 +232,19 @@ def write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> int:
 
 
 def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
-    """``(line number, object)`` for each non-blank line (lines end at ``\n``; a ``.gz`` file is
-    read decompressed); a malformed line raises :class:`InputError` naming ``file:line``."""
-    for lineno, _, _, row in iter_jsonl_at(path):
-        yield lineno, row
+    """``(line number, object)`` for each non-blank line (universal newlines: ``\n``, ``\r\n`` or
+    a lone ``\r``; a ``.gz`` file is read decompressed); a malformed line raises
+    :class:`InputError` naming ``file:line``."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: file not found")
+    opener = gzip.open if path.name.endswith(".gz") else open  # HumanEval.jsonl.gz
+    # surrogateescape: a byte that is not UTF-8 becomes a lone surrogate that check_utf8 reports
+    # with its line, instead of a UnicodeDecodeError from deep inside the reader
+    with opener(path, "rt", encoding="utf-8", errors="surrogateescape") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if line.strip():
+                yield lineno, _parse_jsonl_line(line, f"{path}:{lineno}")
 
 
 def iter_jsonl_at(

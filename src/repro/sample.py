@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from repro.io import InputError, read_jsonl, run_stage, write_jsonl
+from repro.io import InputError, read_jsonl, run_stage, stage_parser, write_jsonl
 from repro.methods.base import Batch
 from repro.progress import BatchProgress, want_bar
 from repro.tokenization.arrays import load_tokenized, read_meta
@@ -280,7 +280,7 @@ def sample(
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m repro.sample", description=__doc__.splitlines()[0])
+    p = stage_parser("repro.sample", __doc__)
     p.add_argument("--ckpt", required=True, help="model.ckpt of the train_model stage")
     p.add_argument(
         "--data", required=True, help="tokenized layout directory the model was trained on"

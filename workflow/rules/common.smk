@@ -38,7 +38,8 @@ P = Priorities(C)
 
 # Every job runs with the Hugging Face hub offline and reads hub files from the project cache
 # (compute nodes have no network); the local download rules (login node) start their command
-# with `env HF_HUB_OFFLINE=0 …` (repro.workflow.hub.ONLINE, docs/pipeline.md §2.4). It also fixes
+# with `env HF_HUB_OFFLINE=0 …` (the string repro.workflow.hub.ONLINE, spelled out in each rule so
+# that snakemake --lint sees a literal shell; docs/pipeline.md §2.4). It also fixes
 # PYTHONHASHSEED, so that set orders (bert-score's batches) are the same in every run.
 shell.prefix(OFFLINE_PREFIX)
 

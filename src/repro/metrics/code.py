@@ -35,7 +35,6 @@ from repro.metrics.base import (
     MetricResult,
     check_choice,
     check_positive_int,
-    mean_defined,
     metric,
 )
 from repro.sandbox import STATUSES, assemble_program, describe, run_many
@@ -144,4 +143,4 @@ def code_exec(
         "first_failures": errors,
         "wall_seconds_total": round(math.fsum(r.wall_s for r in results), 3),
     }
-    return MetricResult(mean_defined(per_example), variant, per_example, details)
+    return MetricResult.of_examples(per_example, variant, details)

@@ -140,7 +140,7 @@ def write_tokenized(
     meta.update(meta_extra or {})
     for split, enc in splits.items():
         if isinstance(enc, ShardedSplit):
-            for part, dtype in (("ids", np.int32), ("cond", np.uint8)):
+            for part, dtype in PARTS:
                 _save_npy(out / f"{split}.{part}.npy", np.zeros((0, layout.seq_len), dtype))
             meta["splits"][split] = {
                 "n": enc.n, "dropped": 0, "truncated": 0, "shards": enc.manifest(),

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
@@ -22,16 +22,7 @@ from repro import methods
 from repro.io import InputError, atomic_path
 from repro.methods.base import Method
 
-if TYPE_CHECKING:
-    import lightning.pytorch as pl
-
 CKPT_FORMAT = "repro.ckpt.v1"
-
-
-def save_trainer_checkpoint(trainer: pl.Trainer, path: Path) -> None:
-    """``trainer.save_checkpoint``: rank 0 writes it through :func:`atomic_checkpoint_io` (never a
-    torn file; the previous one stays until the new one is complete); every rank waits."""
-    trainer.save_checkpoint(path)
 
 
 def save_torch(obj: Any, path: str | os.PathLike) -> None:

@@ -28,9 +28,9 @@ from torch import nn
 
 from repro.io import InputError
 from repro.methods.base import Batch, Method
+from repro.models import count_parameters
 from repro.tokenization.arrays import TokenizedSplit
 
-from .checkpoint import save_trainer_checkpoint
 from .config import TrainConfig, ema_weights_name, lr_factor
 from .data import TrainStream, ValBatches, derive_seed
 from .ema import EMA
@@ -121,8 +121,8 @@ class TrainModule(pl.LightningModule):
                     batch_size=self.cfg.batch_size,
                 ),
             )
-        n_params = sum(p.numel() for p in self.model.parameters())
-        n_train = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+        n_params = count_parameters(self.model)
+        n_train = count_parameters(self.model, trainable_only=True)
         log.info(
             "train start: world_size=%d global_rank=%d parameters=%d (trainable %d) "
             "micro_batch=%d accumulate=%d global_batch=%d step=%d/%d",
@@ -284,7 +284,6 @@ class TimeBudget(pl.Callback):
         self.seconds, self.started = seconds, started
         self.last_ckpt, self.ckpt_every = last_ckpt, ckpt_every
         self.stop = stop
-        self.stopped_at: int | None = None
         self._last_step = -1
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -314,7 +313,7 @@ class TimeBudget(pl.Callback):
         if not out_of_time:
             return
         trainer.should_stop = True
-        self.stopped_at = step
         if step % self.ckpt_every != 0:  # otherwise ModelCheckpoint saves this step next
-            save_trainer_checkpoint(trainer, self.last_ckpt)
+            # rank 0 writes it through atomic_checkpoint_io (never a torn file); every rank waits
+            trainer.save_checkpoint(self.last_ckpt)
 

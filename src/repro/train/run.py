@@ -33,6 +33,7 @@ import torch
 from repro import methods, progress
 from repro.io import InputError, atomic_write_json, read_json
 from repro.methods.base import Method
+from repro.models import count_parameters
 from repro.tokenization.arrays import TokenizedSplit, load_tokenized, read_meta
 
 from .checkpoint import atomic_checkpoint_io, final_checkpoint, save_torch
@@ -220,7 +221,6 @@ def train(
 class _Fit:
     """The Lightning objects of one run and what it needs to fit, resume and sum up."""
 
-    pl: Any
     trainer: Any
     module: Any
     datamodule: Any
@@ -244,7 +244,7 @@ class _Fit:
         model = inputs.method.build_model(
             dict(inputs.model_cfg), vocab_size=int(meta["vocab_size"]), seq_len=int(meta["seq_len"])
         )
-        n_params = sum(p.numel() for p in model.parameters())
+        n_params = count_parameters(model)
         precision = resolve_precision(tc.precision, accelerator)
         module = lm.TrainModule(inputs.method, model, tc, digest)
         module.geometry = (devices, num_nodes, len(inputs.train))
@@ -286,7 +286,7 @@ class _Fit:
             enable_model_summary=False,
             use_distributed_sampler=False,
         )
-        return cls(pl, trainer, module, dm, stop, last, tc, int(meta["seq_len"]), n_params)
+        return cls(trainer, module, dm, stop, last, tc, int(meta["seq_len"]), n_params)
 
     def run(self) -> tuple[int, bool, float]:
         """Fit (resuming ``last.ckpt`` if any) under the stop signals; validate the final weights

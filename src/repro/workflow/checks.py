@@ -162,7 +162,7 @@ class Checks(Expansion):
             for i, row in enumerate(entry["series"]):
                 self._check_row(f"{kind}.{name}.series[{i}]", row, sampler=False)
             return
-        columns = entry.get("columns", entry.get("metrics", []))
+        columns = self._spec_columns(kind, name)
         for i, col in enumerate(columns):
             if col["metric"] not in self.metrics:
                 raise ConfigError(

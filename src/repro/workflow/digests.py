@@ -117,11 +117,13 @@ def source_digest(*patterns: str) -> str:
     return h.hexdigest()[:16]
 
 
+@cache
 def stage_digest(stage: str) -> str:
     """Content digest of the package files one stage runs (see :data:`STAGE_SOURCES`)."""
     return source_digest(*import_closure(*STAGE_SOURCES[stage]))
 
 
+@cache
 def method_digest(method: str, stage: str) -> str:
     """:func:`stage_digest` of ``stage`` with the files of ``method`` added (train, sample, …)."""
     from repro.methods import method_source_files

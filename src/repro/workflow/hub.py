@@ -60,7 +60,7 @@ def bertscore_hub_model(cfg: Mapping[str, Any]) -> str | None:
 
     if cfg.get("kind") != "bertscore":
         return None
-    model = cfg.get("model", metric_options("bertscore")["model"])
+    model = cfg["model"] if "model" in cfg else metric_options("bertscore")["model"]
     if not isinstance(model, str) or model in packaged_models("bertscore") or _is_local(model):
         return None
     return model
@@ -76,10 +76,9 @@ def hub_repos(config: Mapping[str, Any]) -> dict[str, dict]:
     """
     out: dict[str, dict] = {}
     for ds in config.get("datasets", {}).values():
-        pre = (ds.get("tokenizer") or {}).get("pretrained")
-        if pre and isinstance(pre.get("id"), str) and not _is_local(pre["id"]):
-            rev = str(pre.get("revision") or "main")
-            out[hub_slug(pre["id"], rev)] = {"id": pre["id"], "revision": rev, "kind": "tokenizer"}
+        pre = _pretrained_tokenizer(ds)
+        if pre is not None:
+            out[hub_slug(*pre)] = {"id": pre[0], "revision": pre[1], "kind": "tokenizer"}
     for m in config.get("metrics", {}).values():
         model = bertscore_hub_model(m)
         if model is not None:
@@ -90,10 +89,17 @@ def hub_repos(config: Mapping[str, Any]) -> dict[str, dict]:
 
 def tokenizer_hub_inputs(config: Mapping[str, Any], dataset: str) -> list[str]:
     """The hub marker the train_tokenizer job of ``dataset`` needs (none for trained ones)."""
-    pre = (config["datasets"][dataset].get("tokenizer") or {}).get("pretrained")
+    pre = _pretrained_tokenizer(config["datasets"][dataset])
+    return [] if pre is None else [hub_marker(*pre)]
+
+
+def _pretrained_tokenizer(dataset_cfg: Mapping[str, Any]) -> tuple[str, str] | None:
+    """(hub id, revision) of a dataset's pretrained tokenizer on the hub; None for a trained
+    tokenizer or a local path."""
+    pre = (dataset_cfg.get("tokenizer") or {}).get("pretrained")
     if not pre or not isinstance(pre.get("id"), str) or _is_local(pre["id"]):
-        return []
-    return [hub_marker(pre["id"], str(pre.get("revision") or "main"))]
+        return None
+    return pre["id"], str(pre.get("revision") or "main")
 
 
 def metric_hub_inputs(metrics_json: str) -> list[str]:

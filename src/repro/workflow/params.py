@@ -15,6 +15,7 @@ are the params and inputs the rules compute from a job's wildcards or inputs alo
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -146,18 +147,23 @@ class Params(Expansion):
         self, dataset: str, experiment: str, sampler: str, nfe: int, draw: str = "seed0"
     ) -> str:
         """Metrics (name -> cfg) that some table or figure reads from this samples file."""
-        names: set[str] = set()
+        names = self._metrics_read.get((dataset, experiment, sampler, nfe, draw), ())
+        return canonical_json({n: self._metric_cfg(n) for n in sorted(names)})
+
+    @functools.cached_property
+    def _metrics_read(self) -> dict[tuple, set[str]]:
+        """(dataset, experiment, sampler, nfe, draw) -> the metrics some table or figure reads
+        from that samples file: every cell of the catalogue scanned once."""
+        index: dict[tuple, set[str]] = {}
         for kind, entries in (("tables", self.tables), ("figures", self.figures)):
             for name in entries:
                 cells = self.table_cells(name) if kind == "tables" else self.figure_cells(name)
                 for _, c in cells:
-                    if (c.dataset, c.experiment, c.sampler, c.nfe) != (
-                            dataset, experiment, sampler, nfe):
-                        continue
                     for col in self._spec_columns(kind, name):
-                        if draw in self.column_draws(c, col["metric"]):
-                            names.add(col["metric"])
-        return canonical_json({n: self._metric_cfg(n) for n in sorted(names)})
+                        for draw in self.column_draws(c, col["metric"]):
+                            key = (c.dataset, c.experiment, c.sampler, c.nfe, draw)
+                            index.setdefault(key, set()).add(col["metric"])
+        return index
 
     def _metric_cfg(self, name: str) -> dict:
         cfg = dict(self.metrics[name])

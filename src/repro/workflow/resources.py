@@ -237,7 +237,7 @@ class Jobs:
         resources: Mapping[str, Any],
         experiments: Mapping[str, Any],
         lookup: Callable[[str, str, Any], Any],
-        metrics_for: Callable[..., str] | None = None,
+        metrics_for: Callable[..., str],
         logging: Mapping[str, Any] | None = None,
     ) -> None:
         self.resources, self.experiments, self.lookup = resources, experiments, lookup
@@ -294,7 +294,6 @@ class Jobs:
 
     # -- scoring: GPUs only for metrics that run a model
     def score_metrics(self, wc: Any) -> str:
-        assert self.metrics_for is not None, "Jobs(..., metrics_for=Catalogue.metrics_for)"
         return self.metrics_for(wc.dataset, wc.experiment, wc.sampler, int(wc.nfe), wc.draw)
 
     def score_gpu(self, wc: Any) -> int:
